@@ -1,1 +1,5 @@
+"""Arena's metrics: pure functions on numpy arrays (see segmentation.py for the conventions)."""
 
+from arena.metrics.segmentation import CONVENTIONS, METRICS, EmptyPolicy, mean_over_labels, score_segmentation
+
+__all__ = ["CONVENTIONS", "METRICS", "EmptyPolicy", "mean_over_labels", "score_segmentation"]

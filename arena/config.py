@@ -1,0 +1,66 @@
+"""Settings read from the environment, with defaults that work on one machine.
+
+| variable | default | meaning |
+|---|---|---|
+| ARENA_HOME | ~/.arena | data directory: database, uploads, case store, work dirs |
+| ARENA_DATABASE_URL | sqlite:///$ARENA_HOME/arena.db | SQLAlchemy URL (PostgreSQL in production) |
+| ARENA_REDIS_URL | redis://127.0.0.1:6379/0 | Redis for the RQ queues |
+| ARENA_QUEUE | arena | RQ queue name evaluations go to |
+| ARENA_MAX_UPLOAD_BYTES | 8 GiB | largest accepted upload (bytes) |
+| ARENA_SECRET_KEY | random per process | Flask session key |
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    redis_url: str
+    queue_name: str = "arena"
+    max_upload_bytes: int = 8 * 1024**3
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.home / "uploads"
+
+    @property
+    def cases_dir(self) -> Path:
+        return self.home / "cases"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.home / "results"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.uploads_dir, self.cases_dir, self.work_dir, self.results_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``env`` (default: ``os.environ``)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("ARENA_HOME") or Path.home() / ".arena").expanduser().resolve()
+    db = env.get("ARENA_DATABASE_URL") or f"sqlite:///{home / 'arena.db'}"
+    kwargs = {}
+    if env.get("ARENA_SECRET_KEY"):
+        kwargs["secret_key"] = env["ARENA_SECRET_KEY"]
+    return Settings(
+        home=home,
+        database_url=db,
+        redis_url=env.get("ARENA_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        queue_name=env.get("ARENA_QUEUE") or "arena",
+        max_upload_bytes=int(env.get("ARENA_MAX_UPLOAD_BYTES") or 8 * 1024**3),
+        **kwargs,
+    )

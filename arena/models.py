@@ -1,0 +1,197 @@
+"""The ORM (SQLAlchemy 2, typed). Schema changes go through Alembic (arena/migrations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Column, Table
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from arena.lifecycle import (
+    CaseStatus,
+    EvaluationStatus,
+    SubmissionStatus,
+    check_evaluation_transition,
+    check_submission_transition,
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _enum(e: type) -> Enum:
+    return Enum(e, native_enum=False, length=20, values_callable=lambda x: [m.value for m in x],
+                validate_strings=True)
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    members: Mapped[list[User]] = relationship(back_populates="team")
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str | None] = mapped_column(String(200))
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    team: Mapped[Team | None] = relationship(back_populates="members")
+
+
+phase_cases = Table(
+    "phase_cases",
+    Base.metadata,
+    Column("phase_id", ForeignKey("phases.id", ondelete="CASCADE"), primary_key=True),
+    Column("case_id", ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    spec_path: Mapped[str] = mapped_column(String(500))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # snapshot of the validated spec
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    phases: Mapped[list[Phase]] = relationship(back_populates="task", order_by="Phase.id")
+    cases: Mapped[list[Case]] = relationship(back_populates="task", order_by="Case.key")
+
+
+class Phase(Base):
+    __tablename__ = "phases"
+    __table_args__ = (UniqueConstraint("task_id", "slug"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    slug: Mapped[str] = mapped_column(String(50))
+    title: Mapped[str] = mapped_column(String(200))
+    task: Mapped[Task] = relationship(back_populates="phases")
+    cases: Mapped[list[Case]] = relationship(secondary=phase_cases, order_by="Case.key")
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("task_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    key: Mapped[str] = mapped_column(String(100))
+    image_path: Mapped[str] = mapped_column(String(500))
+    reference_path: Mapped[str] = mapped_column(String(500))
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    task: Mapped[Task] = relationship(back_populates="cases")
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id"))
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    label: Mapped[str | None] = mapped_column(String(200))  # free text: algorithm name / version
+    status: Mapped[SubmissionStatus] = mapped_column(_enum(SubmissionStatus), default=SubmissionStatus.UPLOADED)
+    error: Mapped[str | None] = mapped_column(Text)
+    upload_name: Mapped[str | None] = mapped_column(String(300))
+    upload_path: Mapped[str | None] = mapped_column(String(500))
+    upload_sha256: Mapped[str | None] = mapped_column(String(64))
+    upload_bytes: Mapped[int | None] = mapped_column(Integer)
+    image_id: Mapped[str | None] = mapped_column(String(80))  # sha256:... of the image config
+    image_tag: Mapped[str | None] = mapped_column(String(200))  # arena/submission:<id>
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    task: Mapped[Task] = relationship()
+    phase: Mapped[Phase] = relationship()
+    team: Mapped[Team] = relationship()
+    user: Mapped[User | None] = relationship()
+    evaluations: Mapped[list[Evaluation]] = relationship(back_populates="submission", order_by="Evaluation.id")
+
+    def set_status(self, new: SubmissionStatus, error: str | None = None) -> None:
+        check_submission_transition(self.status, new)
+        self.status = new
+        if error is not None:
+            self.error = error
+
+    @property
+    def latest_evaluation(self) -> Evaluation | None:
+        return self.evaluations[-1] if self.evaluations else None
+
+    @property
+    def display_status(self) -> str:
+        """What a participant sees: the intake status, or the latest evaluation's."""
+        ev = self.latest_evaluation
+        if self.status != SubmissionStatus.VALIDATED or ev is None:
+            return self.status.value
+        if ev.status == EvaluationStatus.RUNNING:
+            return f"running (case {min(ev.cases_done + 1, ev.cases_total)}/{ev.cases_total})"
+        return ev.status.value
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
+    status: Mapped[EvaluationStatus] = mapped_column(_enum(EvaluationStatus), default=EvaluationStatus.QUEUED)
+    error: Mapped[str | None] = mapped_column(Text)
+    cases_total: Mapped[int] = mapped_column(default=0)
+    cases_done: Mapped[int] = mapped_column(default=0)
+    job_id: Mapped[str | None] = mapped_column(String(100))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column()
+    finished_at: Mapped[dt.datetime | None] = mapped_column()
+    submission: Mapped[Submission] = relationship(back_populates="evaluations")
+    case_results: Mapped[list[CaseResult]] = relationship(back_populates="evaluation", order_by="CaseResult.id")
+
+    def set_status(self, new: EvaluationStatus, error: str | None = None) -> None:
+        check_evaluation_transition(self.status, new)
+        self.status = new
+        if error is not None:
+            self.error = error
+        if new == EvaluationStatus.RUNNING:
+            self.started_at = utcnow()
+        if new.finished:
+            self.finished_at = utcnow()
+
+
+class CaseResult(Base):
+    __tablename__ = "case_results"
+    __table_args__ = (UniqueConstraint("evaluation_id", "case_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    status: Mapped[CaseStatus] = mapped_column(_enum(CaseStatus))
+    error: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    runtime_s: Mapped[float | None] = mapped_column(Float)  # container wall time, seconds
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    output_path: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    evaluation: Mapped[Evaluation] = relationship(back_populates="case_results")
+    case: Mapped[Case] = relationship()
+    metrics: Mapped[list[MetricValue]] = relationship(back_populates="case_result", order_by="MetricValue.id",
+                                                      cascade="all, delete-orphan")
+
+
+class MetricValue(Base):
+    __tablename__ = "metric_values"
+    __table_args__ = (UniqueConstraint("case_result_id", "label", "metric"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_result_id: Mapped[int] = mapped_column(ForeignKey("case_results.id", ondelete="CASCADE"))
+    label: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(50))
+    value: Mapped[float | None] = mapped_column(Float)  # None: excluded by the empty-mask policy
+    case_result: Mapped[CaseResult] = relationship(back_populates="metrics")

@@ -1,0 +1,215 @@
+"""Task specifications: ``tasks/<slug>/task.yaml`` validated into a typed :class:`TaskSpec`.
+
+Every validation error names the file, the key (dotted path, list items by index) and what was
+expected, e.g. ``tasks/han-oar-22/task.yaml: phases.1.slug: expected one of ..., got 'tset'``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class TaskSpecError(ValueError):
+    """A task.yaml that cannot be used; the message names file, key and what was expected."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__("\n".join(f"{self.path}: {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSocket(_Strict):
+    slug: str = Field(pattern=SLUG)
+    kind: Literal["image"] = "image"
+    relative_path: str = Field(description="Where the image lies below /input, e.g. images/ct")
+    formats: list[Literal["mha", "tif", "tiff", "nii.gz"]] = ["mha"]
+
+    @field_validator("relative_path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if v.startswith("/") or ".." in v.split("/") or not v:
+            raise ValueError("a relative path below /input without '..'")
+        return v.strip("/")
+
+
+class OutputSocket(_Strict):
+    slug: str = Field(pattern=SLUG)
+    kind: Literal["segmentation", "json"] = "segmentation"
+    relative_path: str
+
+    @field_validator("relative_path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if v.startswith("/") or ".." in v.split("/") or not v:
+            raise ValueError("a relative path below /output without '..'")
+        return v.strip("/")
+
+
+class LabelSpec(_Strict):
+    name: str = Field(min_length=1, max_length=60)
+    weight: float = Field(default=1.0, gt=0, description="importance weight in weighted means")
+
+
+class MetricSpec(_Strict):
+    name: Literal["dice", "hd95", "hd", "assd", "nsd"]
+    convention: Literal["medpy", "max-directed", "mean-directed", "deepmind"] = "medpy"
+    percentile: float = Field(default=95.0, gt=0, le=100)
+    tolerance_mm: float = Field(default=1.0, gt=0)
+
+
+class EmptyPolicySpec(_Strict):
+    """What a metric is when a mask is empty (see arena.metrics.EmptyPolicy)."""
+
+    both_empty: Literal["exclude", "perfect"] = "exclude"
+    one_empty_distance: Union[Literal["diagonal", "nan"], Annotated[float, Field(gt=0)]] = "diagonal"
+
+
+class RankingSpec(_Strict):
+    method: Literal["aggregate-then-rank"] = "aggregate-then-rank"
+    primary: Literal["dice", "hd95", "hd", "assd", "nsd"] = "dice"
+    label_weights: bool = Field(default=True, description="weight per-label means by the labels' weights")
+
+
+class PhaseSpec(_Strict):
+    slug: str = Field(pattern=SLUG)
+    title: str
+    cases: list[str] | None = Field(default=None, description="case ids; None: assigned when cases are loaded")
+    submission_limit: int = Field(default=5, ge=0, description="submissions per team per day")
+    show_case_results: bool = Field(default=True, description="participants see per-case scores")
+    show_logs: bool = Field(default=True, description="participants see container logs")
+
+
+class ResourceSpec(_Strict):
+    time_per_case_s: float = Field(default=600, gt=0)
+    memory_mb: int = Field(default=4096, ge=64)
+    cpus: float = Field(default=1.0, gt=0)
+    pids: int = Field(default=256, ge=16)
+    shm_mb: int = Field(default=256, ge=1)
+    tmp_mb: int = Field(default=1024, ge=1)
+    output_mb: int = Field(default=1024, ge=1)
+    gpu: bool = False
+
+
+class TaskSpec(_Strict):
+    slug: str = Field(pattern=SLUG)
+    title: str
+    description: str = ""
+    kind: Literal["segmentation", "detection"]
+    modality: str
+    io_mode: Literal["per-case", "batch"] = "per-case"
+    inputs: list[InputSocket] = Field(min_length=1)
+    outputs: list[OutputSocket] = Field(min_length=1)
+    labels: dict[int, LabelSpec] = Field(min_length=1)
+    metrics: list[MetricSpec] = Field(min_length=1)
+    empty_policy: EmptyPolicySpec = EmptyPolicySpec()
+    ranking: RankingSpec = RankingSpec()
+    phases: list[PhaseSpec] = Field(min_length=1)
+    resources: ResourceSpec = ResourceSpec()
+    reference_models: list[str] = []
+    literature: str | None = Field(default=None, description="CSV of published per-label results, relative to task.yaml")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_ids(cls, v: dict[int, LabelSpec]) -> dict[int, LabelSpec]:
+        bad = [k for k in v if not 1 <= k <= 255]
+        if bad:
+            raise ValueError(f"label ids between 1 and 255 (0 is background), got {bad}")
+        names = [s.name for s in v.values()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"unique label names, got duplicates {dup}")
+        return dict(sorted(v.items()))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        slugs = [p.slug for p in self.phases]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError(f"phases: unique phase slugs, got {slugs}")
+        metric_names = [m.name for m in self.metrics]
+        if self.ranking.primary not in metric_names:
+            raise ValueError(f"ranking.primary: one of the task's metrics {metric_names}, got {self.ranking.primary!r}")
+        if self.kind == "segmentation" and not any(o.kind == "segmentation" for o in self.outputs):
+            raise ValueError("outputs: a segmentation task needs an output of kind 'segmentation'")
+        return self
+
+    # -- helpers used by the runner and the leaderboard -------------------------------------
+    def phase(self, slug: str) -> PhaseSpec:
+        for p in self.phases:
+            if p.slug == slug:
+                return p
+        raise KeyError(f"task {self.slug} has no phase {slug!r} (phases: {[p.slug for p in self.phases]})")
+
+    @property
+    def segmentation_output(self) -> OutputSocket:
+        return next(o for o in self.outputs if o.kind == "segmentation")
+
+    def metric(self, name: str) -> MetricSpec:
+        return next(m for m in self.metrics if m.name == name)
+
+    @staticmethod
+    def higher_is_better(metric: str) -> bool:
+        return metric in ("dice", "nsd")
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _format_error(err: dict) -> str:
+    loc = _format_loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after"))))
+    typ, msg = err["type"], err["msg"]
+    if typ == "extra_forbidden":
+        return f"{loc}: unknown key (check its spelling)"
+    if typ == "missing":
+        return f"{loc}: missing required key"
+    if typ == "literal_error":
+        return f"{loc}: expected {msg.removeprefix('Input should be ')}, got {err.get('input')!r}"
+    if typ == "string_pattern_mismatch":
+        return f"{loc}: expected lowercase letters, digits and '-', got {err.get('input')!r}"
+    msg = msg.removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
+    return f"{loc}: expected {msg[0].lower() + msg[1:]}{shown}" if msg else f"{loc}: invalid{shown}"
+
+
+def parse_spec(data: object, path: Path | str = "<task.yaml>") -> TaskSpec:
+    """Validate an already-loaded mapping; raise TaskSpecError naming ``path`` and each bad key."""
+    if not isinstance(data, dict):
+        raise TaskSpecError(path, [f"(top level): expected a mapping of keys, got {type(data).__name__}"])
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as e:
+        raise TaskSpecError(path, [_format_error(err) for err in e.errors()]) from None
+
+
+def load_spec(path: Path | str) -> TaskSpec:
+    """Read and validate ``path`` (a task.yaml, or a task folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "task.yaml"
+    if not path.is_file():
+        raise TaskSpecError(path, ["file not found (expected tasks/<slug>/task.yaml)"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise TaskSpecError(path, [f"{where}not valid YAML ({getattr(e, 'problem', e)})"]) from None
+    spec = parse_spec(data, path)
+    if spec.slug != path.parent.name and re.fullmatch(SLUG, path.parent.name):
+        raise TaskSpecError(path, [f"slug: expected the folder's name {path.parent.name!r}, got {spec.slug!r}"])
+    if spec.literature and not (path.parent / spec.literature).is_file():
+        raise TaskSpecError(path, [f"literature: expected a file next to task.yaml, {spec.literature!r} not found"])
+    return spec
+
