@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -14,9 +15,16 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process. SQLite gets WAL and a busy timeout so web and workers share it."""
+    """One engine per URL per process (a forked RQ work-horse gets its own connections).
+
+    SQLite gets WAL and a busy timeout so the web app and workers can share one file.
+    """
+    return _engine(url, os.getpid())
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str, pid: int) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

@@ -61,8 +61,8 @@ def _check_inputs(prediction: np.ndarray, reference: np.ndarray, spacing: Sequen
     for name, arr in (("prediction", prediction), ("reference", reference)):
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
             raise ValueError(f"{name}: expected an integer label map, got dtype {arr.dtype}")
-        if arr.ndim < 2:
-            raise ValueError(f"{name}: expected a 2-D or 3-D label map, got {arr.ndim} dimension(s)")
+        if arr.ndim < 1:
+            raise ValueError(f"{name}: expected a label map with at least one axis, got a scalar")
     spacing_t = tuple(float(s) for s in spacing)
     if len(spacing_t) != prediction.ndim:
         raise ValueError(f"spacing: expected {prediction.ndim} values (one per array axis), got {len(spacing_t)}")

@@ -177,7 +177,7 @@ def _format_error(err: dict) -> str:
         return f"{loc}: expected {msg.removeprefix('Input should be ')}, got {err.get('input')!r}"
     if typ == "string_pattern_mismatch":
         return f"{loc}: expected lowercase letters, digits and '-', got {err.get('input')!r}"
-    msg = msg.removeprefix("Value error, ")
+    msg = msg.removeprefix("Value error, ").removeprefix("Input should be ")
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
     return f"{loc}: expected {msg[0].lower() + msg[1:]}{shown}" if msg else f"{loc}: invalid{shown}"

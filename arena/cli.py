@@ -1,0 +1,394 @@
+"""The ``arena`` command."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from arena import __version__
+from arena.config import load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DIR = REPO_ROOT / "examples" / "threshold-segmenter"
+DEMO_TASK_DIR = REPO_ROOT / "tasks" / "han-oar-22"
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(2)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="arena")
+def main() -> None:
+    """Arena: challenges and model evaluation for medical image AI."""
+
+
+@main.command()
+def init() -> None:
+    """Create ARENA_HOME and create/upgrade the database schema."""
+    from arena.db import upgrade
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    upgrade(settings.database_url)
+    click.echo(f"database ready: {settings.database_url}")
+
+
+# -- tasks ------------------------------------------------------------------------------------
+@main.group()
+def task() -> None:
+    """Define tasks and load their cases."""
+
+
+@task.command("validate")
+@click.argument("task_dir", type=click.Path(exists=True, path_type=Path))
+def task_validate(task_dir: Path) -> None:
+    """Check a task folder's task.yaml and print what it declares."""
+    from arena.tasks.spec import TaskSpecError, load_spec
+
+    try:
+        spec = load_spec(task_dir)
+    except TaskSpecError as e:
+        _fail(str(e))
+    click.echo(f"{spec.slug}: {spec.kind}, {len(spec.labels)} labels, metrics "
+               f"{[m.name for m in spec.metrics]}, phases {[p.slug for p in spec.phases]}: valid")
+
+
+@task.command("load")
+@click.argument("task_dir", type=click.Path(exists=True, path_type=Path))
+@click.option("--demo-data", "demo", type=int, default=0, show_default=True,
+              help="generate this many synthetic cases (seeded phantoms)")
+@click.option("--size", default="small", show_default=True,
+              help="phantom size: small | medium | realistic | XxYxZ voxels")
+def task_load(task_dir: Path, demo: int, size: str) -> None:
+    """Create or update a task from TASK_DIR/task.yaml (and generate demo cases)."""
+    from tqdm import tqdm
+
+    from arena.db import session_scope, upgrade
+    from arena.tasks.spec import TaskSpecError
+    from arena.tasks.store import load_demo_cases, upsert_task
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    upgrade(settings.database_url)
+    try:
+        with session_scope(settings.database_url) as s:
+            t = upsert_task(s, task_dir)
+            if demo:
+                bar = tqdm(total=demo, desc="generating cases", unit="case")
+                load_demo_cases(s, settings, t, demo, size=size,
+                                progress=lambda i, n, key: bar.update(i - bar.n))
+                bar.close()
+            summary = f"task {t.slug}: " + ", ".join(f"{p.slug} {len(p.cases)} cases" for p in t.phases)
+    except TaskSpecError as e:
+        _fail(str(e))
+    except ValueError as e:
+        _fail(str(e))
+    click.echo(summary)
+
+
+@task.command("list")
+def task_list() -> None:
+    """List the tasks in the database."""
+    from sqlalchemy import select
+
+    from arena.db import session_scope
+    from arena.models import Task
+
+    with session_scope(load_settings().database_url) as s:
+        for t in s.scalars(select(Task).order_by(Task.slug)):
+            click.echo(f"{t.slug:24} {t.kind:13} {len(t.cases):4} cases  {t.title}")
+
+
+# -- users ------------------------------------------------------------------------------------
+@main.group()
+def user() -> None:
+    """Manage users and teams."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--team", help="team to put the user in (created if new)")
+@click.option("--admin", is_flag=True, help="an organizer: sees hidden logs, can re-run")
+def user_add(name: str, team: str | None, admin: bool) -> None:
+    """Create a user and print their API token (shown once)."""
+    from arena.db import session_scope, upgrade
+    from arena.users import create_user
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    try:
+        with session_scope(settings.database_url) as s:
+            _, token = create_user(s, name, team=team, is_admin=admin)
+    except ValueError as e:
+        _fail(str(e))
+    click.echo(token)
+
+
+# -- submissions ------------------------------------------------------------------------------
+def _watch(settings, submission_id: int, timeout: float | None = None) -> str:
+    """Poll a submission until it is finished, with a case i/N progress bar; returns its status."""
+    from tqdm import tqdm
+
+    from arena.db import session_scope
+    from arena.models import Submission
+
+    bar = None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with session_scope(settings.database_url) as s:
+            sub = s.get(Submission, submission_id)
+            status, ev = sub.display_status, sub.latest_evaluation
+            total, done = (ev.cases_total, ev.cases_done) if ev else (0, 0)
+            finished = sub.status.value == "failed" or (ev is not None and ev.status.finished)
+        if ev is not None and bar is None and total:
+            bar = tqdm(total=total, desc=f"submission {submission_id}", unit="case")
+        if bar is not None:
+            bar.update(done - bar.n)
+            bar.set_postfix_str(status)
+        if finished:
+            if bar is not None:
+                bar.close()
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
+
+
+@main.command()
+@click.argument("tarball", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--task", "task_slug", required=True)
+@click.option("--phase", "phase_slug", required=True)
+@click.option("--user", "user_name", envvar="ARENA_USER", required=True, help="submitting user (env ARENA_USER)")
+@click.option("--label", help="algorithm name / version shown on the leaderboard")
+@click.option("--wait/--no-wait", default=False, help="follow the evaluation until it finishes")
+def submit(tarball: Path, task_slug: str, phase_slug: str, user_name: str, label: str | None, wait: bool) -> None:
+    """Submit a `docker save` TARBALL (optionally gzipped) to a task's phase."""
+    from sqlalchemy import select
+
+    from arena.db import session_scope
+    from arena.models import User
+    from arena.runner.jobs import enqueue_intake
+    from arena.submissions.intake import UploadError, create_submission, find_task_phase, store_upload
+
+    settings = load_settings()
+    try:
+        with session_scope(settings.database_url) as s:
+            u = s.scalar(select(User).where(User.name == user_name))
+            if u is None:
+                raise UploadError(f"no user {user_name!r} (arena user add {user_name} --team TEAM)")
+            find_task_phase(s, task_slug, phase_slug)
+            with open(tarball, "rb") as f:
+                upload = store_upload(f, settings)
+            try:
+                sub = create_submission(s, task_slug, phase_slug, u, upload, upload_name=tarball.name, label=label)
+            except BaseException:
+                upload.path.unlink(missing_ok=True)
+                raise
+            sub_id = sub.id
+    except UploadError as e:
+        _fail(str(e))
+    enqueue_intake(settings, sub_id)
+    click.echo(f"submission {sub_id} queued ({upload.size / 1e6:.1f} MB, sha256 {upload.sha256[:12]})")
+    if wait:
+        click.echo(f"submission {sub_id}: {_watch(settings, sub_id)}")
+
+
+@main.command()
+@click.argument("submission_id", type=int)
+def status(submission_id: int) -> None:
+    """Show a submission's status and per-case results."""
+    from arena.db import session_scope
+    from arena.models import Submission
+    from arena.web.views import submission_view
+
+    with session_scope(load_settings().database_url) as s:
+        sub = s.get(Submission, submission_id)
+        if sub is None:
+            _fail(f"no submission {submission_id}")
+        view = submission_view(sub, viewer_is_organizer=True)
+    click.echo(f"submission {view['id']} ({view['team']}, {view['task']}/{view['phase']}): {view['status']}")
+    if view["error"]:
+        click.echo(f"  error: {view['error']}")
+    for ev in view["evaluations"]:
+        click.echo(f"  evaluation {ev['id']}: {ev['status']} {ev['cases_done']}/{ev['cases_total']}"
+                   + (f" — {ev['error']}" if ev["error"] else ""))
+        for c in ev.get("cases", []):
+            dice = [v.get("dice") for v in c["scores"].values() if v.get("dice") is not None]
+            mean = f"mean Dice {sum(dice) / len(dice):.3f}" if dice else ""
+            click.echo(f"    {c['case']}: {c['status']} {c['runtime_s'] or 0:.1f}s {mean} {c['error'] or ''}")
+
+
+@main.command()
+@click.argument("submission_id", type=int)
+def rerun(submission_id: int) -> None:
+    """Evaluate a submission again (a new evaluation; earlier results are kept)."""
+    from arena.runner.jobs import create_evaluation
+
+    try:
+        ev = create_evaluation(load_settings(), submission_id)
+    except (LookupError, ValueError) as e:
+        _fail(str(e))
+    click.echo(f"evaluation {ev} queued")
+
+
+# -- services ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--burst", is_flag=True, help="exit when the queue is empty")
+def worker(burst: bool) -> None:
+    """Run an RQ worker that takes intake and evaluation jobs (one per GPU in production)."""
+    import logging
+
+    from redis import Redis
+    from rq import Queue, Worker
+
+    from arena.runner.sandbox import reap_leftovers
+    from arena.services import ensure_docker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = load_settings()
+    n = reap_leftovers(ensure_docker())
+    if n:
+        click.echo(f"removed {n} leftover container(s)")
+    conn = Redis.from_url(settings.redis_url)
+    Worker([Queue(settings.queue_name, connection=conn)], connection=conn).work(burst=burst)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=0, type=int, help="gunicorn worker processes (0: Flask's server)")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the web pages and the API."""
+    from arena.db import upgrade
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    if workers:
+        import os
+
+        os.execvp("gunicorn", ["gunicorn", "-w", str(workers), "-b", f"{host}:{port}", "arena.web.wsgi:app"])
+    from arena.web import create_app
+
+    click.echo(f"Arena at http://{host}:{port}/")
+    create_app(settings).run(host=host, port=port, threaded=True)
+
+
+# -- images -----------------------------------------------------------------------------------
+@main.group()
+def images() -> None:
+    """Build images locally (no registry needed)."""
+
+
+@images.command("build-base")
+@click.option("--force", is_flag=True, help="rebuild even if the tag exists")
+def images_build_base(force: bool) -> None:
+    """Build arena/base:<version> with mmdebstrap + docker import."""
+    from arena.images.base import build_base_image
+
+    t0 = time.monotonic()
+    image_id = build_base_image(force=force, log=click.echo)
+    click.echo(f"base image {image_id[:19]} ready in {time.monotonic() - t0:.1f} s")
+
+
+@images.command("build-example")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="where to write the docker save tarball (default: ARENA_HOME/examples/)")
+def images_build_example(output: Path | None) -> None:
+    """Build the example algorithm (examples/threshold-segmenter) and save it as a tarball."""
+    path = build_example(load_settings(), output, log=click.echo)
+    click.echo(str(path))
+
+
+def build_example(settings, output: Path | None = None, log=print) -> Path:
+    from arena.images.base import BASE_TAG, build_base_image
+    from arena.images.build import build_image, save_image
+
+    build_base_image(log=log)
+    tag = f"arena/example-threshold-segmenter:{__version__}"
+    build_image(str(EXAMPLE_DIR), tag, BASE_TAG, log=lambda line: None)
+    output = output or settings.home / "examples" / "threshold-segmenter.tar.gz"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_image(tag, str(output), compress=True)
+    log(f"example algorithm saved: {output} ({output.stat().st_size / 1e6:.1f} MB)")
+    return output
+
+
+# -- demo -------------------------------------------------------------------------------------
+@main.command()
+@click.option("--cases", default=4, show_default=True, help="synthetic cases (split over the phases)")
+@click.option("--size", default="small", show_default=True, help="phantom size (small | medium | realistic)")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--serve/--no-serve", default=True, help="serve the leaderboard at the end")
+def demo(cases: int, size: str, host: str, port: int, serve: bool) -> None:
+    """Everything end to end: services, base image, demo task, example submission, run, leaderboard."""
+    import subprocess
+
+    from sqlalchemy import select
+
+    from arena.db import session_scope, upgrade
+    from arena.leaderboard.query import leaderboard
+    from arena.models import Task, User
+    from arena.services import ensure_docker, ensure_redis
+    from arena.users import create_user
+
+    t0 = time.monotonic()
+    settings = load_settings()
+    settings.ensure_dirs()
+    step = lambda msg: click.secho(f"[{time.monotonic() - t0:6.1f}s] {msg}", fg="cyan")  # noqa: E731
+    step("services")
+    ensure_redis(settings.redis_url, log=click.echo)
+    ensure_docker(log=click.echo)
+    upgrade(settings.database_url)
+    step("base image")
+    from arena.images.base import build_base_image
+
+    build_base_image(log=click.echo)
+    step("example algorithm image")
+    tarball = build_example(settings, log=click.echo)
+    step(f"task han-oar-22 with {cases} synthetic cases ({size})")
+    ctx = click.get_current_context()
+    ctx.invoke(task_load, task_dir=DEMO_TASK_DIR, demo=cases, size=size)
+    with session_scope(settings.database_url) as s:
+        if s.scalar(select(User).where(User.name == "demo")) is None:
+            create_user(s, "demo", team="Arena examples")
+    step("submitting the example algorithm to phase 'validation'")
+    ctx.invoke(submit, tarball=tarball, task_slug="han-oar-22", phase_slug="validation", user_name="demo",
+               label=f"threshold-segmenter {__version__}", wait=False)
+    with session_scope(settings.database_url) as s:
+        from arena.models import Submission
+
+        sub_id = s.scalar(select(Submission.id).order_by(Submission.id.desc()))
+    worker_log = settings.home / "demo-worker.log"
+    step(f"running a worker until the queue is empty (log: {worker_log})")
+    with open(worker_log, "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker", "--burst"], stdout=logf,
+                                stderr=subprocess.STDOUT)
+        click.echo(f"submission {sub_id}: {_watch(settings, sub_id)}")
+        if proc.wait() != 0:
+            _fail(f"the worker exited with code {proc.returncode}; see {worker_log}")
+    with session_scope(settings.database_url) as s:
+        t = s.scalar(select(Task).where(Task.slug == "han-oar-22"))
+        phase = next(p for p in t.phases if p.slug == "validation")
+        board = leaderboard(s, t, phase).table
+    step("leaderboard (validation)")
+    if board.empty:
+        _fail("the example submission produced no result; see `arena status 1`")
+    for row in board.to_dict(orient="records"):
+        click.echo(f"  #{row['rank']} {row['team']} — {row['label']}: weighted mean Dice {row['dice']:.3f}, "
+                   f"mean HD95 {row['hd95']:.1f} mm over {row['cases']} cases")
+    url = f"http://{host}:{port}/tasks/han-oar-22?phase=validation"
+    click.secho(f"Leaderboard: {url}", fg="green", bold=True)
+    if serve:
+        from arena.web import create_app
+
+        create_app(settings).run(host=host, port=port, threaded=True)
+
+
+if __name__ == "__main__":
+    main()

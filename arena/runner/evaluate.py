@@ -1,0 +1,94 @@
+"""Evaluating one case: lay out /input, run the sandbox, collect and check /output, score it."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from arena.metrics import EmptyPolicy, score_segmentation
+from arena.runner.collect import CollectError, collect_outputs
+from arena.runner.contract import OutputError, find_segmentation_output, output_area, prepare_case_input
+from arena.runner.output_check import check_segmentation, read_image
+from arena.runner.sandbox import SandboxLimits, run_sandboxed
+from arena.tasks.spec import TaskSpec
+
+
+@dataclass
+class CaseOutcome:
+    ok: bool
+    error: str | None = None
+    exit_code: int | None = None
+    runtime_s: float | None = None
+    log_tail: str = ""
+    output_path: str | None = None
+    scores: dict[int, dict[str, float | None]] = field(default_factory=dict)
+
+
+def limits_for(spec: TaskSpec, gpu_device_ids: tuple[str, ...] = ()) -> SandboxLimits:
+    r = spec.resources
+    return SandboxLimits(time_s=r.time_per_case_s, memory_mb=r.memory_mb, cpus=r.cpus, pids=r.pids,
+                         shm_mb=r.shm_mb, tmp_mb=r.tmp_mb, file_mb=r.output_mb,
+                         gpu_device_ids=gpu_device_ids if r.gpu else ())
+
+
+def empty_policy_for(spec: TaskSpec) -> EmptyPolicy:
+    return EmptyPolicy(both_empty=spec.empty_policy.both_empty,
+                       one_empty_distance=spec.empty_policy.one_empty_distance)
+
+
+def score_case(spec: TaskSpec, prediction: np.ndarray, reference: sitk.Image) -> dict[int, dict[str, float | None]]:
+    """Score a prediction array (z, y, x) against the reference image with the task's metric options."""
+    names = [m.name for m in spec.metrics]
+    dist = next((m for m in spec.metrics if m.name in ("hd95", "hd", "assd")), None)
+    nsd = next((m for m in spec.metrics if m.name == "nsd"), None)
+    scores = score_segmentation(
+        prediction, sitk.GetArrayViewFromImage(reference), reference.GetSpacing()[::-1], list(spec.labels),
+        convention=dist.convention if dist else "medpy",
+        percentile=dist.percentile if dist else 95.0,
+        tolerance_mm=nsd.tolerance_mm if nsd else 1.0,
+        empty_policy=empty_policy_for(spec),
+    )
+    return {lab: {k: v for k, v in vals.items() if k in names} for lab, vals in scores.items()}
+
+
+def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image: Path, case_reference: Path,
+                  work_dir: Path, results_dir: Path, limits: SandboxLimits, labels: dict[str, str]) -> CaseOutcome:
+    """Run ``image`` on one case and score what it wrote.
+
+    A case that fails (container error, no or malformed output) is scored as an empty prediction,
+    so every organ present in the reference counts as missed under the task's empty policy; the
+    outcome says why it failed. Outputs are kept under ``results_dir`` for inspection.
+    """
+    input_dir = work_dir / "input"
+    reference = sitk.ReadImage(str(case_reference))
+    outcome = CaseOutcome(ok=False)
+    try:
+        prepare_case_input(spec, case_image, input_dir, original_name=f"{case_key}{case_image.suffix}")
+        with output_area(work_dir / "output", spec.resources.output_mb) as out:
+            run = run_sandboxed(client, image, mounts={"/input": (str(input_dir), "ro"), "/output": (str(out), "rw")},
+                                limits=limits, labels=labels)
+            outcome.exit_code, outcome.runtime_s, outcome.log_tail = run.exit_code, run.runtime_s, run.logs
+            try:
+                collected = collect_outputs(out, results_dir)
+            except CollectError as e:
+                collected = None
+                run.error = run.error or str(e)
+        if run.error:
+            raise OutputError(run.error)
+        if collected and collected.skipped:
+            outcome.log_tail += f"\n[arena] not collected: {', '.join(collected.skipped[:10])}"
+        path = find_segmentation_output(results_dir, spec)
+        outcome.output_path = str(path)
+        prediction = check_segmentation(read_image(path, "the output"), reference, set(spec.labels))
+        outcome.ok = True
+    except OutputError as e:
+        outcome.error = str(e)
+        prediction = np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    outcome.scores = score_case(spec, prediction, reference)
+    return outcome
