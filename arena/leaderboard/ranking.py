@@ -41,11 +41,10 @@ def aggregate_then_rank(scores: pd.DataFrame, primary: str, higher_is_better: Ma
     weights = dict(label_weights or {})
     df["weight"] = df["label"].map(lambda lab: float(weights.get(int(lab), 1.0)))
     overall = _weighted_mean(df, ["entry", "metric"]).unstack("metric")
-    df["one"] = 1.0
     per_label = df.dropna(subset=["value"]).groupby(["entry", "metric", "label"])["value"].mean().unstack(["metric", "label"])
     names = dict(label_names or {})
     per_label.columns = [f"{m}:{names.get(int(lab), lab)}" for m, lab in per_label.columns]
-    table = overall.join(per_label, how="outer")
+    table = overall.join(per_label, how="outer").reindex(pd.Index(sorted(df["entry"].unique()), name="entry"))
     table["cases"] = df.groupby("entry")["case"].nunique()
     if primary not in table.columns:
         table[primary] = np.nan
