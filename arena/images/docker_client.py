@@ -1,0 +1,54 @@
+"""Connecting to the Docker Engine (docker-py), with an error that says what to do."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_TIMEOUT = 120
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+class DockerUnavailable(RuntimeError):
+    """The Docker Engine cannot be reached (not running, wrong DOCKER_HOST, no permission)."""
+
+
+def _where() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return f"DOCKER_HOST={host}"
+    return f"unix://{DEFAULT_SOCKET} (DOCKER_HOST is not set)"
+
+
+def docker_client(timeout: int = DEFAULT_TIMEOUT):
+    """Return a connected ``docker.DockerClient`` (``docker.from_env``).
+
+    Raises :class:`DockerUnavailable` (a ``RuntimeError``) naming the address tried and
+    how to start the engine when it cannot be reached.
+    """
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
+        raise DockerUnavailable("the 'docker' Python package is not installed: pip install docker") from exc
+
+    import requests
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except (DockerException, requests.exceptions.RequestException, OSError) as exc:
+        detail = str(exc).strip() or exc.__class__.__name__
+        hint = (
+            "Start it as root with `bash scripts/setup.sh`, or "
+            "`nohup dockerd >/var/log/arena-dockerd.log 2>&1 &`, "
+            "or point DOCKER_HOST at a running engine"
+        )
+        if "ermission denied" in detail:
+            hint = (
+                f"Permission denied on {DEFAULT_SOCKET}: run as root or add the user to the "
+                "'docker' group (then log in again)"
+            )
+        raise DockerUnavailable(
+            f"Cannot connect to the Docker Engine at {_where()}: {detail}. {hint}."
+        ) from exc
