@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from redis import Redis
-from rq import Queue
+from rq import Callback, Queue
 from sqlalchemy import select
 
 from arena.config import Settings, load_settings
@@ -55,10 +55,23 @@ def create_evaluation(settings: Settings, submission_id: int) -> int:
         ev_id = ev.id
     timeout = int(n * (spec.resources.time_per_case_s + 60) + 600)
     job = get_queue(settings).enqueue(run_evaluation, ev_id, job_timeout=timeout,
-                                      description=f"evaluation {ev_id} of submission {submission_id}")
+                                      description=f"evaluation {ev_id} of submission {submission_id}",
+                                      on_failure=Callback(evaluation_job_failed))
     with session_scope(settings.database_url) as s:
         s.get(Evaluation, ev_id).job_id = job.id
     return ev_id
+
+
+def evaluation_job_failed(job, connection, exc_type=None, exc_value=None, tb=None) -> None:
+    """RQ failure callback: a job that died (killed work-horse, job timeout, lost worker) leaves its
+    evaluation failed with the reason, never stuck in ``running``."""
+    evaluation_id = job.args[0]
+    reason = f"{exc_type.__name__}: {exc_value}" if exc_type else "the worker running it died"
+    settings = load_settings()
+    with session_scope(settings.database_url) as s:
+        ev = s.get(Evaluation, evaluation_id)
+        if ev is not None and not ev.status.finished:
+            ev.set_status(EvaluationStatus.FAILED, error=f"evaluation job failed: {reason}")
 
 
 def intake_submission(submission_id: int) -> None:

@@ -1,0 +1,78 @@
+"""Job bookkeeping without Docker: a dead job never leaves its evaluation stuck; re-runs add evaluations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from arena.lifecycle import EvaluationStatus, SubmissionStatus
+from arena.models import Evaluation, Submission
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def submission(settings, db):
+    from arena.submissions.intake import StoredUpload, create_submission
+    from arena.tasks.store import load_demo_cases, upsert_task
+    from arena.users import create_user
+
+    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
+    load_demo_cases(db, settings, task, 2)
+    user, _ = create_user(db, "bob", team="B")
+    up = settings.uploads_dir / "x.tar"
+    up.write_bytes(b"x")
+    sub = create_submission(db, "han-oar-22", "validation", user, StoredUpload(up, "0" * 64, 1))
+    sub.set_status(SubmissionStatus.VALIDATED)
+    db.commit()
+    return sub.id
+
+
+def test_failure_callback_fails_running_evaluation(settings, db, submission):
+    from arena.runner.jobs import evaluation_job_failed
+
+    ev = Evaluation(submission_id=submission, status=EvaluationStatus.QUEUED, cases_total=1)
+    db.add(ev)
+    db.commit()
+    ev.set_status(EvaluationStatus.RUNNING)
+    db.commit()
+    evaluation_job_failed(SimpleNamespace(args=(ev.id,)), None, TimeoutError, TimeoutError("job exceeded 600 s"))
+    db.expire_all()
+    ev = db.get(Evaluation, ev.id)
+    assert ev.status == EvaluationStatus.FAILED and "job exceeded 600 s" in ev.error and ev.finished_at
+
+
+def test_rerun_adds_evaluation_and_requires_validated(settings, db, submission, redis_url, monkeypatch):
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
+    from arena.config import load_settings
+    from arena.runner.jobs import create_evaluation, get_queue
+
+    s = load_settings()
+    a = create_evaluation(s, submission)
+    b = create_evaluation(s, submission)
+    assert a != b
+    db.expire_all()
+    sub = db.get(Submission, submission)
+    assert [e.status for e in sub.evaluations] == [EvaluationStatus.QUEUED] * 2
+    assert sub.evaluations[0].cases_total == 1 and sub.evaluations[0].job_id
+    assert get_queue(s).count == 2
+    get_queue(s).empty()
+    sub.status = SubmissionStatus.FAILED
+    db.commit()
+    with pytest.raises(ValueError, match="is failed, not validated"):
+        create_evaluation(s, submission)
+
+
+def test_quota(settings, db, submission):
+    from arena.submissions.intake import StoredUpload, UploadError, create_submission
+    from arena.models import User
+    from sqlalchemy import select
+
+    user = db.scalar(select(User).where(User.name == "bob"))
+    up = StoredUpload(settings.uploads_dir / "x.tar", "0" * 64, 1)
+    for _ in range(9):  # validation allows 10 a day; one exists
+        create_submission(db, "han-oar-22", "validation", user, up)
+    with pytest.raises(UploadError, match="used its 10 submission"):
+        create_submission(db, "han-oar-22", "validation", user, up)
