@@ -99,3 +99,18 @@ def test_unreadable_output(tmp_path):
     p.write_bytes(b"not an image")
     with pytest.raises(OutputError, match="is not a readable image"):
         read_image(p, "the output")
+
+
+def test_checked_array_outlives_the_image(tmp_path):
+    """Regression: the array once was a view into a freed SimpleITK buffer (scores of 0 at random)."""
+    import gc
+
+    arr = np.zeros((4, 5, 6), np.uint8)
+    arr[1:3, 1:4, 2:5] = 3
+    p = tmp_path / "out.mha"
+    sitk.WriteImage(_img(arr), str(p))
+    got = check_segmentation(read_image(p, "the output"), _img(np.zeros_like(arr)), {3})
+    gc.collect()
+    _ = [np.ones(10_000) for _ in range(100)]
+    assert got.flags.writeable and got.flags.owndata  # a copy, not a view into the image
+    assert (got == arr).all()

@@ -42,7 +42,7 @@ def check_segmentation(output: sitk.Image, reference: sitk.Image, labels: set[in
         raise OutputError("output direction cosines differ from the case image's")
     if output.GetNumberOfComponentsPerPixel() != 1:
         raise OutputError(f"the output has {output.GetNumberOfComponentsPerPixel()} components per voxel, expected 1")
-    arr = sitk.GetArrayViewFromImage(output)
+    arr = sitk.GetArrayFromImage(output)  # a copy: a view would dangle once the image is freed
     if not np.issubdtype(arr.dtype, np.integer):
         raise OutputError(f"the output's pixel type is {output.GetPixelIDTypeAsString()}: expected an integer label map "
                           "(e.g. uint8)")
@@ -53,4 +53,4 @@ def check_segmentation(output: sitk.Image, reference: sitk.Image, labels: set[in
     extra = sorted(int(v) for v in values if v != 0 and int(v) not in labels)
     if extra:
         raise OutputError(f"the output has label values not in the task's label map: {extra[:10]}")
-    return np.asarray(arr)
+    return arr
