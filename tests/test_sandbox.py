@@ -93,3 +93,11 @@ def test_missing_image(docker_engine, tmp_path):
 def test_effective_user():
     assert effective_user("") == NOBODY and effective_user("root") == NOBODY and effective_user("0:0") == NOBODY
     assert effective_user("1000:1000") == "1000:1000" and effective_user("algo") == "algo"
+
+
+def test_reap_leftovers(docker_engine, base_image):
+    from arena.runner.sandbox import reap_leftovers
+
+    c = docker_engine.containers.create(base_image, ["true"], labels={"arena.managed": "1", "arena.test": "reap"})
+    assert reap_leftovers(docker_engine) >= 1
+    assert not docker_engine.containers.list(all=True, filters={"id": c.id})

@@ -143,16 +143,11 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
 def reap_leftovers(client, label_filter: str = MANAGED_LABEL) -> int:
     """Remove stopped containers Arena started (left by a worker that died). Returns how many."""
     n = 0
-    for c in client.containers.list(all=True, filters={"label": label_filter, "status": "exited"}):
-        try:
-            c.remove(force=True)
-            n += 1
-        except docker.errors.APIError:
-            pass
-    for c in client.containers.list(all=True, filters={"label": label_filter, "status": "created"}):
-        try:
-            c.remove(force=True)
-            n += 1
-        except docker.errors.APIError:
-            pass
+    for status in ("exited", "created", "dead"):
+        for c in client.containers.list(all=True, filters={"label": label_filter, "status": status}):
+            try:
+                c.remove(force=True)
+                n += 1
+            except docker.errors.APIError:
+                pass
     return n

@@ -29,18 +29,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _relative_path(value: str, root: str) -> str:
+    if not value or value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(f"a relative path below {root} without '..'")
+    return value.strip("/")
+
+
 class InputSocket(_Strict):
     slug: str = Field(pattern=SLUG)
     kind: Literal["image"] = "image"
     relative_path: str = Field(description="Where the image lies below /input, e.g. images/ct")
     formats: list[Literal["mha", "tif", "tiff", "nii.gz"]] = ["mha"]
 
-    @field_validator("relative_path")
-    @classmethod
-    def _relative(cls, v: str) -> str:
-        if v.startswith("/") or ".." in v.split("/") or not v:
-            raise ValueError("a relative path below /input without '..'")
-        return v.strip("/")
+    _relative = field_validator("relative_path")(lambda v: _relative_path(v, "/input"))
 
 
 class OutputSocket(_Strict):
@@ -48,12 +49,7 @@ class OutputSocket(_Strict):
     kind: Literal["segmentation", "json"] = "segmentation"
     relative_path: str
 
-    @field_validator("relative_path")
-    @classmethod
-    def _relative(cls, v: str) -> str:
-        if v.startswith("/") or ".." in v.split("/") or not v:
-            raise ValueError("a relative path below /output without '..'")
-        return v.strip("/")
+    _relative = field_validator("relative_path")(lambda v: _relative_path(v, "/output"))
 
 
 class LabelSpec(_Strict):
