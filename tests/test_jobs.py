@@ -76,3 +76,20 @@ def test_quota(settings, db, submission):
         create_submission(db, "han-oar-22", "validation", user, up)
     with pytest.raises(UploadError, match="used its 10 submission"):
         create_submission(db, "han-oar-22", "validation", user, up)
+
+
+def test_intake_failure_callback(settings, db):
+    from arena.runner.jobs import intake_job_failed
+    from arena.submissions.intake import StoredUpload, create_submission
+    from arena.tasks.store import upsert_task
+    from arena.users import create_user
+
+    upsert_task(db, REPO / "tasks" / "han-oar-22")
+    user, _ = create_user(db, "carol", team="C")
+    sub = create_submission(db, "han-oar-22", "validation", user,
+                            StoredUpload(settings.uploads_dir / "y.tar", "0" * 64, 1))
+    db.commit()
+    intake_job_failed(SimpleNamespace(args=(sub.id,)), None, RuntimeError, RuntimeError("Cannot connect to the Docker Engine"))
+    db.expire_all()
+    sub = db.get(Submission, sub.id)
+    assert sub.status == SubmissionStatus.FAILED and "Cannot connect to the Docker Engine" in sub.error

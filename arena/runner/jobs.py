@@ -32,7 +32,8 @@ def get_queue(settings: Settings) -> Queue:
 
 def enqueue_intake(settings: Settings, submission_id: int) -> str:
     job = get_queue(settings).enqueue(intake_submission, submission_id, job_timeout=INTAKE_TIMEOUT_S,
-                                      description=f"intake submission {submission_id}")
+                                      description=f"intake submission {submission_id}",
+                                      on_failure=Callback(intake_job_failed))
     return job.id
 
 
@@ -72,6 +73,18 @@ def evaluation_job_failed(job, connection, exc_type=None, exc_value=None, tb=Non
         ev = s.get(Evaluation, evaluation_id)
         if ev is not None and not ev.status.finished:
             ev.set_status(EvaluationStatus.FAILED, error=f"evaluation job failed: {reason}")
+
+
+def intake_job_failed(job, connection, exc_type=None, exc_value=None, tb=None) -> None:
+    """RQ failure callback: an intake that crashed (engine unreachable, worker killed) fails the
+    submission with the reason instead of leaving it ``uploaded``; it does not count against quota."""
+    submission_id = job.args[0]
+    reason = f"{exc_type.__name__}: {exc_value}" if exc_type else "the worker running it died"
+    settings = load_settings()
+    with session_scope(settings.database_url) as s:
+        sub = s.get(Submission, submission_id)
+        if sub is not None and sub.status == SubmissionStatus.UPLOADED:
+            sub.set_status(SubmissionStatus.FAILED, error=f"intake failed: {reason}")
 
 
 def intake_submission(submission_id: int) -> None:
