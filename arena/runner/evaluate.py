@@ -41,18 +41,22 @@ def empty_policy_for(spec: TaskSpec) -> EmptyPolicy:
 
 
 def score_case(spec: TaskSpec, prediction: np.ndarray, reference: sitk.Image) -> dict[int, dict[str, float | None]]:
-    """Score a prediction array (z, y, x) against the reference image with the task's metric options."""
-    names = [m.name for m in spec.metrics]
-    dist = next((m for m in spec.metrics if m.name in ("hd95", "hd", "assd")), None)
-    nsd = next((m for m in spec.metrics if m.name == "nsd"), None)
-    scores = score_segmentation(
-        prediction, sitk.GetArrayViewFromImage(reference), reference.GetSpacing()[::-1], list(spec.labels),
-        convention=dist.convention if dist else "medpy",
-        percentile=dist.percentile if dist else 95.0,
-        tolerance_mm=nsd.tolerance_mm if nsd else 1.0,
-        empty_policy=empty_policy_for(spec),
-    )
-    return {lab: {k: v for k, v in vals.items() if k in names} for lab, vals in scores.items()}
+    """Score a prediction array (z, y, x) against the reference image with each metric's own options.
+
+    Metrics that share (convention, percentile, tolerance) are computed in one pass.
+    """
+    groups: dict[tuple[str, float, float], list[str]] = {}
+    for m in spec.metrics:
+        groups.setdefault((m.convention, m.percentile, m.tolerance_mm), []).append(m.name)
+    ref = sitk.GetArrayViewFromImage(reference)
+    out: dict[int, dict[str, float | None]] = {lab: {} for lab in spec.labels}
+    for (convention, percentile, tolerance), names in groups.items():
+        scores = score_segmentation(prediction, ref, reference.GetSpacing()[::-1], list(spec.labels),
+                                    convention=convention, percentile=percentile, tolerance_mm=tolerance,
+                                    empty_policy=empty_policy_for(spec))
+        for lab, vals in scores.items():
+            out[lab].update({k: vals[k] for k in names})
+    return out
 
 
 def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image: Path, case_reference: Path,

@@ -57,8 +57,12 @@ class LabelSpec(_Strict):
     weight: float = Field(default=1.0, gt=0, description="importance weight in weighted means")
 
 
+MetricName = Literal["dice", "jaccard", "volume_ref", "volume_pred", "volume_diff", "hd", "hd95", "assd", "masd",
+                     "asd_pred_to_ref", "asd_ref_to_pred", "nsd"]
+
+
 class MetricSpec(_Strict):
-    name: Literal["dice", "hd95", "hd", "assd", "nsd"]
+    name: MetricName
     convention: Literal["medpy", "max-directed", "mean-directed", "deepmind"] = "medpy"
     percentile: float = Field(default=95.0, gt=0, le=100)
     tolerance_mm: float = Field(default=1.0, gt=0)
@@ -73,7 +77,7 @@ class EmptyPolicySpec(_Strict):
 
 class RankingSpec(_Strict):
     method: Literal["aggregate-then-rank"] = "aggregate-then-rank"
-    primary: Literal["dice", "hd95", "hd", "assd", "nsd"] = "dice"
+    primary: MetricName = "dice"
     label_weights: bool = Field(default=True, description="weight per-label means by the labels' weights")
 
 
@@ -133,6 +137,8 @@ class TaskSpec(_Strict):
         if len(set(slugs)) != len(slugs):
             raise ValueError(f"phases: unique phase slugs, got {slugs}")
         metric_names = [m.name for m in self.metrics]
+        if len(set(metric_names)) != len(metric_names):
+            raise ValueError(f"metrics: each metric once, got {metric_names}")
         if self.ranking.primary not in metric_names:
             raise ValueError(f"ranking.primary: one of the task's metrics {metric_names}, got {self.ranking.primary!r}")
         if self.kind == "segmentation" and not any(o.kind == "segmentation" for o in self.outputs):
@@ -155,7 +161,7 @@ class TaskSpec(_Strict):
 
     @staticmethod
     def higher_is_better(metric: str) -> bool:
-        return metric in ("dice", "nsd")
+        return metric in ("dice", "jaccard", "nsd")
 
 
 def _format_loc(loc: tuple) -> str:
