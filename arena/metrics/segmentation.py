@@ -180,10 +180,19 @@ def _surfel_areas(spacing: tuple[float, ...]) -> np.ndarray:
 
 
 def _surfels(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Corner-grid surface elements of ``mask`` (already cropped and padded): (indices, areas)."""
+    """Corner-grid surface elements of a cropped mask: (corner indices, areas).
+
+    Same codes as surface-distance's ``correlate(crop padded by one at the far end, kernel)``, computed
+    as eight shifted bitwise ORs (ndimage.correlate was a third of the time).
+    """
     kernel = _KERNEL_3D if mask.ndim == 3 else _KERNEL_2D
     full = 255 if mask.ndim == 3 else 15
-    codes = ndimage.correlate(mask.astype(np.uint8), kernel, mode="constant", cval=0)
+    y = np.pad(mask.astype(np.uint8), [(1, 1)] * mask.ndim)
+    out_shape = tuple(n + 1 for n in mask.shape)
+    codes = np.zeros(out_shape, dtype=np.uint8)
+    for offset in np.ndindex(*kernel.shape):
+        window = y[tuple(slice(o, o + n) for o, n in zip(offset, out_shape))]
+        codes |= window * kernel[offset]
     border = (codes != 0) & (codes != full)
     return np.argwhere(border), _surfel_areas(spacing)[codes[border]]
 
@@ -255,21 +264,25 @@ def surface_distances(prediction: np.ndarray, reference: np.ndarray, spacing: Se
         if p.ndim not in (2, 3):
             raise ValueError(f"prediction: the deepmind convention needs 2-D or 3-D masks, got {p.ndim}-D")
         box = _crop_box(ndimage.find_objects(p.view(np.uint8))[0], ndimage.find_objects(r.view(np.uint8))[0])
-        pad = [(0, 1)] * p.ndim  # surface-distance crops to the union box plus one voxel at the far end
-        pts_p, w_p = _surfels(np.pad(p[box], pad), spacing_t)
-        pts_r, w_r = _surfels(np.pad(r[box], pad), spacing_t)
-        d_pr, w_p = _sorted_pairs(_nearest_distances(pts_p, pts_r, spacing_t), w_p)
-        d_rp, w_r = _sorted_pairs(_nearest_distances(pts_r, pts_p, spacing_t), w_r)
-        return SurfaceDistances(d_pr, w_p, d_rp, w_r)
+        return _deepmind_surface(p[box], r[box], spacing_t)
     d_pr, d_rp = directed_distances(p, r, spacing_t)
     d_pr.sort()
     d_rp.sort()
     return SurfaceDistances(d_pr, np.ones_like(d_pr), d_rp, np.ones_like(d_rp))
 
 
+def _deepmind_surface(p: np.ndarray, r: np.ndarray, spacing: tuple[float, ...]) -> SurfaceDistances:
+    """Corner-grid surfaces of two masks already cropped to their union box."""
+    pts_p, w_p = _surfels(p, spacing)
+    pts_r, w_r = _surfels(r, spacing)
+    d_pr, w_p = _sorted_pairs(_nearest_distances(pts_p, pts_r, spacing), w_p)
+    d_rp, w_r = _sorted_pairs(_nearest_distances(pts_r, pts_p, spacing), w_r)
+    return SurfaceDistances(d_pr, w_p, d_rp, w_r)
+
+
 def _deepmind_metrics(p: np.ndarray, r: np.ndarray, spacing: tuple[float, ...], percentile: float,
                       tolerance_mm: float) -> dict[str, float]:
-    sd = surface_distances(p, r, spacing, "deepmind")
+    sd = _deepmind_surface(p, r, spacing)
     d_pr, w_p, d_rp, w_r = sd.pred_to_ref, sd.pred_weights, sd.ref_to_pred, sd.ref_weights
     sum_p, sum_r = np.sum(w_p), np.sum(w_r)
     mean_pr, mean_rp = np.sum(d_pr * w_p) / sum_p, np.sum(d_rp * w_r) / sum_r
