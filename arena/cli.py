@@ -278,6 +278,48 @@ def serve(host: str, port: int, workers: int) -> None:
     create_app(settings).run(host=host, port=port, threaded=True)
 
 
+# -- metrics ----------------------------------------------------------------------------------
+@main.group()
+def metrics() -> None:
+    """Score files directly, without a task or a server."""
+
+
+@metrics.command("seg")
+@click.argument("prediction", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("reference", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--labels", help="label ids, e.g. 1,2,5-7 (default: every label in either file)")
+@click.option("--convention", type=click.Choice(["medpy", "max-directed", "mean-directed", "deepmind"]),
+              default="medpy", show_default=True, help="surface-distance convention for HD95/ASSD/NSD")
+@click.option("--percentile", type=float, default=95.0, show_default=True)
+@click.option("--tolerance", type=float, default=1.0, show_default=True, help="NSD tolerance (mm)")
+@click.option("--json", "as_json", is_flag=True, help="print {label: {metric: value}} as JSON")
+def metrics_seg(prediction: Path, reference: Path, labels: str | None, convention: str, percentile: float,
+                tolerance: float, as_json: bool) -> None:
+    """Score a PREDICTION label map against a REFERENCE (any SimpleITK format; same grid required)."""
+    import json
+    import math
+
+    from arena.metrics.files import parse_labels, score_files
+
+    try:
+        scores = score_files(prediction, reference, parse_labels(labels), convention, percentile, tolerance)
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        clean = {str(lab): {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                            for k, v in vals.items()} for lab, vals in scores.items()}
+        click.echo(json.dumps(clean, indent=2))
+        return
+    cols = ["dice", "jaccard", "hd95", "hd", "assd", "nsd", "volume_ref", "volume_pred"]
+    units = {"hd95": "mm", "hd": "mm", "assd": "mm", "volume_ref": "mm³", "volume_pred": "mm³"}
+    click.echo(f"convention {convention}, HD{percentile:g}, NSD at {tolerance:g} mm")
+    click.echo(f"{'label':>6} " + " ".join(f"{c + (' ' + units[c] if c in units else ''):>15}" for c in cols))
+    for lab, vals in scores.items():
+        cells = ["–" if vals[c] is None else f"{vals[c]:.4f}" if c in ("dice", "jaccard", "nsd") else f"{vals[c]:.2f}"
+                 for c in cols]
+        click.echo(f"{lab:>6} " + " ".join(f"{x:>15}" for x in cells))
+
+
 # -- images -----------------------------------------------------------------------------------
 @main.group()
 def images() -> None:

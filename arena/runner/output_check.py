@@ -7,19 +7,16 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from arena.metrics.files import geometry_mismatch, read_label_map
 from arena.runner.contract import OutputError
 
-SPACING_RTOL = 1e-4
-ORIGIN_ATOL_MM = 1e-3
-DIRECTION_ATOL = 1e-4
 
 
 def read_image(path: Path, what: str) -> sitk.Image:
     try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-        raise OutputError(f"{what} {path.name} is not a readable image ({first[:200]})") from None
+        return read_label_map(path, what)
+    except ValueError as e:
+        raise OutputError(str(e).replace(f"{what}: ", f"{what} ", 1)) from None
 
 
 def check_segmentation(output: sitk.Image, reference: sitk.Image, labels: set[int]) -> np.ndarray:
@@ -28,18 +25,9 @@ def check_segmentation(output: sitk.Image, reference: sitk.Image, labels: set[in
     Raises OutputError naming the first mismatch: dimension, size, spacing, origin, direction,
     pixel type (must be an integer type with one component) or label values outside ``labels`` ∪ {0}.
     """
-    if output.GetDimension() != reference.GetDimension():
-        raise OutputError(f"the output is {output.GetDimension()}-D, the case image {reference.GetDimension()}-D")
-    if output.GetSize() != reference.GetSize():
-        raise OutputError(f"output size {output.GetSize()} differs from the case image's {reference.GetSize()} (x, y, z)")
-    if not np.allclose(output.GetSpacing(), reference.GetSpacing(), rtol=SPACING_RTOL, atol=0):
-        raise OutputError(f"output spacing {tuple(round(s, 6) for s in output.GetSpacing())} mm differs from the "
-                          f"case image's {tuple(round(s, 6) for s in reference.GetSpacing())} mm")
-    if not np.allclose(output.GetOrigin(), reference.GetOrigin(), rtol=0, atol=ORIGIN_ATOL_MM):
-        raise OutputError(f"output origin {tuple(round(s, 4) for s in output.GetOrigin())} mm differs from the "
-                          f"case image's {tuple(round(s, 4) for s in reference.GetOrigin())} mm")
-    if not np.allclose(output.GetDirection(), reference.GetDirection(), rtol=0, atol=DIRECTION_ATOL):
-        raise OutputError("output direction cosines differ from the case image's")
+    problem = geometry_mismatch(output, reference, "the output", "the case image")
+    if problem:
+        raise OutputError(problem)
     if output.GetNumberOfComponentsPerPixel() != 1:
         raise OutputError(f"the output has {output.GetNumberOfComponentsPerPixel()} components per voxel, expected 1")
     arr = sitk.GetArrayFromImage(output)  # a copy: a view would dangle once the image is freed
