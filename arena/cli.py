@@ -320,6 +320,44 @@ def metrics_seg(prediction: Path, reference: Path, labels: str | None, conventio
         click.echo(f"{lab:>6} " + " ".join(f"{x:>15}" for x in cells))
 
 
+@metrics.command("det")
+@click.argument("ground_truth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--criterion", type=click.Choice(["distance", "inside-radius", "iou", "centre-in-box"]),
+              default="distance", show_default=True, help="what makes a prediction hit a finding")
+@click.option("--threshold", type=float, help="distance (mm/px) or IoU for the criterion")
+@click.option("--matching", type=click.Choice(["greedy", "luna16"]), default="greedy", show_default=True,
+              help="greedy one-to-one by probability, or the LUNA16 script's rule")
+@click.option("--score-threshold", type=float, default=0.5, show_default=True,
+              help="probability cut-off for precision / recall / F1")
+@click.option("--json", "as_json", is_flag=True, help="print every number as JSON")
+def metrics_det(ground_truth: Path, predictions: Path, criterion: str, threshold: float | None, matching: str,
+                score_threshold: float, as_json: bool) -> None:
+    """Score detections (grand-challenge JSON or LUNA16-style CSV) against GROUND_TRUTH."""
+    import json
+
+    from arena.metrics.detection import read_detections, score_detection
+
+    try:
+        gt = read_detections(ground_truth, default_diameter_mm=10.0)
+        pred = read_detections(predictions)
+        images = sorted(set(gt["image"]) | set(pred["image"]), key=str)
+        res = score_detection(pred, gt, criterion=criterion, threshold=threshold, matching=matching,
+                              images=images, score_threshold=score_threshold)
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(res, indent=2, default=str))
+        return
+    froc = res["froc"]
+    click.echo(f"{res['counts']}")
+    click.echo("FROC sensitivity at FPs/image: " + ", ".join(
+        f"{r:g}: {s:.3f}" for r, s in zip(froc["fp_rates"], froc["sensitivity_interpolated"])))
+    click.echo(f"CPM interpolated {froc['cpm_interpolated']:.4f}, nearest {froc['cpm_nearest']:.4f}")
+    click.echo(f"AP ({'all-point'}) {res['ap']:.4f}; at p ≥ {score_threshold:g}: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in res["at_threshold"].items() if isinstance(v, float)))
+
+
 # -- images -----------------------------------------------------------------------------------
 @main.group()
 def images() -> None:

@@ -53,3 +53,18 @@ def test_seg_errors(tmp_path):
     (tmp_path / "junk.mha").write_bytes(b"not an image")
     res = CliRunner().invoke(main, ["metrics", "seg", str(tmp_path / "junk.mha"), str(r)])
     assert res.exit_code == 2 and "not a readable image" in res.output
+
+
+def test_det_cli_luna16_json(shared_data):
+    import math
+
+    case = shared_data / "peer_cases" / "luna16" / "L1_basic"
+    res = CliRunner().invoke(main, ["metrics", "det", str(case / "annotations.csv"), str(case / "predictions.csv"),
+                                    "--criterion", "inside-radius", "--matching", "luna16", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["counts"]["targets"] == 3 and out["counts"]["tp"] == 3
+    assert 0 <= out["froc"]["cpm_interpolated"] <= 1 and not math.isnan(out["ap"])
+    bad = CliRunner().invoke(main, ["metrics", "det", str(case / "annotations.csv"), str(case / "annotations.csv"),
+                                    "--criterion", "iou"])
+    assert bad.exit_code == 2 and "error:" in bad.output

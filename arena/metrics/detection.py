@@ -100,9 +100,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -212,7 +213,7 @@ def _as_frame(obj: Any, name: str, role: str, criterion: str) -> pd.DataFrame:
             return pd.DataFrame({k: np.asarray(v) for k, v in obj.items()})
         except ValueError as e:
             raise ValueError(f"{name}: columns of a mapping must be 1-D arrays of one length ({e})") from None
-    if isinstance(obj, np.ndarray) or isinstance(obj, (list, tuple)):
+    if isinstance(obj, (np.ndarray, list, tuple)):
         arr = np.asarray(obj)
         if arr.size == 0:
             arr = arr.reshape(0, arr.shape[-1] if arr.ndim == 2 else 0)
@@ -364,10 +365,14 @@ def _grid_pairs(a: np.ndarray, b: np.ndarray, ga: np.ndarray, gb: np.ndarray,
     d = a.shape[1]
     lo = np.minimum(a.min(axis=0), b.min(axis=0))
     hi = np.maximum(a.max(axis=0), b.max(axis=0))
+    # cells slightly larger than r, and at most 2**24 per axis, so that the rounding of (a - lo) / r
+    # (< 1e-8 cell) can never drop a pair at distance exactly r
+    r = r * (1 + 1e-6)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         ncell = np.floor((hi - lo) / r) + 3  # +1 margin each side for the neighbour offsets
     ngroups = float(max(ga.max(), gb.max()) + 1)
-    if not np.isfinite(ncell).all() or ngroups * float(np.prod(ncell)) > 2.0**62:
+    if (not np.isfinite(ncell).all() or (ncell > 2**24).any()
+            or ngroups * float(np.prod(ncell)) > 2.0**62):
         return None
     ncell = ncell.astype(np.int64)
     # key = ((g * n0 + c0) * n1 + c1) * n2 + c2: mult[k] multiplies cell index k, gmult the group
@@ -1070,13 +1075,13 @@ _LUNA16_RENAME = {"seriesuid": "image", "coordX": "x", "coordY": "y", "coordZ": 
 
 def _num(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{where}: expected a number, got {v!r}")
+        raise ValueError(f"{where}: expected a number, got {v!r}")  # noqa: TRY004 (bad input is a ValueError)
     return float(v)
 
 
 def _read_gc(doc: Any, path: Path, image: Hashable) -> pd.DataFrame:
     if not isinstance(doc, Mapping):
-        raise ValueError(f"{path}: expected a JSON object with 'type', got {type(doc).__name__}")
+        raise ValueError(f"{path}: expected a JSON object with 'type', got {type(doc).__name__}")  # noqa: TRY004
     kind = doc.get("type")
     rows: list[dict[str, Any]] = []
     if kind in ("Multiple points", "Point"):
