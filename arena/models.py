@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Column, Table
+from sqlalchemy import JSON, BigInteger, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Column, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from arena.lifecycle import (
@@ -108,9 +108,11 @@ class Submission(Base):
     upload_name: Mapped[str | None] = mapped_column(String(300))
     upload_path: Mapped[str | None] = mapped_column(String(500))
     upload_sha256: Mapped[str | None] = mapped_column(String(64))
-    upload_bytes: Mapped[int | None] = mapped_column(Integer)
+    upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
     image_id: Mapped[str | None] = mapped_column(String(80))  # sha256:... of the image config
     image_tag: Mapped[str | None] = mapped_column(String(200))  # arena/submission:<id>
+    image_user: Mapped[str | None] = mapped_column(String(100))  # the image's configured USER ("" = root)
+    image_bytes: Mapped[int | None] = mapped_column(BigInteger)  # uncompressed size of the image archive
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     task: Mapped[Task] = relationship()
@@ -179,6 +181,12 @@ class CaseResult(Base):
     runtime_s: Mapped[float | None] = mapped_column(Float)  # container wall time, seconds
     log_tail: Mapped[str | None] = mapped_column(Text)
     output_path: Mapped[str | None] = mapped_column(String(500))
+    failure: Mapped[str | None] = mapped_column(String(30))  # arena.runner.failures.Failure value
+    cpu_s: Mapped[float | None] = mapped_column(Float)  # CPU time used by the container, seconds
+    peak_memory_mb: Mapped[float | None] = mapped_column(Float)  # peak RSS+cache of the container, MB
+    pids_peak: Mapped[int | None] = mapped_column(Integer)
+    gpu_memory_peak_mb: Mapped[float | None] = mapped_column(Float)  # None: no GPU metrics on this worker
+    gpu_utilization_mean: Mapped[float | None] = mapped_column(Float)  # percent
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     evaluation: Mapped[Evaluation] = relationship(back_populates="case_results")
     case: Mapped[Case] = relationship()

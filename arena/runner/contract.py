@@ -19,7 +19,13 @@ from arena.tasks.spec import TaskSpec
 
 
 class OutputError(ValueError):
-    """The container's output breaks the contract; the message says how."""
+    """A case failed: the container's output breaks the contract (or the run failed); the message says how."""
+
+    def __init__(self, message: str, failure=None):
+        from arena.runner.failures import Failure
+
+        super().__init__(message)
+        self.failure = failure or Failure.INVALID_OUTPUT
 
 
 def _ext(path: Path) -> str:

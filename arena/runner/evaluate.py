@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from arena.metrics import EmptyPolicy, score_segmentation
 from arena.runner.collect import CollectError, collect_outputs
 from arena.runner.contract import OutputError, find_segmentation_output, output_area, prepare_case_input
+from arena.runner.failures import Failure
 from arena.runner.output_check import check_segmentation, read_image
 from arena.runner.sandbox import SandboxLimits, run_sandboxed
 from arena.tasks.spec import TaskSpec
@@ -21,11 +22,13 @@ from arena.tasks.spec import TaskSpec
 class CaseOutcome:
     ok: bool
     error: str | None = None
+    failure: Failure | None = None
     exit_code: int | None = None
     runtime_s: float | None = None
     log_tail: str = ""
     output_path: str | None = None
     scores: dict[int, dict[str, float | None]] = field(default_factory=dict)
+    stats: dict[str, float | int | None] = field(default_factory=dict)  # cpu_s, peak_memory_mb, ... (CaseResult columns)
 
 
 def limits_for(spec: TaskSpec, gpu_device_ids: tuple[str, ...] = ()) -> SandboxLimits:
@@ -59,6 +62,18 @@ def score_case(spec: TaskSpec, prediction: np.ndarray, reference: sitk.Image) ->
     return out
 
 
+def output_nearly_full(path: Path, size_mb: int) -> bool:
+    """True when the /output filesystem has (almost) no space left, or holds more than ``size_mb``."""
+    import os
+
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    return st.f_bavail * st.f_frsize < 64 * 1024 or used >= size_mb * 2**20
+
+
 def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image: Path, case_reference: Path,
                   work_dir: Path, results_dir: Path, limits: SandboxLimits, labels: dict[str, str]) -> CaseOutcome:
     """Run ``image`` on one case and score what it wrote.
@@ -70,19 +85,26 @@ def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image:
     input_dir = work_dir / "input"
     reference = sitk.ReadImage(str(case_reference))
     outcome = CaseOutcome(ok=False)
+    output_mb = spec.resources.output_mb
     try:
         prepare_case_input(spec, case_image, input_dir, original_name=f"{case_key}{case_image.suffix}")
-        with output_area(work_dir / "output", spec.resources.output_mb) as out:
+        with output_area(work_dir / "output", output_mb) as out:
             run = run_sandboxed(client, image, mounts={"/input": (str(input_dir), "ro"), "/output": (str(out), "rw")},
                                 limits=limits, labels=labels)
             outcome.exit_code, outcome.runtime_s, outcome.log_tail = run.exit_code, run.runtime_s, run.logs
+            outcome.stats = dict(getattr(run, "stats", None) or {})
+            full = output_nearly_full(out, output_mb)
             try:
-                collected = collect_outputs(out, results_dir)
+                collected = collect_outputs(out, results_dir, max_bytes=output_mb * 2**20)
             except CollectError as e:
                 collected = None
-                run.error = run.error or str(e)
+                run.error, run.failure = run.error or str(e), Failure.OUTPUT_TOO_LARGE
+        if run.error and run.failure == Failure.NON_ZERO_EXIT and (full or run.exit_code == 153):
+            # 153 = 128 + SIGXFSZ: a file over the size limit; a full /output makes writes fail
+            run.error = f"output too large: /output is limited to {output_mb} MB per case ({run.error})"
+            run.failure = Failure.OUTPUT_TOO_LARGE
         if run.error:
-            raise OutputError(run.error)
+            raise OutputError(run.error, run.failure)
         if collected and collected.skipped:
             outcome.log_tail += f"\n[arena] not collected: {', '.join(collected.skipped[:10])}"
         path = find_segmentation_output(results_dir, spec)
@@ -91,6 +113,7 @@ def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image:
         outcome.ok = True
     except OutputError as e:
         outcome.error = str(e)
+        outcome.failure = e.failure
         prediction = np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -24,6 +24,7 @@ from arena.tasks.store import spec_of
 log = logging.getLogger("arena.runner")
 
 INTAKE_TIMEOUT_S = 3600
+STAT_COLUMNS = ("cpu_s", "peak_memory_mb", "pids_peak", "gpu_memory_peak_mb", "gpu_utilization_mean")
 
 
 def get_queue(settings: Settings) -> Queue:
@@ -173,7 +174,9 @@ def run_evaluation(evaluation_id: int) -> str:
                 cr = CaseResult(evaluation_id=evaluation_id, case_id=case_id,
                                 status=CaseStatus.SUCCEEDED if out.ok else CaseStatus.FAILED,
                                 error=out.error, exit_code=out.exit_code, runtime_s=out.runtime_s,
-                                log_tail=out.log_tail, output_path=out.output_path)
+                                log_tail=out.log_tail, output_path=out.output_path,
+                                failure=out.failure.value if out.failure else None,
+                                **{k: v for k, v in out.stats.items() if k in STAT_COLUMNS})
                 cr.metrics = [MetricValue(label=lab, metric=m, value=v)
                               for lab, vals in out.scores.items() for m, v in vals.items()]
                 s.add(cr)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import docker.errors
 import requests
 
+from arena.runner.failures import Failure
+
 NOBODY = "65534:65534"
 MANAGED_LABEL = "arena.managed"
 
@@ -39,6 +41,8 @@ class RunResult:
     oom_killed: bool = False
     logs: str = ""  # the last bytes of stdout+stderr
     error: str | None = None  # why the run did not succeed, in words; None when exit 0
+    failure: Failure | None = None  # the class of ``error``
+    stderr_tail: str = ""  # the last lines of stderr alone (shown with a non-zero exit)
 
     @property
     def ok(self) -> bool:
@@ -119,18 +123,22 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         logs = _tail(container.logs(stdout=True, stderr=True, tail=2000), log_bytes)
-        error = None
+        stderr = container.logs(stdout=False, stderr=True, tail=15).decode("utf-8", errors="replace").strip()
+        error, failure = None, None
         if timed_out:
-            error = f"timed out after {limits.time_s:g} s (killed)"
+            error, failure = f"timed out after {limits.time_s:g} s (killed)", Failure.TIMEOUT
         elif oom:
-            error = f"out of memory (limit {limits.memory_mb} MB; killed by the kernel)"
+            error, failure = (f"out of memory (limit {limits.memory_mb} MB; killed by the kernel)",
+                              Failure.OUT_OF_MEMORY)
         elif exit_code != 0:
-            error = f"the container exited with code {exit_code}"
-        return RunResult(exit_code, runtime, timed_out, oom, logs, error)
+            last = stderr.splitlines()[-1][:300] if stderr else ""
+            error = f"the container exited with code {exit_code}" + (f": {last}" if last else "")
+            failure = Failure.NON_ZERO_EXIT
+        return RunResult(exit_code, runtime, timed_out, oom, logs, error, failure, stderr[-4000:])
     except docker.errors.ImageNotFound:
-        return RunResult(None, 0.0, error=f"image {image} is not present on this worker")
+        return RunResult(None, 0.0, error=f"image {image} is not present on this worker", failure=Failure.ENGINE_ERROR)
     except docker.errors.APIError as e:
-        return RunResult(None, time.monotonic() - started,
+        return RunResult(None, time.monotonic() - started, failure=Failure.ENGINE_ERROR,
                          error=f"the Docker engine could not run the container: {e.explanation or e}")
     finally:
         if container is not None:

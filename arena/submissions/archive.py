@@ -48,6 +48,7 @@ class ImageArchiveInfo:
     compression: str  # "none" | "gzip" | "bzip2" | "xz"
     labels: dict[str, str] = field(default_factory=dict)
     user: str = ""
+    architecture: str = ""
 
 
 def _sniff_compression(path: Path) -> str:
@@ -142,6 +143,10 @@ def inspect_image_archive(path: str | os.PathLike, limits: ArchiveLimits = Archi
         raise InvalidImageArchive(f"the image config {config_name!r} is not valid JSON") from None
     if "rootfs" not in config:
         raise InvalidImageArchive(f"{config_name!r} is not an image config (no rootfs)")
+    arch = str(config.get("architecture") or "")
+    if arch and arch not in ("amd64", "x86_64"):
+        raise InvalidImageArchive(f"the image is built for {arch}; Arena's workers run amd64 images "
+                                  "(docker build --platform linux/amd64)")
     cfg = config.get("config") or {}
     return ImageArchiveInfo(
         image_id="sha256:" + hashlib.sha256(small[config_name]).hexdigest(),
@@ -153,6 +158,7 @@ def inspect_image_archive(path: str | os.PathLike, limits: ArchiveLimits = Archi
         compression=compression,
         labels=dict(cfg.get("Labels") or {}),
         user=str(cfg.get("User") or ""),
+        architecture=arch,
     )
 
 
