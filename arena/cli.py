@@ -185,7 +185,8 @@ def submit(tarball: Path, task_slug: str, phase_slug: str, user_name: str, label
             with open(tarball, "rb") as f:
                 upload = store_upload(f, settings)
             try:
-                sub = create_submission(s, task_slug, phase_slug, u, upload, upload_name=tarball.name, label=label)
+                sub = create_submission(s, task_slug, phase_slug, u, upload, upload_name=tarball.name, label=label,
+                                        settings=settings)
             except BaseException:
                 upload.path.unlink(missing_ok=True)
                 raise

@@ -8,6 +8,7 @@
 | ARENA_QUEUE | arena | RQ queue name evaluations go to |
 | ARENA_MAX_UPLOAD_BYTES | 8 GiB | largest accepted upload (bytes) |
 | ARENA_SECRET_KEY | random per process | Flask session key |
+| ARENA_ROOT_IMAGES | nobody | an image whose USER is root: run it as nobody (65534), or "reject" it at upload |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Settings:
     redis_url: str
     queue_name: str = "arena"
     max_upload_bytes: int = 8 * 1024**3
+    root_images: str = "nobody"  # "nobody" | "reject"
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
 
     @property
@@ -48,6 +50,13 @@ class Settings:
             d.mkdir(parents=True, exist_ok=True)
 
 
+def _choice(env: dict[str, str], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = (env.get(key) or default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{key}: expected one of {allowed}, got {value!r}")
+    return value
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Build settings from ``env`` (default: ``os.environ``)."""
     env = dict(os.environ if env is None else env)
@@ -62,5 +71,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         redis_url=env.get("ARENA_REDIS_URL") or "redis://127.0.0.1:6379/0",
         queue_name=env.get("ARENA_QUEUE") or "arena",
         max_upload_bytes=int(env.get("ARENA_MAX_UPLOAD_BYTES") or 8 * 1024**3),
+        root_images=_choice(env, "ARENA_ROOT_IMAGES", ("nobody", "reject"), "nobody"),
         **kwargs,
     )

@@ -95,7 +95,12 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
     good_id = r.get_json()["id"]
     with open(broken_tar, "rb") as f:
         broken_id = _post(client, token, url + "?label=broken", f).get_json()["id"]
-    junk_id = _post(client, token, url, junk.read_bytes()).get_json()["id"]
+    r = _post(client, token, url, junk.read_bytes())  # refused at upload: nothing stored
+    assert r.status_code == 400 and "invalid image archive: not a tar archive" in r.get_json()["error"]
+    with open(good_tar, "rb") as f:  # the same image again: refused, naming the first
+        r = _post(client, token, url, f)
+    assert r.status_code == 409 and f"as submission {good_id}" in r.get_json()["error"]
+    assert len(list(settings.uploads_dir.iterdir())) == 2
     assert client.get(f"/api/v1/submissions/{good_id}").get_json()["status"] == "uploaded"
 
     env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url}
@@ -137,14 +142,13 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
     broken = client.get(f"/api/v1/submissions/{broken_id}").get_json()
     assert broken["status"] == "succeeded"  # the evaluation completes; failed cases are scored as empty
     cases = {c["case"]: c for c in broken["evaluations"][0]["cases"]}
-    assert cases["demo-000"]["status"] == "failed" and "exited with code 2" in cases["demo-000"]["error"]
+    assert cases["demo-000"]["status"] == "failed" and "exited with code 2: cannot find my weights" in cases["demo-000"]["error"]
+    assert cases["demo-000"]["failure"] == "non-zero-exit" and cases["demo-002"]["failure"] == "invalid-output"
     assert "cannot find my weights" in cases["demo-000"]["log_tail"]
     assert cases["demo-002"]["status"] == "failed" and "output size (7, 7, 7) differs" in cases["demo-002"]["error"]
     assert cases["demo-004"]["status"] == "succeeded"
     assert cases["demo-000"]["scores"]["BrainStem"]["dice"] == 0.0
 
-    junk_view = client.get(f"/api/v1/submissions/{junk_id}").get_json()
-    assert junk_view["status"] == "failed" and "not a tar archive" in junk_view["error"]
 
     board = client.get("/api/v1/tasks/han-oar-22/leaderboard?phase=validation").get_json()
     assert len(board["rows"]) == 1  # one row per team: its best submission

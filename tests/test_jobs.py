@@ -93,3 +93,36 @@ def test_intake_failure_callback(settings, db):
     db.expire_all()
     sub = db.get(Submission, sub.id)
     assert sub.status == SubmissionStatus.FAILED and "Cannot connect to the Docker Engine" in sub.error
+
+
+def test_hidden_phase_views_are_redacted(settings, db):
+    """Test phase: participants get failure class / index / exit code only; organizers get everything."""
+    from arena.lifecycle import CaseStatus
+    from arena.models import CaseResult, MetricValue
+    from arena.submissions.intake import StoredUpload, create_submission
+    from arena.tasks.store import load_demo_cases, upsert_task
+    from arena.users import create_user
+    from arena.web.views import submission_view
+
+    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
+    load_demo_cases(db, settings, task, 2)  # demo-001 goes to the test phase
+    user, _ = create_user(db, "dan", team="D")
+    sub = create_submission(db, "han-oar-22", "test", user, StoredUpload(settings.uploads_dir / "z.tar", "0" * 64, 1))
+    sub.set_status(SubmissionStatus.VALIDATED)
+    ev = Evaluation(submission=sub, status=EvaluationStatus.QUEUED, cases_total=1)
+    db.add(ev)
+    db.flush()
+    case = task.phases[1].cases[0]
+    cr = CaseResult(evaluation_id=ev.id, case_id=case.id, status=CaseStatus.FAILED, failure="non-zero-exit",
+                    exit_code=1, error="the container exited with code 1: PATIENT NAME DOE^JOHN",
+                    log_tail="PATIENT NAME DOE^JOHN")
+    cr.metrics = [MetricValue(label=1, metric="dice", value=0.0)]
+    db.add(cr)
+    db.commit()
+    participant = submission_view(sub)
+    text = str(participant)
+    assert "DOE^JOHN" not in text and case.key not in text and "dice" not in text
+    assert participant["evaluations"][0]["diagnosis"] == [{"index": 1, "status": "failed", "failure": "non-zero-exit",
+                                                            "exit_code": 1}]
+    organizer = submission_view(sub, viewer_is_organizer=True)
+    assert "DOE^JOHN" in str(organizer) and organizer["evaluations"][0]["cases"][0]["case"] == case.key

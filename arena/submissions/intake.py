@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from arena.config import Settings
 from arena.lifecycle import SubmissionStatus
 from arena.models import Phase, Submission, Task, Team, User, utcnow
+from arena.runner.sandbox import NOBODY, effective_user
+from arena.submissions.archive import ImageArchiveInfo, InvalidImageArchive, inspect_image_archive
 from arena.tasks.store import spec_of
 
 CHUNK = 1024 * 1024
@@ -92,16 +94,46 @@ def check_quota(session: Session, task: Task, phase: Phase, team: Team) -> None:
                           f"{phase.slug!r}", status=429)
 
 
+def check_archive(session: Session, settings: Settings, phase: Phase, team: Team, path: Path) -> ImageArchiveInfo:
+    """Validate the uploaded archive before anything is recorded (UploadError 400/409 otherwise).
+
+    Refuses: anything that is not a single-image amd64 ``docker save`` archive within the caps; a root
+    image when ARENA_ROOT_IMAGES=reject; the same image (by ID) the team already has in this phase.
+    """
+    try:
+        info = inspect_image_archive(path)
+    except InvalidImageArchive as e:
+        raise UploadError(f"invalid image archive: {e}") from None
+    if settings.root_images == "reject" and effective_user(info.user) == NOBODY:
+        raise UploadError(f"the image runs as root (USER {info.user or 'unset'}); this platform requires a "
+                          "non-root USER in the Dockerfile")
+    dup = session.scalar(select(Submission.id).where(
+        Submission.phase_id == phase.id, Submission.team_id == team.id, Submission.image_id == info.image_id,
+        Submission.status != SubmissionStatus.FAILED))
+    if dup is not None:
+        raise UploadError(f"this image ({info.image_id[:19]}) was already submitted to phase {phase.slug!r} as "
+                          f"submission {dup}", status=409)
+    return info
+
+
 def create_submission(session: Session, task_slug: str, phase_slug: str, user: User, upload: StoredUpload,
-                      upload_name: str | None = None, label: str | None = None) -> Submission:
-    """Record an uploaded submission (status ``uploaded``); the caller queues its intake."""
+                      upload_name: str | None = None, label: str | None = None,
+                      settings: Settings | None = None) -> Submission:
+    """Check and record an uploaded submission (status ``uploaded``); the caller queues its intake.
+
+    With ``settings``, the archive is validated now (see :func:`check_archive`); a refusal raises
+    UploadError and the caller removes the upload, so nothing is stored.
+    """
     task, phase = find_task_phase(session, task_slug, phase_slug)
     if user.team is None:
         raise UploadError(f"user {user.name!r} is in no team; add them to one first", status=403)
     check_quota(session, task, phase, user.team)
+    info = check_archive(session, settings, phase, user.team, upload.path) if settings is not None else None
     sub = Submission(task=task, phase=phase, team=user.team, user=user, label=label,
                      status=SubmissionStatus.UPLOADED, upload_name=upload_name, upload_path=str(upload.path),
-                     upload_sha256=upload.sha256, upload_bytes=upload.size)
+                     upload_sha256=upload.sha256, upload_bytes=upload.size,
+                     image_id=info.image_id if info else None, image_user=info.user if info else None,
+                     image_bytes=info.uncompressed_bytes if info else None)
     session.add(sub)
     session.flush()
     return sub

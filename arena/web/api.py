@@ -70,7 +70,7 @@ def submit(slug: str, phase: str):
         upload = store_upload(request.stream, settings)
         try:
             sub = create_submission(g.db, slug, phase, user, upload, upload_name=request.args.get("filename"),
-                                    label=request.args.get("label"))
+                                    label=request.args.get("label"), settings=settings)
             g.db.commit()
         except BaseException:
             upload.path.unlink(missing_ok=True)

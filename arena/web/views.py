@@ -14,29 +14,58 @@ def _num(v: float | None) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
+REDACTED = {
+    "timeout": "the case ran past its time limit",
+    "evaluation-timeout": "the evaluation ran past its time limit",
+    "out-of-memory": "the container ran out of memory",
+    "pids-exhausted": "the container hit its process limit",
+    "output-too-large": "the output was larger than allowed",
+    "non-zero-exit": "the container exited with an error",
+    "invalid-output": "the output did not match the contract (file, geometry or labels)",
+    "engine-error": "the platform could not run the container (not your fault; organizers are told)",
+    "no-gpu": "no GPU was available (not your fault)",
+    "skipped": "not run (an earlier case failed and the task fails fast)",
+}
+
+
 def evaluation_view(ev: Evaluation, show_cases: bool, show_logs: bool) -> dict[str, Any]:
+    """An evaluation as JSON-ready dict.
+
+    Hidden phases give participants a redacted diagnosis: with ``show_logs`` false, no logs and no
+    error text (stderr can carry hidden data), only the failure class in words; with ``show_cases``
+    false, per case only index, status, failure class and exit code — no case ids, no scores.
+    """
     spec = spec_of(ev.submission.task)
     out: dict[str, Any] = {
-        "id": ev.id, "status": ev.status.value, "error": ev.error, "cases_done": ev.cases_done,
+        "id": ev.id, "status": ev.status.value, "error": ev.error if show_logs else
+        (ev.error and "the evaluation failed; see the cases' failure classes"),
+        "cases_done": ev.cases_done,
         "cases_total": ev.cases_total, "created_at": ev.created_at.isoformat() + "Z",
         "started_at": ev.started_at.isoformat() + "Z" if ev.started_at else None,
         "finished_at": ev.finished_at.isoformat() + "Z" if ev.finished_at else None,
     }
     if ev.status == EvaluationStatus.RUNNING:
         out["progress"] = f"case {min(ev.cases_done + 1, ev.cases_total)}/{ev.cases_total}"
-    if show_cases:
-        cases = []
-        for cr in ev.case_results:
-            scores: dict[str, dict[str, float | None]] = {}
-            for mv in cr.metrics:
-                name = spec.labels[mv.label].name if mv.label in spec.labels else str(mv.label)
-                scores.setdefault(name, {})[mv.metric] = _num(mv.value)
-            case = {"case": cr.case.key, "status": cr.status.value, "error": cr.error,
-                    "runtime_s": cr.runtime_s, "exit_code": cr.exit_code, "scores": scores}
-            if show_logs:
-                case["log_tail"] = cr.log_tail
-            cases.append(case)
-        out["cases"] = cases
+    if not show_cases:
+        out["diagnosis"] = [{"index": i + 1, "status": cr.status.value, "failure": cr.failure,
+                             "exit_code": cr.exit_code} for i, cr in enumerate(ev.case_results)]
+        return out
+    cases = []
+    for cr in ev.case_results:
+        scores: dict[str, dict[str, float | None]] = {}
+        for mv in cr.metrics:
+            name = spec.labels[mv.label].name if mv.label in spec.labels else str(mv.label)
+            scores.setdefault(name, {})[mv.metric] = _num(mv.value)
+        error = cr.error if show_logs else (REDACTED.get(cr.failure or "", cr.failure) if cr.error else None)
+        case = {"case": cr.case.key, "status": cr.status.value, "failure": cr.failure, "error": error,
+                "runtime_s": cr.runtime_s, "exit_code": cr.exit_code, "cpu_s": cr.cpu_s,
+                "peak_memory_mb": cr.peak_memory_mb, "pids_peak": cr.pids_peak,
+                "gpu_memory_peak_mb": cr.gpu_memory_peak_mb, "gpu_utilization_mean": cr.gpu_utilization_mean,
+                "scores": scores}
+        if show_logs:
+            case["log_tail"] = cr.log_tail
+        cases.append(case)
+    out["cases"] = cases
     return out
 
 
