@@ -240,13 +240,18 @@ def rerun(submission_id: int) -> None:
 # -- services ---------------------------------------------------------------------------------
 @main.command()
 @click.option("--burst", is_flag=True, help="exit when the queue is empty")
-def worker(burst: bool) -> None:
-    """Run an RQ worker that takes intake and evaluation jobs (one per GPU in production)."""
+@click.option("--gpu", "gpu", default=None, help="GPU device(s) this worker owns, e.g. 0 or 0,1: it then also "
+              "takes GPU tasks (their own queue) and pins their containers to these devices")
+def worker(burst: bool, gpu: str | None) -> None:
+    """Run an RQ worker that takes intake and evaluation jobs (one worker per GPU in production)."""
     import logging
+    import os
 
     from redis import Redis
     from rq import Queue, Worker
 
+    from arena.runner.gpu import detect_gpus
+    from arena.runner.jobs import queue_name
     from arena.runner.sandbox import reap_leftovers
     from arena.services import ensure_docker
 
@@ -255,8 +260,17 @@ def worker(burst: bool) -> None:
     n = reap_leftovers(ensure_docker())
     if n:
         click.echo(f"removed {n} leftover container(s)")
+    names = [queue_name(settings)]
+    if gpu is not None:
+        os.environ["ARENA_GPU_DEVICES"] = gpu
+        seen = detect_gpus()
+        if not seen:
+            click.secho(f"warning: --gpu {gpu} given but NVML sees no GPU (no NVIDIA driver?); GPU tasks will "
+                        "fail with 'no-gpu'", fg="yellow", err=True)
+        names.insert(0, queue_name(settings, gpu=True))
+    click.echo(f"worker listening on {', '.join(names)}" + (f" with GPU {gpu}" if gpu is not None else ""))
     conn = Redis.from_url(settings.redis_url)
-    Worker([Queue(settings.queue_name, connection=conn)], connection=conn).work(burst=burst)
+    Worker([Queue(q, connection=conn) for q in names], connection=conn).work(burst=burst)
 
 
 @main.command()

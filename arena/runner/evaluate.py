@@ -1,4 +1,5 @@
-"""Evaluating one case: lay out /input, run the sandbox, collect and check /output, score it."""
+"""Evaluating cases: lay out /input, run the sandbox (per case or once in batch mode), collect and check
+/output, score it."""
 
 from __future__ import annotations
 
@@ -74,48 +75,115 @@ def output_nearly_full(path: Path, size_mb: int) -> bool:
     return st.f_bavail * st.f_frsize < 64 * 1024 or used >= size_mb * 2**20
 
 
-def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image: Path, case_reference: Path,
-                  work_dir: Path, results_dir: Path, limits: SandboxLimits, labels: dict[str, str]) -> CaseOutcome:
-    """Run ``image`` on one case and score what it wrote.
+@dataclass
+class CaseInput:
+    key: str  # case id (the batch-mode folder name)
+    image: Path  # the case image in the case store
+    reference: Path  # its reference label map
 
-    A case that fails (container error, no or malformed output) is scored as an empty prediction,
-    so every organ present in the reference counts as missed under the task's empty policy; the
-    outcome says why it failed. Outputs are kept under ``results_dir`` for inspection.
+
+def _run_once(client, image: str, input_dir: Path, out_dir: Path, results_dir: Path, output_mb: int,
+              limits: SandboxLimits, labels: dict[str, str]):
+    """Run the container once over ``input_dir``; collect /output into ``results_dir``.
+
+    Returns the RunResult with its error/failure refined: a full /output or a SIGXFSZ exit is
+    "output too large"; an over-cap /output found while collecting likewise.
     """
-    input_dir = work_dir / "input"
-    reference = sitk.ReadImage(str(case_reference))
-    outcome = CaseOutcome(ok=False)
-    output_mb = spec.resources.output_mb
+    with output_area(out_dir, output_mb) as out:
+        run = run_sandboxed(client, image, mounts={"/input": (str(input_dir), "ro"), "/output": (str(out), "rw")},
+                            limits=limits, labels=labels)
+        full = output_nearly_full(out, output_mb)
+        try:
+            collected = collect_outputs(out, results_dir, max_bytes=output_mb * 2**20)
+        except CollectError as e:
+            collected = None
+            run.error, run.failure = run.error or str(e), Failure.OUTPUT_TOO_LARGE
+    if run.error and run.failure == Failure.NON_ZERO_EXIT and (full or run.exit_code == 153):
+        # 153 = 128 + SIGXFSZ: a file over the size limit; a full /output makes writes fail
+        run.error = f"output too large: /output is limited to {output_mb} MB ({run.error})"
+        run.failure = Failure.OUTPUT_TOO_LARGE
+    if collected and collected.skipped:
+        run.logs += f"\n[arena] not collected: {', '.join(collected.skipped[:10])}"
+    return run
+
+
+def _check_case_output(spec: TaskSpec, case_results: Path, reference: sitk.Image, outcome: CaseOutcome) -> np.ndarray:
+    """The checked prediction array of one case, or an all-background array with outcome.error set."""
     try:
-        prepare_case_input(spec, case_image, input_dir, original_name=f"{case_key}{case_image.suffix}")
-        with output_area(work_dir / "output", output_mb) as out:
-            run = run_sandboxed(client, image, mounts={"/input": (str(input_dir), "ro"), "/output": (str(out), "rw")},
-                                limits=limits, labels=labels)
-            outcome.exit_code, outcome.runtime_s, outcome.log_tail = run.exit_code, run.runtime_s, run.logs
-            outcome.stats = dict(getattr(run, "stats", None) or {})
-            full = output_nearly_full(out, output_mb)
-            try:
-                collected = collect_outputs(out, results_dir, max_bytes=output_mb * 2**20)
-            except CollectError as e:
-                collected = None
-                run.error, run.failure = run.error or str(e), Failure.OUTPUT_TOO_LARGE
-        if run.error and run.failure == Failure.NON_ZERO_EXIT and (full or run.exit_code == 153):
-            # 153 = 128 + SIGXFSZ: a file over the size limit; a full /output makes writes fail
-            run.error = f"output too large: /output is limited to {output_mb} MB per case ({run.error})"
-            run.failure = Failure.OUTPUT_TOO_LARGE
-        if run.error:
-            raise OutputError(run.error, run.failure)
-        if collected and collected.skipped:
-            outcome.log_tail += f"\n[arena] not collected: {', '.join(collected.skipped[:10])}"
-        path = find_segmentation_output(results_dir, spec)
+        path = find_segmentation_output(case_results, spec)
         outcome.output_path = str(path)
         prediction = check_segmentation(read_image(path, "the output"), reference, set(spec.labels))
         outcome.ok = True
+        return prediction
     except OutputError as e:
-        outcome.error = str(e)
-        outcome.failure = e.failure
-        prediction = np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
+        outcome.error, outcome.failure = str(e), e.failure
+        return np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
+
+
+def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image: Path, case_reference: Path,
+                  work_dir: Path, results_dir: Path, limits: SandboxLimits, labels: dict[str, str]) -> CaseOutcome:
+    """Run ``image`` on one case (per-case mode) and score what it wrote.
+
+    A case that fails (container error, no or malformed output) is scored as an empty prediction,
+    so every organ present in the reference counts as missed under the task's empty policy; the
+    outcome says why it failed (``error`` in words, ``failure`` as a class). Outputs are kept under
+    ``results_dir`` for inspection.
+    """
+    reference = sitk.ReadImage(str(case_reference))
+    outcome = CaseOutcome(ok=False)
+    try:
+        prepare_case_input(spec, case_image, work_dir / "input", original_name=f"{case_key}{case_image.suffix}")
+        run = _run_once(client, image, work_dir / "input", work_dir / "output", results_dir,
+                        spec.resources.output_mb, limits, labels)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    outcome.exit_code, outcome.runtime_s, outcome.log_tail = run.exit_code, run.runtime_s, run.logs
+    outcome.stats = dict(getattr(run, "stats", None) or {})
+    if run.error:
+        outcome.error, outcome.failure = run.error, run.failure
+        prediction = np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
+    else:
+        prediction = _check_case_output(spec, results_dir, reference, outcome)
     outcome.scores = score_case(spec, prediction, reference)
+    return outcome
+
+
+def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], work_dir: Path, results_dir: Path,
+                   limits: SandboxLimits, labels: dict[str, str]) -> list[CaseOutcome]:
+    """Run ``image`` once over all ``cases`` (batch mode) and score each case's output.
+
+    Layout: ``/input/<case-id>/...`` per case (the per-case layout inside), outputs at
+    ``/output/<case-id>/...``. The time limit is the per-case limit × the number of cases (already
+    in ``limits``); /output may hold ``output_mb`` per case. A case with a valid output is scored even
+    if the run failed later; a case without one gets the run's failure (or "invalid output").
+    Runtime and resource figures are the run's, shared equally among the cases.
+    """
+    try:
+        for c in cases:
+            prepare_case_input(spec, c.image, work_dir / "input" / c.key, original_name=f"{c.key}{c.image.suffix}")
+        run = _run_once(client, image, work_dir / "input", work_dir / "output", results_dir,
+                        spec.resources.output_mb * max(1, len(cases)), limits, labels)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    n = max(1, len(cases))
+    share = {k: (v / n if isinstance(v, float) and k in ("cpu_s",) else v)
+             for k, v in (getattr(run, "stats", None) or {}).items()}
+    outcomes = []
+    for c in cases:
+        reference = sitk.ReadImage(str(c.reference))
+        outcome = CaseOutcome(ok=False, exit_code=run.exit_code, runtime_s=run.runtime_s / n, log_tail=run.logs,
+                              stats=dict(share))
+        prediction = _check_case_output(spec, results_dir / c.key, reference, outcome)
+        if not outcome.ok and run.error and "no output" in (outcome.error or ""):
+            outcome.error, outcome.failure = run.error, run.failure
+        outcome.scores = score_case(spec, prediction, reference)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def skipped_case(spec: TaskSpec, reference_path: Path, failure: Failure, reason: str) -> CaseOutcome:
+    """A case that was not run (fail-fast, evaluation timeout, no GPU): scored as an empty prediction."""
+    reference = sitk.ReadImage(str(reference_path))
+    outcome = CaseOutcome(ok=False, error=reason, failure=failure)
+    outcome.scores = score_case(spec, np.zeros(reference.GetSize()[::-1], dtype=np.uint8), reference)
     return outcome

@@ -27,8 +27,13 @@ INTAKE_TIMEOUT_S = 3600
 STAT_COLUMNS = ("cpu_s", "peak_memory_mb", "pids_peak", "gpu_memory_peak_mb", "gpu_utilization_mean")
 
 
-def get_queue(settings: Settings) -> Queue:
-    return Queue(settings.queue_name, connection=Redis.from_url(settings.redis_url))
+def queue_name(settings: Settings, gpu: bool = False) -> str:
+    """GPU tasks go to their own queue, which only workers started with ``--gpu`` listen to."""
+    return f"{settings.queue_name}-gpu" if gpu else settings.queue_name
+
+
+def get_queue(settings: Settings, gpu: bool = False) -> Queue:
+    return Queue(queue_name(settings, gpu), connection=Redis.from_url(settings.redis_url))
 
 
 def enqueue_intake(settings: Settings, submission_id: int) -> str:
@@ -56,7 +61,9 @@ def create_evaluation(settings: Settings, submission_id: int) -> int:
         s.flush()
         ev_id = ev.id
     timeout = int(n * (spec.resources.time_per_case_s + 60) + 600)
-    job = get_queue(settings).enqueue(run_evaluation, ev_id, job_timeout=timeout,
+    if spec.resources.time_per_evaluation_s:
+        timeout = min(timeout, int(spec.resources.time_per_evaluation_s + 120 + 60 * min(n, 10)))
+    job = get_queue(settings, gpu=spec.resources.gpu).enqueue(run_evaluation, ev_id, job_timeout=timeout,
                                       description=f"evaluation {ev_id} of submission {submission_id}",
                                       on_failure=Callback(evaluation_job_failed))
     with session_scope(settings.database_url) as s:
@@ -125,10 +132,38 @@ def _ensure_image(client, sub: Submission) -> str:
     return sub.image_id
 
 
+def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int) -> bool:
+    """Store one case's outcome; returns False when the evaluation was cancelled meanwhile."""
+    with session_scope(settings.database_url) as s:
+        ev = s.get(Evaluation, evaluation_id)
+        if ev.status == EvaluationStatus.CANCELLED:
+            return False
+        cr = CaseResult(evaluation_id=evaluation_id, case_id=case_id,
+                        status=CaseStatus.SUCCEEDED if out.ok else CaseStatus.FAILED,
+                        error=out.error, exit_code=out.exit_code, runtime_s=out.runtime_s,
+                        log_tail=out.log_tail, output_path=out.output_path,
+                        failure=out.failure.value if out.failure else None,
+                        **{k: v for k, v in out.stats.items() if k in STAT_COLUMNS})
+        cr.metrics = [MetricValue(label=lab, metric=m, value=v) for lab, vals in out.scores.items() for m, v in vals.items()]
+        s.add(cr)
+        ev.cases_done = done
+    return True
+
+
 def run_evaluation(evaluation_id: int) -> str:
-    """Run a queued evaluation case by case; record per-case results and the final status."""
+    """Run a queued evaluation; record per-case results and the final status.
+
+    Per-case mode runs the cases in order; the first is the smoke case: if it fails because the
+    platform could not run the container at all, the evaluation stops. With the task's ``fail_fast``
+    the evaluation stops at the first failed case. Past ``time_per_evaluation_s`` the remaining cases
+    are skipped. Skipped cases are recorded (failure "skipped"/"evaluation-timeout") and scored as
+    empty predictions. Batch mode runs the container once over all cases.
+    """
+    import time
+
     from arena.images.docker_client import docker_client
-    from arena.runner.evaluate import evaluate_case, limits_for
+    from arena.runner.evaluate import CaseInput, evaluate_batch, evaluate_case, limits_for, skipped_case
+    from arena.runner.failures import Failure
     from arena.runner.gpu import worker_device_ids
 
     settings = load_settings()
@@ -144,51 +179,73 @@ def run_evaluation(evaluation_id: int) -> str:
         ev.worker = worker
         sub = ev.submission
         spec = spec_of(sub.task)
-        cases = [(c.id, c.key, Path(c.image_path), Path(c.reference_path)) for c in sub.phase.cases]
+        cases = [(c.id, CaseInput(c.key, Path(c.image_path), Path(c.reference_path))) for c in sub.phase.cases]
         ev.cases_total = len(cases)
         done = {cr.case_id for cr in ev.case_results}
         sub_id = sub.id
+    started = time.monotonic()
+    deadline = started + spec.resources.time_per_evaluation_s if spec.resources.time_per_evaluation_s else None
+    work = settings.work_dir / f"evaluation-{evaluation_id}"
+    results = settings.results_dir / f"evaluation-{evaluation_id}"
+    labels = {"arena.evaluation": str(evaluation_id)}
     try:
         client = docker_client()
         with session_scope(settings.database_url) as s:
             image = _ensure_image(client, s.get(Submission, sub_id))
         gpus = tuple(worker_device_ids()) if spec.resources.gpu else ()
+        stop: tuple[Failure, str] | None = None
         if spec.resources.gpu and not gpus:
-            raise RuntimeError("this task needs a GPU and this worker has none (no NVIDIA driver found)")
+            stop = (Failure.NO_GPU, "this task needs a GPU and this worker has none (no NVIDIA driver found)")
         limits = limits_for(spec, gpus)
+        todo = [(cid, c) for cid, c in cases if cid not in done]
         n_failed = 0
-        for i, (case_id, key, img, ref) in enumerate(cases):
-            if case_id in done:
-                continue
-            log.info("evaluation %s: case %d/%d (%s)", evaluation_id, i + 1, len(cases), key)
-            out = evaluate_case(client, spec, image, key, img, ref,
-                                work_dir=settings.work_dir / f"evaluation-{evaluation_id}" / key,
-                                results_dir=settings.results_dir / f"evaluation-{evaluation_id}" / key,
-                                limits=limits,
-                                labels={"arena.evaluation": str(evaluation_id), "arena.case": key})
+        if spec.io_mode == "batch" and todo and stop is None:
+            from dataclasses import replace
+
+            budget = limits.time_s * len(todo)
+            if deadline:
+                budget = min(budget, max(1.0, deadline - time.monotonic()))
+            log.info("evaluation %s: batch run over %d cases", evaluation_id, len(todo))
+            outs = evaluate_batch(client, spec, image, [c for _, c in todo], work / "batch", results,
+                                  replace(limits, time_s=budget), {**labels, "arena.case": "batch"})
+            for i, ((cid, _), out) in enumerate(zip(todo, outs)):
+                n_failed += not out.ok
+                if not _record(settings, evaluation_id, cid, out, len(done) + i + 1):
+                    return EvaluationStatus.CANCELLED.value
+            todo = []
+        for i, (cid, c) in enumerate(todo):
+            index = len(done) + i + 1
+            if stop is None and deadline and time.monotonic() >= deadline:
+                stop = (Failure.EVALUATION_TIMEOUT,
+                        f"not run: the evaluation passed its {spec.resources.time_per_evaluation_s:g} s limit")
+            if stop is not None:
+                out = skipped_case(spec, c.reference, *stop)
+            else:
+                log.info("evaluation %s: case %d/%d (%s)", evaluation_id, index, len(cases), c.key)
+                case_limits = limits
+                if deadline:
+                    from dataclasses import replace
+
+                    case_limits = replace(limits, time_s=max(1.0, min(limits.time_s, deadline - time.monotonic())))
+                out = evaluate_case(client, spec, image, c.key, c.image, c.reference, work_dir=work / c.key,
+                                    results_dir=results / c.key, limits=case_limits,
+                                    labels={**labels, "arena.case": c.key})
+                if not out.ok and out.failure == Failure.ENGINE_ERROR and index == 1:
+                    stop = (Failure.SKIPPED, f"not run: the smoke case could not be run ({out.error})")
+                elif not out.ok and spec.resources.fail_fast:
+                    stop = (Failure.SKIPPED, f"not run: case {index} failed and the task fails fast")
             n_failed += not out.ok
-            with session_scope(settings.database_url) as s:
-                ev = s.get(Evaluation, evaluation_id)
-                if ev.status == EvaluationStatus.CANCELLED:
-                    return ev.status.value
-                cr = CaseResult(evaluation_id=evaluation_id, case_id=case_id,
-                                status=CaseStatus.SUCCEEDED if out.ok else CaseStatus.FAILED,
-                                error=out.error, exit_code=out.exit_code, runtime_s=out.runtime_s,
-                                log_tail=out.log_tail, output_path=out.output_path,
-                                failure=out.failure.value if out.failure else None,
-                                **{k: v for k, v in out.stats.items() if k in STAT_COLUMNS})
-                cr.metrics = [MetricValue(label=lab, metric=m, value=v)
-                              for lab, vals in out.scores.items() for m, v in vals.items()]
-                s.add(cr)
-                ev.cases_done = i + 1
+            if not _record(settings, evaluation_id, cid, out, index):
+                return EvaluationStatus.CANCELLED.value
         with session_scope(settings.database_url) as s:
-            ev = s.get(Evaluation, evaluation_id)
-            ev.set_status(EvaluationStatus.SCORING)
+            s.get(Evaluation, evaluation_id).set_status(EvaluationStatus.SCORING)
         with session_scope(settings.database_url) as s:
             ev = s.get(Evaluation, evaluation_id)
             if cases and n_failed == len(cases):
                 first = next((cr.error for cr in ev.case_results if cr.error), "unknown")
                 ev.set_status(EvaluationStatus.FAILED, error=f"all {len(cases)} cases failed; first: {first}")
+            elif stop is not None:
+                ev.set_status(EvaluationStatus.FAILED, error=stop[1].replace("not run: ", "stopped: ", 1))
             else:
                 ev.set_status(EvaluationStatus.SUCCEEDED)
             return ev.status.value

@@ -99,6 +99,8 @@ class ResourceSpec(_Strict):
     tmp_mb: int = Field(default=1024, ge=1)
     output_mb: int = Field(default=1024, ge=1)
     gpu: bool = False
+    time_per_evaluation_s: float | None = Field(default=None, gt=0, description="wall clock for all cases together")
+    fail_fast: bool = Field(default=False, description="stop at the first failed case; the rest are skipped")
 
 
 class TaskSpec(_Strict):

@@ -172,9 +172,22 @@ def segment_lens(smooth: np.ndarray, eye_mask: np.ndarray, centroid: np.ndarray,
 
 
 def main() -> int:
-    t0 = time.time()
+    """Per-case mode (grand-challenge layout) or Arena's batch mode (/input/<case-id>/... per case)."""
     input_dir = os.environ.get("ARENA_INPUT_DIR", "/input")
     output_dir = os.environ.get("ARENA_OUTPUT_DIR", "/output")
+    if os.path.isdir(os.path.join(input_dir, "images")) or not os.path.isdir(input_dir):
+        return segment_case(input_dir, output_dir)
+    cases = sorted(d for d in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, d, "inputs.json")))
+    if not cases:
+        fail(f"no input: neither {input_dir}/images/ct/ nor batch case folders with inputs.json")
+    log(f"batch mode: {len(cases)} cases")
+    for case in cases:
+        segment_case(os.path.join(input_dir, case), os.path.join(output_dir, case))
+    return 0
+
+
+def segment_case(input_dir: str, output_dir: str) -> int:
+    t0 = time.time()
     path = find_input(input_dir)
     log_inputs_json(input_dir)
     ct = sitk.ReadImage(path)

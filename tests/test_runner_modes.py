@@ -1,0 +1,121 @@
+"""Evaluation modes on the real engine: batch I/O, smoke case and fail-fast, evaluation timeout, GPU routing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arena.lifecycle import EvaluationStatus, SubmissionStatus
+from arena.models import Evaluation, Submission
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.docker]
+
+
+@pytest.fixture(scope="module")
+def images(docker_engine, base_image, tmp_path_factory):
+    from arena.images.build import build_image
+
+    d = tmp_path_factory.mktemp("imgs")
+    good = build_image(str(REPO / "examples" / "threshold-segmenter"), "arena-test/threshold:modes", base_image,
+                       log=lambda s: None)
+    (d / "bad").mkdir()
+    (d / "bad" / "Dockerfile").write_text('ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n'
+                                          'ENTRYPOINT ["python3", "-c", "import sys; sys.exit(\'no weights\')"]\n')
+    bad = build_image(str(d / "bad"), "arena-test/bad:modes", base_image, log=lambda s: None)
+    (d / "slow").mkdir()
+    (d / "slow" / "Dockerfile").write_text('ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n'
+                                           'ENTRYPOINT ["python3", "-c", "import time; time.sleep(30)"]\n')
+    slow = build_image(str(d / "slow"), "arena-test/slow:modes", base_image, log=lambda s: None)
+    return {"good": good, "bad": bad, "slow": slow}
+
+
+def _evaluation(settings, db, image_id: str, n_cases: int, **resources) -> int:
+    """A validated submission of ``image_id`` with a queued evaluation, on a task tweaked by ``resources``."""
+    from arena.submissions.intake import StoredUpload, create_submission
+    from arena.tasks.store import load_demo_cases, upsert_task
+    from arena.users import create_user
+
+    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
+    spec = dict(task.spec)
+    io_mode = resources.pop("io_mode", "per-case")
+    spec["io_mode"] = io_mode
+    spec["resources"] = {**spec["resources"], **resources}
+    task.spec = spec
+    load_demo_cases(db, settings, task, n_cases * 2)  # round-robin: n_cases in validation
+    user, _ = create_user(db, f"u{image_id[7:15]}", team="T")
+    sub = create_submission(db, "han-oar-22", "validation", user, StoredUpload(settings.uploads_dir / "x.tar", "0" * 64, 1))
+    sub.set_status(SubmissionStatus.VALIDATED)
+    sub.image_id = image_id
+    ev = Evaluation(submission=sub, status=EvaluationStatus.QUEUED, cases_total=n_cases)
+    db.add(ev)
+    db.commit()
+    return ev.id
+
+
+def _run(db, ev_id):
+    from arena.runner.jobs import run_evaluation
+
+    status = run_evaluation(ev_id)
+    db.expire_all()
+    return status, db.get(Evaluation, ev_id)
+
+
+def test_batch_mode_runs_once_and_scores_each_case(settings, db, images, docker_engine):
+    ev_id = _evaluation(settings, db, images["good"], 3, io_mode="batch")
+    status, ev = _run(db, ev_id)
+    assert status == "succeeded", ev.error
+    assert [cr.case.key for cr in ev.case_results] == ["demo-000", "demo-002", "demo-004"]
+    assert all(cr.status.value == "succeeded" for cr in ev.case_results)
+    assert "batch mode: 3 cases" in ev.case_results[0].log_tail  # one container saw all three
+    dice = {cr.case.key: next(m.value for m in cr.metrics if m.label == 21 and m.metric == "dice")
+            for cr in ev.case_results}
+    assert min(dice.values()) > 0.5
+    assert not docker_engine.containers.list(all=True, filters={"label": f"arena.evaluation={ev_id}"})
+
+
+def test_fail_fast_skips_the_rest(settings, db, images):
+    ev_id = _evaluation(settings, db, images["bad"], 3, fail_fast=True)
+    status, ev = _run(db, ev_id)
+    assert status == "failed"
+    assert [cr.failure for cr in ev.case_results] == ["non-zero-exit", "skipped", "skipped"]
+    assert "no weights" in ev.case_results[0].error
+    assert "case 1 failed and the task fails fast" in ev.case_results[1].error
+
+
+def test_without_fail_fast_every_case_runs(settings, db, images):
+    ev_id = _evaluation(settings, db, images["bad"], 2)
+    status, ev = _run(db, ev_id)
+    assert status == "failed" and ev.error.startswith("all 2 cases failed")
+    assert [cr.failure for cr in ev.case_results] == ["non-zero-exit", "non-zero-exit"]
+
+
+def test_evaluation_timeout(settings, db, images):
+    ev_id = _evaluation(settings, db, images["slow"], 3, time_per_case_s=60, time_per_evaluation_s=3)
+    status, ev = _run(db, ev_id)
+    assert status == "failed"
+    failures = [cr.failure for cr in ev.case_results]
+    assert failures[0] == "timeout" and failures[1:] == ["evaluation-timeout", "evaluation-timeout"]
+    assert ev.case_results[0].runtime_s < 20
+
+
+def test_gpu_task_without_gpu(settings, db, images, monkeypatch):
+    monkeypatch.delenv("ARENA_GPU_DEVICES", raising=False)
+    ev_id = _evaluation(settings, db, images["good"], 2, gpu=True)
+    status, ev = _run(db, ev_id)
+    assert status == "failed" and "needs a GPU" in ev.error
+    assert [cr.failure for cr in ev.case_results] == ["no-gpu", "no-gpu"]
+
+
+def test_gpu_tasks_have_their_own_queue(settings, db, images, redis_url, monkeypatch):
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
+    from arena.config import load_settings
+    from arena.runner.jobs import create_evaluation, get_queue
+
+    s = load_settings()
+    ev_id = _evaluation(settings, db, images["good"], 1, gpu=True)
+    sub_id = db.get(Evaluation, ev_id).submission_id
+    create_evaluation(s, sub_id)
+    assert get_queue(s, gpu=True).count == 1 and get_queue(s).count == 0
+    get_queue(s, gpu=True).empty()
