@@ -8,6 +8,7 @@
 | ARENA_QUEUE | arena | RQ queue name evaluations go to |
 | ARENA_MAX_UPLOAD_BYTES | 8 GiB | largest accepted upload (bytes) |
 | ARENA_SECRET_KEY | random per process | Flask session key |
+| ARENA_IMAGE_CACHE_GB | 50 | disk budget for submission images on each worker (least recently used removed) |
 | ARENA_ROOT_IMAGES | nobody | an image whose USER is root: run it as nobody (65534), or "reject" it at upload |
 """
 
@@ -27,6 +28,7 @@ class Settings:
     queue_name: str = "arena"
     max_upload_bytes: int = 8 * 1024**3
     root_images: str = "nobody"  # "nobody" | "reject"
+    image_cache_bytes: int = 50 * 1024**3
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
 
     @property
@@ -71,6 +73,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         redis_url=env.get("ARENA_REDIS_URL") or "redis://127.0.0.1:6379/0",
         queue_name=env.get("ARENA_QUEUE") or "arena",
         max_upload_bytes=int(env.get("ARENA_MAX_UPLOAD_BYTES") or 8 * 1024**3),
+        image_cache_bytes=int(float(env.get("ARENA_IMAGE_CACHE_GB") or 50) * 1024**3),
         root_images=_choice(env, "ARENA_ROOT_IMAGES", ("nobody", "reject"), "nobody"),
         **kwargs,
     )

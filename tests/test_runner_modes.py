@@ -119,3 +119,22 @@ def test_gpu_tasks_have_their_own_queue(settings, db, images, redis_url, monkeyp
     create_evaluation(s, sub_id)
     assert get_queue(s, gpu=True).count == 1 and get_queue(s).count == 0
     get_queue(s, gpu=True).empty()
+
+
+def test_evicted_image_is_reloaded_from_the_store(settings, docker_engine, base_image, tmp_path):
+    """A worker whose LRU removed the image loads it again from the uploaded tarball."""
+    from arena.images.build import build_image, save_image
+    from arena.runner.jobs import _ensure_image
+    from arena.submissions.archive import inspect_image_archive
+
+    d = tmp_path / "tiny"
+    d.mkdir()
+    (d / "Dockerfile").write_text(f'ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nLABEL arena.test.reload="{tmp_path.name}"\n')
+    image_id = build_image(str(d), f"arena-test/reload:{tmp_path.name}", base_image, log=lambda s: None)
+    tar = save_image(image_id, str(tmp_path / "tiny.tar.gz"))
+    docker_engine.images.remove(image_id, force=True)
+    sub = Submission(id=987654, image_id=inspect_image_archive(tar).image_id, upload_path=tar,
+                     image_tag=f"arena-test/reload:{tmp_path.name}")
+    assert _ensure_image(docker_engine, sub, settings) == image_id
+    assert docker_engine.images.get(image_id).id == image_id
+    docker_engine.images.remove(image_id, force=True)

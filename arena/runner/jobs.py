@@ -121,14 +121,25 @@ def intake_submission(submission_id: int) -> None:
     create_evaluation(settings, submission_id)
 
 
-def _ensure_image(client, sub: Submission) -> str:
-    """The submission's image on this worker, loading it from the submission store when absent."""
+def image_cache(settings: Settings, client):
+    """This host's LRU of submission images (state file per host: ARENA_HOME may be shared)."""
+    from arena.runner.image_cache import ImageCache
+
+    return ImageCache(client, settings.home / f"image-cache-{socket.gethostname()}.json",
+                      settings.image_cache_bytes, grace_s=300)
+
+
+def _ensure_image(client, sub: Submission, settings: Settings | None = None) -> str:
+    """The submission's image on this worker, loading it from the submission store when absent
+    (evicted by the LRU, or never loaded on this machine)."""
     from arena.submissions.archive import inspect_image_archive
     from arena.submissions.loading import image_present, load_image_archive
 
     if not image_present(client, sub.image_id):
         info = inspect_image_archive(sub.upload_path)
         load_image_archive(client, sub.upload_path, info, sub.image_tag or f"arena/submission:{sub.id}")
+    if settings is not None:
+        image_cache(settings, client).touch(sub.image_id)
     return sub.image_id
 
 
@@ -191,7 +202,7 @@ def run_evaluation(evaluation_id: int) -> str:
     try:
         client = docker_client()
         with session_scope(settings.database_url) as s:
-            image = _ensure_image(client, s.get(Submission, sub_id))
+            image = _ensure_image(client, s.get(Submission, sub_id), settings)
         gpus = tuple(worker_device_ids()) if spec.resources.gpu else ()
         stop: tuple[Failure, str] | None = None
         if spec.resources.gpu and not gpus:
@@ -237,6 +248,12 @@ def run_evaluation(evaluation_id: int) -> str:
             n_failed += not out.ok
             if not _record(settings, evaluation_id, cid, out, index):
                 return EvaluationStatus.CANCELLED.value
+        try:
+            removed = image_cache(settings, client).evict(keep={image})
+            if removed:
+                log.info("image cache: removed %d least recently used image(s)", len(removed))
+        except Exception:  # the cache must never fail an evaluation
+            log.exception("image cache eviction failed")
         with session_scope(settings.database_url) as s:
             s.get(Evaluation, evaluation_id).set_status(EvaluationStatus.SCORING)
         with session_scope(settings.database_url) as s:
