@@ -1,0 +1,3 @@
+# Spins on the CPU forever.
+while True:
+    pass
