@@ -293,6 +293,45 @@ def serve(host: str, port: int, workers: int) -> None:
     create_app(settings).run(host=host, port=port, threaded=True)
 
 
+@main.command("try")
+@click.argument("image_or_tarball")
+@click.option("--task", "task_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="the task folder (tasks/<slug>)")
+@click.option("--cases", default=2, show_default=True, help="how many sample cases")
+@click.option("--size", default="small", show_default=True, help="phantom size when the task has no samples")
+def try_cmd(image_or_tarball: str, task_dir: Path, cases: int, size: str) -> None:
+    """Run an image (name or docker-save tarball) on a task's sample cases, exactly as the platform would."""
+    import math
+
+    from arena.runner.harness import try_image
+    from arena.submissions.archive import InvalidImageArchive
+    from arena.tasks.spec import TaskSpecError
+
+    try:
+        res = try_image(image_or_tarball, task_dir, cases, size, log=click.echo,
+                        progress=lambda i, n, key: click.echo(f"case {i + 1}/{n}: {key} ..."))
+    except (ValueError, InvalidImageArchive, TaskSpecError) as e:
+        _fail(str(e))
+    failed = 0
+    for key, out in res.cases:
+        dice = [v["dice"] for v in out.scores.values() if v.get("dice") is not None and not math.isnan(v["dice"])]
+        found = [v["dice"] for v in out.scores.values() if v.get("dice")]
+        mean = f"mean Dice {sum(dice) / len(dice):.3f} over {len(dice)} organs ({len(found)} found)" if dice else ""
+        stats = out.stats or {}
+        mem = f", peak {stats['peak_memory_mb']:.0f} MB" if stats.get("peak_memory_mb") else ""
+        if out.ok:
+            click.secho(f"  {key}: ok in {out.runtime_s or 0:.1f} s{mem}; {mean}", fg="green")
+        else:
+            failed += 1
+            click.secho(f"  {key}: FAILED [{out.failure.value if out.failure else '?'}] {out.error}", fg="red")
+            if out.log_tail:
+                click.echo("    last log lines:\n      " + "\n      ".join(out.log_tail.strip().splitlines()[-8:]))
+    click.echo(f"\n{len(res.cases) - failed}/{len(res.cases)} cases ok. The platform runs it like this:\n")
+    click.echo(res.docker_run)
+    if failed:
+        sys.exit(1)
+
+
 # -- metrics ----------------------------------------------------------------------------------
 @main.group()
 def metrics() -> None:

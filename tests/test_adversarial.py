@@ -314,11 +314,14 @@ def test_file_count_bomb(docker_engine, hostile_images, spec, case, tmp_path):
 ])
 def test_deep_and_wide_directories(docker_engine, hostile_images, spec, case, tmp_path, variant, message):
     # The collector must refuse with a reason, not crash (RecursionError / ENAMETOOLONG) or walk forever.
+    # As root the /output tmpfs also caps inodes (20000): the wide variant then hits ENOSPC in the container.
     out, wall = run_hostile(docker_engine, spec, hostile_images[variant], case, tmp_path, time_per_case_s=30)
-    assert out.exit_code == 0, out.log_tail[-500:]
     _failed_empty(out)
     assert out.failure == Failure.OUTPUT_TOO_LARGE, out.error
-    assert out.error == message or out.error.startswith(message + " ("), out.error
+    if out.exit_code == 0:
+        assert out.error == message or out.error.startswith(message + " ("), out.error
+    else:
+        assert variant == "widedirs" and "No space left on device" in out.error, out.error
     assert wall < 20
 
 
@@ -474,11 +477,7 @@ def test_output_header_bomb(docker_engine, hostile_images, spec, case, tmp_path)
     print(f"worker peak RSS grew by {grew_mb:.0f} MB")
     _failed_empty(out)
     assert out.failure == Failure.INVALID_OUTPUT and "size (1024, 1024, 1024) differs" in out.error
-    if grew_mb > 256:
-        pytest.xfail(f"the worker inflated a 1 GiB output bomb ({grew_mb:.0f} MB peak RSS growth): "
-                     "output_check.read_image (arena.metrics.files.read_label_map: sitk.ReadImage) inflates the "
-                     "pixels before check_segmentation compares sizes; zlib's ~1000:1 lets a bomb within "
-                     "output_mb=512 claim any size up to the host's RAM (larger claims fail to allocate)")
+    assert grew_mb < 256, f"the worker inflated the output bomb ({grew_mb:.0f} MB peak RSS growth)"
 
 
 # ---------------------------------------------------------------- afterwards: a good image still works

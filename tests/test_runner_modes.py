@@ -138,3 +138,21 @@ def test_evicted_image_is_reloaded_from_the_store(settings, docker_engine, base_
     assert _ensure_image(docker_engine, sub, settings) == image_id
     assert docker_engine.images.get(image_id).id == image_id
     docker_engine.images.remove(image_id, force=True)
+
+
+def test_arena_try(images, tmp_path):
+    """The participant harness: the platform's code path on sample cases, plus the docker run line."""
+    from click.testing import CliRunner
+
+    from arena.cli import main
+    from arena.images.build import save_image
+
+    tar = save_image(images["good"], str(tmp_path / "good.tar.gz"))
+    res = CliRunner().invoke(main, ["try", tar, "--task", str(REPO / "tasks" / "han-oar-22"), "--cases", "1"])
+    assert res.exit_code == 0, res.output
+    assert "sample-000: ok" in res.output and "1/1 cases ok" in res.output
+    assert "--network none" in res.output and "--cap-drop ALL" in res.output and "--read-only" in res.output
+    bad = CliRunner().invoke(main, ["try", images["bad"], "--task", str(REPO / "tasks" / "han-oar-22"), "--cases", "1"])
+    assert bad.exit_code == 1 and "FAILED [non-zero-exit]" in bad.output and "no weights" in bad.output
+    missing = CliRunner().invoke(main, ["try", "no-such-image:1", "--task", str(REPO / "tasks" / "han-oar-22")])
+    assert missing.exit_code == 2 and "no local image and no file" in missing.output

@@ -72,7 +72,8 @@ def output_area(path: Path, size_mb: int) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     mounted = False
     if os.geteuid() == 0 and shutil.which("mount"):
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0777,nosuid,nodev",
+        # nr_inodes: a file-count bomb fills the inode table, not the worker's memory
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,nr_inodes=20000,mode=0777,nosuid,nodev",
                               "arena-output", str(path)], capture_output=True, text=True)
         mounted = res.returncode == 0
     if not mounted:
@@ -84,14 +85,20 @@ def output_area(path: Path, size_mb: int) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def find_segmentation_output(output_root: Path, spec: TaskSpec) -> Path:
-    """The single image the algorithm wrote for the task's segmentation output socket."""
+def find_segmentation_output(output_root: Path, spec: TaskSpec, skipped: list[str] | tuple = ()) -> Path:
+    """The single image the algorithm wrote for the task's segmentation output socket.
+
+    ``skipped``: entries of /output that were not collected (links, devices), named in the error.
+    """
     socket = spec.segmentation_output
     where = f"/output/{socket.relative_path}/"
     folder = output_root / socket.relative_path
     if not folder.is_dir():
         found = sorted(str(p.relative_to(output_root)) for p in output_root.rglob("*") if p.is_file())[:5]
-        also = f" (found: {', '.join(found)})" if found else " (/output is empty)"
+        if skipped:
+            also = f" (not collected: {', '.join(list(skipped)[:5])})"
+        else:
+            also = f" (found: {', '.join(found)})" if found else " (/output is empty)"
         raise OutputError(f"no output: expected one .mha file in {where}{also}")
     files = sorted(p for p in folder.iterdir() if p.is_file())
     images = [p for p in files if p.name.endswith((".mha", ".nii.gz", ".nrrd", ".tif", ".tiff"))]

@@ -14,7 +14,7 @@ from arena.metrics import EmptyPolicy, score_segmentation
 from arena.runner.collect import CollectError, collect_outputs
 from arena.runner.contract import OutputError, find_segmentation_output, output_area, prepare_case_input
 from arena.runner.failures import Failure
-from arena.runner.output_check import check_segmentation, read_image
+from arena.runner.output_check import read_checked_output
 from arena.runner.sandbox import SandboxLimits, run_sandboxed
 from arena.tasks.spec import TaskSpec
 
@@ -72,7 +72,8 @@ def output_nearly_full(path: Path, size_mb: int) -> bool:
     except OSError:
         return False
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    return st.f_bavail * st.f_frsize < 64 * 1024 or used >= size_mb * 2**20
+    inodes_full = st.f_files > 0 and st.f_favail < 16  # the tmpfs's nr_inodes cap (a file-count bomb)
+    return st.f_bavail * st.f_frsize < 64 * 1024 or used >= size_mb * 2**20 or inodes_full
 
 
 @dataclass
@@ -100,19 +101,21 @@ def _run_once(client, image: str, input_dir: Path, out_dir: Path, results_dir: P
             run.error, run.failure = run.error or str(e), Failure.OUTPUT_TOO_LARGE
     if run.error and run.failure == Failure.NON_ZERO_EXIT and (full or run.exit_code == 153):
         # 153 = 128 + SIGXFSZ: a file over the size limit; a full /output makes writes fail
-        run.error = f"output too large: /output is limited to {output_mb} MB ({run.error})"
+        run.error = f"output too large: /output is limited to {output_mb} MB and 20000 files ({run.error})"
         run.failure = Failure.OUTPUT_TOO_LARGE
-    if collected and collected.skipped:
-        run.logs += f"\n[arena] not collected: {', '.join(collected.skipped[:10])}"
+    run.skipped = list(collected.skipped) if collected else []
+    if run.skipped:
+        run.logs += f"\n[arena] not collected: {', '.join(run.skipped[:10])}"
     return run
 
 
-def _check_case_output(spec: TaskSpec, case_results: Path, reference: sitk.Image, outcome: CaseOutcome) -> np.ndarray:
+def _check_case_output(spec: TaskSpec, case_results: Path, reference: sitk.Image, outcome: CaseOutcome,
+                       skipped: list[str] = ()) -> np.ndarray:
     """The checked prediction array of one case, or an all-background array with outcome.error set."""
     try:
-        path = find_segmentation_output(case_results, spec)
+        path = find_segmentation_output(case_results, spec, skipped)
         outcome.output_path = str(path)
-        prediction = check_segmentation(read_image(path, "the output"), reference, set(spec.labels))
+        prediction = read_checked_output(path, reference, set(spec.labels))
         outcome.ok = True
         return prediction
     except OutputError as e:
@@ -143,7 +146,7 @@ def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image:
         outcome.error, outcome.failure = run.error, run.failure
         prediction = np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
     else:
-        prediction = _check_case_output(spec, results_dir, reference, outcome)
+        prediction = _check_case_output(spec, results_dir, reference, outcome, run.skipped)
     outcome.scores = score_case(spec, prediction, reference)
     return outcome
 
@@ -173,7 +176,8 @@ def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], w
         reference = sitk.ReadImage(str(c.reference))
         outcome = CaseOutcome(ok=False, exit_code=run.exit_code, runtime_s=run.runtime_s / n, log_tail=run.logs,
                               stats=dict(share))
-        prediction = _check_case_output(spec, results_dir / c.key, reference, outcome)
+        prediction = _check_case_output(spec, results_dir / c.key, reference, outcome,
+                                        [x for x in run.skipped if x.startswith(f"{c.key}/")])
         if not outcome.ok and run.error and "no output" in (outcome.error or ""):
             outcome.error, outcome.failure = run.error, run.failure
         outcome.scores = score_case(spec, prediction, reference)

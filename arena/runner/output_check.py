@@ -19,6 +19,33 @@ def read_image(path: Path, what: str) -> sitk.Image:
         raise OutputError(str(e).replace(f"{what}: ", f"{what} ", 1)) from None
 
 
+def read_checked_output(path: Path, reference: sitk.Image, labels: set[int]) -> np.ndarray:
+    """Check the output file's header (geometry, pixel type) against the case image BEFORE reading its
+    voxels, then read and check labels. A 1 MB compressed file whose header claims 1024³ voxels is
+    refused without inflating it."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
+        raise OutputError(f"the output {path.name} is not a readable image ({last[:200]})") from None
+    problem = geometry_mismatch(reader, reference, "the output", "the case image")
+    if problem:
+        raise OutputError(problem)
+    if reader.GetNumberOfComponents() != 1:
+        raise OutputError(f"the output has {reader.GetNumberOfComponents()} components per voxel, expected 1")
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if "integer" not in pixel:
+        raise OutputError(f"the output's pixel type is {pixel}: expected an integer label map (e.g. uint8)")
+    try:
+        image = reader.Execute()
+    except RuntimeError as e:
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
+        raise OutputError(f"the output {path.name} could not be read ({last[:200]})") from None
+    return check_segmentation(image, reference, labels)
+
+
 def check_segmentation(output: sitk.Image, reference: sitk.Image, labels: set[int]) -> np.ndarray:
     """Return the output as an integer array (z, y, x) if it matches the reference's geometry and labels.
 

@@ -17,6 +17,7 @@ import docker.errors
 import requests
 
 from arena.runner.failures import Failure
+from arena.runner.monitor import ContainerMonitor
 
 NOBODY = "65534:65534"
 MANAGED_LABEL = "arena.managed"
@@ -45,6 +46,8 @@ class RunResult:
     error: str | None = None  # why the run did not succeed, in words; None when exit 0
     failure: Failure | None = None  # the class of ``error``
     stderr_tail: str = ""  # the last lines of stderr alone (shown with a non-zero exit)
+    stats: dict = field(default_factory=dict)  # cpu_s, peak_memory_mb, pids_peak, gpu_* (RunStats.columns())
+    skipped: list = field(default_factory=list)  # /output entries not collected (set by the caller)
 
     @property
     def ok(self) -> bool:
@@ -193,18 +196,10 @@ class _PidsWatch:
         return self.hits
 
 
-def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], limits: SandboxLimits,
-                  labels: dict[str, str] | None = None, user: str | None = None,
-                  command: list[str] | None = None, environment: dict[str, str] | None = None,
-                  log_bytes: int = 64 * 1024) -> RunResult:
-    """Run ``image`` once under the sandbox and wait for it (at most ``limits.time_s``).
-
-    mounts: container path → (host path, "ro" | "rw").
-    """
-    from arena.runner.gpu import device_requests
-
-    if user is None:
-        user = effective_user(client.images.get(image).attrs.get("Config", {}).get("User", ""))
+def sandbox_kwargs(image: str, *, mounts: dict[str, tuple[str, str]], limits: SandboxLimits,
+                   labels: dict[str, str] | None, user: str, command: list[str] | None = None,
+                   environment: dict[str, str] | None = None) -> dict:
+    """docker-py ``containers.create`` arguments for one sandboxed run (see :func:`docker_run_command`)."""
     kwargs = dict(
         image=image,
         command=command,
@@ -234,6 +229,39 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
                                                                   "compress": "false"}),
         use_config_proxy=False,
     )
+    return kwargs
+
+
+def docker_run_command(image: str, limits: SandboxLimits, user: str, input_dir: str, output_dir: str) -> str:
+    """The ``docker run`` command line equivalent to the sandbox (for participants to reproduce a run)."""
+    k = sandbox_kwargs(image, mounts={"/input": (input_dir, "ro"), "/output": (output_dir, "rw")}, limits=limits,
+                       labels=None, user=user)
+    parts = ["docker run --rm", "--network none", "--read-only", f"--tmpfs /tmp:{k['tmpfs']['/tmp']}",
+             f"--user {user}", "--cap-drop ALL", "--security-opt no-new-privileges",
+             f"--pids-limit {limits.pids}", f"--memory {limits.memory_mb}m", f"--memory-swap {limits.memory_mb}m",
+             f"--cpus {limits.cpus:g}", f"--shm-size {limits.shm_mb}m", "--ipc private", "--init",
+             f"--ulimit nofile={limits.nofile}:{limits.nofile}",
+             f"--ulimit fsize={limits.file_mb * 2**20}:{limits.file_mb * 2**20}", "--ulimit core=0:0"]
+    if limits.gpu_device_ids:
+        parts.append(f"--gpus '\"device={','.join(limits.gpu_device_ids)}\"'")
+    parts += [f"-v {input_dir}:/input:ro", f"-v {output_dir}:/output", image]
+    return " \\\n  ".join(parts)
+
+
+def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], limits: SandboxLimits,
+                  labels: dict[str, str] | None = None, user: str | None = None,
+                  command: list[str] | None = None, environment: dict[str, str] | None = None,
+                  log_bytes: int = 64 * 1024) -> RunResult:
+    """Run ``image`` once under the sandbox and wait for it (at most ``limits.time_s``).
+
+    mounts: container path → (host path, "ro" | "rw").
+    """
+    from arena.runner.gpu import device_requests
+
+    if user is None:
+        user = effective_user(client.images.get(image).attrs.get("Config", {}).get("User", ""))
+    kwargs = sandbox_kwargs(image, mounts=mounts, limits=limits, labels=labels, user=user, command=command,
+                            environment=environment)
     if limits.gpu_device_ids:
         kwargs["device_requests"] = device_requests(list(limits.gpu_device_ids))
     container = None
@@ -245,6 +273,8 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
         started = time.monotonic()
         container.start()
         pids_watch.attach(container)
+        monitor = ContainerMonitor(client, container, pids_limit=limits.pids,
+                                   gpu_device_ids=tuple(limits.gpu_device_ids)).__enter__()
         timed_out = False
         try:
             try:
@@ -263,6 +293,10 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
                     exit_code = None  # still not dead 30 s after SIGKILL; removed (force) below
         finally:
             pids_hits = pids_watch.stop()
+            monitor.__exit__(None, None, None)
+            stats = monitor.result()
+            if stats.pids_limit_hit and not pids_hits:
+                pids_hits = 1
         runtime = time.monotonic() - started
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
@@ -289,7 +323,7 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
             error, failure = exited, Failure.NON_ZERO_EXIT
         elif pids_hits:  # it recovered: not a failure, but worth a line in the log
             logs += f"\n[arena] {pids_hit}"
-        return RunResult(exit_code, runtime, timed_out, oom, logs, error, failure, stderr[-4000:])
+        return RunResult(exit_code, runtime, timed_out, oom, logs, error, failure, stderr[-4000:], stats.columns())
     except docker.errors.ImageNotFound:
         return RunResult(None, 0.0, error=f"image {image} is not present on this worker", failure=Failure.ENGINE_ERROR)
     except docker.errors.APIError as e:

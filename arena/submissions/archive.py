@@ -70,6 +70,50 @@ def _sniff_compression(path: Path) -> str:
     raise InvalidImageArchive("not a tar archive (expected the output of `docker save`, optionally gzipped)")
 
 
+def _decompressor(compression: str, raw):
+    import bz2
+    import gzip
+    import lzma
+
+    return {"gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), "bzip2": lambda f: bz2.BZ2File(f),
+            "xz": lambda f: lzma.LZMAFile(f), "none": lambda f: f}[compression](raw)
+
+
+class _Counting(io.RawIOBase):
+    """A read-only stream that counts bytes and keeps the last 64 KiB (to check the archive's end)."""
+
+    KEEP = 65536
+
+    def __init__(self, inner):
+        self.inner, self.count, self._tail = inner, 0, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.inner.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.count += n
+        self._tail = (self._tail + data)[-self.KEEP:]
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.inner.read(n) if n is not None and n >= 0 else self.inner.read()
+        self.count += len(data)
+        self._tail = (self._tail + data)[-self.KEEP:]
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def tail_after(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes starting at ``offset``, if still kept (else b"": nothing to object to)."""
+        start = offset - (self.count - len(self._tail))
+        return self._tail[start:start + n] if start >= 0 else b""
+
+
 def _safe_name(name: str) -> str:
     if name.startswith("/") or "\\" in name:
         raise InvalidImageArchive(f"archive entry {name!r} has an absolute or backslashed path")
@@ -89,7 +133,8 @@ def inspect_image_archive(path: str | os.PathLike, limits: ArchiveLimits = Archi
     total = 0
     count = 0
     try:
-        with tarfile.open(path, mode="r|*") as tar:
+        with open(path, "rb") as raw, _Counting(_decompressor(compression, raw)) as data, \
+                tarfile.open(fileobj=data, mode="r|") as tar:
             for member in tar:
                 count += 1
                 if count > limits.max_members:
@@ -115,6 +160,10 @@ def inspect_image_archive(path: str | os.PathLike, limits: ArchiveLimits = Archi
                         name.endswith(".json") or name.startswith("blobs/") or name == "repositories"):
                     fobj = tar.extractfile(member)
                     small[name] = fobj.read() if fobj else b""
+            end = tar.offset
+            data.drain()  # to the end: a compressed stream's trailer (CRC, length) is checked too
+            if data.count - end < 1024 or data.tail_after(end, 1024).strip(b"\0"):
+                raise EOFError(f"no end-of-archive marker after byte {end}")
     except InvalidImageArchive:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:

@@ -1,0 +1,100 @@
+"""`arena try`: run an algorithm locally exactly as the platform would, on a task's sample cases.
+
+Same code path as the workers (evaluate_case / evaluate_batch with the task's limits), so "works
+locally, fails on the platform" does not happen. Sample cases come from ``<task>/samples/<case>/``
+(``image.*`` + ``reference.*``); a task using the synthetic head-and-neck label map without samples
+gets generated phantoms.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from arena.runner.evaluate import CaseInput, CaseOutcome, evaluate_batch, evaluate_case, limits_for
+from arena.tasks.spec import TaskSpec, load_spec
+
+
+@dataclass
+class TryResult:
+    image_id: str
+    cases: list[tuple[str, CaseOutcome]]
+    docker_run: str  # the equivalent command line for one case
+
+
+def sample_cases(task_dir: Path, spec: TaskSpec, n: int, size: str, scratch: Path) -> list[CaseInput]:
+    samples = Path(task_dir) / "samples"
+    found = []
+    if samples.is_dir():
+        for d in sorted(p for p in samples.iterdir() if p.is_dir()):
+            img = next(iter(sorted(d.glob("image.*"))), None)
+            ref = next(iter(sorted(d.glob("reference.*"))), None)
+            if img and ref:
+                found.append(CaseInput(d.name, img, ref))
+        if found:
+            return found[:n] if n else found
+    from arena.datasets.phantom import HAN_OAR_22, write_case
+
+    if {lab: s.name for lab, s in spec.labels.items()} != HAN_OAR_22:
+        raise ValueError(f"task {spec.slug} has no sample cases in {samples}/<case>/image.* + reference.*")
+    out = []
+    for i in range(n or 2):
+        key = f"sample-{i:03d}"
+        write_case(scratch, key, seed=1000 + i, size=size)
+        out.append(CaseInput(key, scratch / key / "image.mha", scratch / key / "reference.mha"))
+    return out
+
+
+def resolve_image(client, image_or_tarball: str, log: Callable[[str], None]) -> str:
+    """A local image ID: load a docker-save tarball (tags stripped, checked as uploads are) or look up a name."""
+    path = Path(image_or_tarball)
+    if path.is_file():
+        from arena.submissions.archive import inspect_image_archive
+        from arena.submissions.loading import load_image_archive
+
+        info = inspect_image_archive(path)
+        log(f"archive ok: image {info.image_id[:19]}, user {info.user or 'root (will run as nobody)'}, "
+            f"{info.uncompressed_bytes / 1e6:.0f} MB")
+        return load_image_archive(client, path, info, f"arena/try:{info.image_id[7:19]}", log=log)
+    import docker.errors
+
+    try:
+        return client.images.get(image_or_tarball).id
+    except docker.errors.ImageNotFound:
+        raise ValueError(f"no local image and no file named {image_or_tarball!r}") from None
+
+
+def try_image(image_or_tarball: str, task_dir: Path, n_cases: int = 2, size: str = "small",
+              log: Callable[[str], None] = print, progress: Callable[[int, int, str], None] | None = None) -> TryResult:
+    """Run the image on the task's sample cases under the task's limits; return each case's outcome."""
+    from arena.images.docker_client import docker_client
+    from arena.runner.gpu import worker_device_ids
+    from arena.runner.sandbox import docker_run_command, effective_user
+
+    spec = load_spec(task_dir)
+    client = docker_client()
+    image_id = resolve_image(client, image_or_tarball, log)
+    gpus = tuple(worker_device_ids()) if spec.resources.gpu else ()
+    limits = limits_for(spec, gpus)
+    with tempfile.TemporaryDirectory(prefix="arena-try-") as tmp:
+        tmp = Path(tmp)
+        cases = sample_cases(task_dir, spec, n_cases, size, tmp / "cases")
+        labels = {"arena.try": "1"}
+        results: list[tuple[str, CaseOutcome]] = []
+        if spec.io_mode == "batch":
+            from dataclasses import replace
+
+            outs = evaluate_batch(client, spec, image_id, cases, tmp / "work", tmp / "results",
+                                  replace(limits, time_s=limits.time_s * len(cases)), labels)
+            results = [(c.key, o) for c, o in zip(cases, outs)]
+        else:
+            for i, c in enumerate(cases):
+                if progress:
+                    progress(i, len(cases), c.key)
+                results.append((c.key, evaluate_case(client, spec, image_id, c.key, c.image, c.reference,
+                                                     tmp / "work" / c.key, tmp / "results" / c.key, limits, labels)))
+        user = effective_user(client.images.get(image_id).attrs.get("Config", {}).get("User", ""))
+    cmd = docker_run_command(image_id, limits, user, "$PWD/input", "$PWD/output")
+    return TryResult(image_id, results, cmd)
