@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -76,9 +76,59 @@ class EmptyPolicySpec(_Strict):
 
 
 class RankingSpec(_Strict):
-    method: Literal["aggregate-then-rank"] = "aggregate-then-rank"
+    """How a phase's board is ranked (pure functions in arena.leaderboard.ranking/statistics).
+
+    ``method``: ``aggregate-then-rank`` (the ``statistic`` of ``primary`` over cases and labels),
+    ``rank-then-aggregate`` (mean of per case × label × metric ranks over ``metrics``),
+    ``mean-of-metric-ranks`` (StructSeg 2019: each of ``metrics`` as the label-weighted mean of organ
+    means, ranked separately; overall = mean of the metric ranks) or ``digestpath-2019`` (recall at
+    precision > 0.2, normal-region FP score, normal-region FROC; mean rank). ``phases`` overrides any of
+    these keys for one phase (``for_phase``).
+    """
+
+    method: Literal["aggregate-then-rank", "rank-then-aggregate", "mean-of-metric-ranks",
+                    "digestpath-2019"] = "aggregate-then-rank"
     primary: MetricName = "dice"
     label_weights: bool = Field(default=True, description="weight per-label means by the labels' weights")
+    statistic: Literal["mean", "median"] = Field(default="mean",
+                                                 description="aggregate over cases (aggregate-then-rank)")
+    metrics: list[MetricName] | None = Field(default=None, description="metrics ranked by rank-then-aggregate / "
+                                             "mean-of-metric-ranks; None: all of the task's metrics")
+    team_entry: Literal["best", "latest"] = Field(default="best", description="the submission that represents a team")
+    worst: dict[MetricName, float] = Field(default={}, description="value of a missing or failed case per metric "
+                                           "(default: 0 for dice/jaccard/nsd, the empty-mask distance for distances)")
+    bootstrap: int = Field(default=1000, ge=0,
+                           description="bootstrap resamples over cases for rank intervals (0: none)")
+    seed: int = Field(default=0, description="bootstrap seed")
+    phases: dict[str, RankingSpec] = Field(default={}, description="per-phase overrides of these keys, by phase slug")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_once(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"a non-empty list of distinct metrics, got {v}")
+        return v
+
+    @field_validator("phases")
+    @classmethod
+    def _flat_overrides(cls, v: dict[str, RankingSpec]) -> dict[str, RankingSpec]:
+        for slug, o in v.items():
+            if o.phases:
+                raise ValueError(f"phase overrides without nested 'phases' (phase {slug!r})")
+        return v
+
+    @field_serializer("phases")
+    def _dump_overrides(self, v: dict[str, RankingSpec], info: Any) -> dict[str, Any]:
+        # only the keys a phase sets, so that a dumped spec reloads with the same overrides
+        return {slug: o.model_dump(mode=info.mode, exclude_unset=True) for slug, o in v.items()}
+
+    def for_phase(self, slug: str) -> RankingSpec:
+        """This ranking with the keys set under ``phases.<slug>`` replacing the task-wide ones."""
+        o = self.phases.get(slug)
+        base = self.model_copy(update={"phases": {}})
+        if o is None:
+            return base
+        return base.model_copy(update={k: getattr(o, k) for k in o.model_fields_set})
 
 
 class PhaseSpec(_Strict):
@@ -215,5 +265,12 @@ def load_spec(path: Path | str) -> TaskSpec:
         raise TaskSpecError(path, [f"slug: expected the folder's name {path.parent.name!r}, got {spec.slug!r}"])
     if spec.literature and not (path.parent / spec.literature).is_file():
         raise TaskSpecError(path, [f"literature: expected a file next to task.yaml, {spec.literature!r} not found"])
+    if spec.literature:
+        from arena.leaderboard.ranking import load_literature  # lazy: pandas only when a task has one
+
+        try:
+            load_literature(path.parent / spec.literature, spec)
+        except ValueError as e:
+            raise TaskSpecError(path, [f"literature: {e}"]) from None
     return spec
 
