@@ -1,14 +1,42 @@
-"""Reading scores from the database into the ranking functions' tables."""
+"""Reading scores from the database into the ranking functions' tables, and caching boards.
+
+A board is computed by the pure functions in ranking.py / statistics.py:
+
+1. entries: each validated submission's latest succeeded evaluation in the phase;
+2. the long score table is completed (a failed or missing case gets the metric's worst value, never
+   dropped) over the phase's cases × the task's labels × metrics;
+3. one entry per team (the phase's ``team_entry``: best or latest), ranked by the task's rule;
+4. bootstrap over cases → rank interval and probability of being first per entry;
+5. published results (tasks/<slug>/literature.csv) placed, not ranked.
+
+Boards are cached per (phase, result version): a new result or a re-run changes the version.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import select
+import SimpleITK as sitk
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from arena.leaderboard.ranking import SCORE_COLUMNS, aggregate_then_rank, best_per_group
+from arena.leaderboard.ranking import (
+    SCORE_COLUMNS,
+    board_arguments,
+    complete_scores,
+    load_literature,
+    place_literature,
+    rank_by_spec,
+    select_team_entries,
+    with_literature,
+    worst_values,
+)
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from arena.models import Case, CaseResult, Evaluation, MetricValue, Phase, Submission, Task
 from arena.tasks.spec import TaskSpec
@@ -20,8 +48,11 @@ class Leaderboard:
     task: Task
     phase: Phase
     spec: TaskSpec
-    table: pd.DataFrame  # one row per entry, ranked; see aggregate_then_rank
+    table: pd.DataFrame  # one row per shown entry, ranked (published rows have rank NaN)
     entries: pd.DataFrame  # entry → submission_id, evaluation_id, team, label, submitted
+    scores: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SCORE_COLUMNS))  # completed
+    bootstrap: pd.DataFrame | None = None  # statistics.bootstrap_ranks output for the ranked entries
+    names: dict = field(default_factory=dict)  # entry → display name
 
 
 def evaluation_scores(session: Session, evaluation_ids: list[int]) -> pd.DataFrame:
@@ -39,26 +70,92 @@ def evaluation_scores(session: Session, evaluation_ids: list[int]) -> pd.DataFra
     return df
 
 
-def leaderboard(session: Session, task: Task, phase: Phase, per_team: bool = True) -> Leaderboard:
-    """The phase's leaderboard: each validated submission's latest succeeded evaluation, ranked as the
-    task says; with ``per_team``, only each team's best entry."""
-    spec = spec_of(task)
+@lru_cache(maxsize=4096)
+def _diagonal_mm(path: str) -> float:
+    """The image diagonal (mm) of a case, from its header only."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(reader.GetSize(), reader.GetSpacing()))))
+
+
+def _entries(session: Session, phase: Phase) -> pd.DataFrame:
     subs = session.scalars(select(Submission).where(Submission.phase_id == phase.id,
                                                     Submission.status == SubmissionStatus.VALIDATED)).all()
-    entries = []
+    rows = []
     for sub in subs:
         ev = next((e for e in reversed(sub.evaluations) if e.status == EvaluationStatus.SUCCEEDED), None)
         if ev is not None:
-            entries.append({"entry": ev.id, "submission_id": sub.id, "evaluation_id": ev.id, "team": sub.team.name,
-                            "label": sub.label or f"submission {sub.id}", "submitted": sub.created_at})
-    entries_df = pd.DataFrame(entries, columns=["entry", "submission_id", "evaluation_id", "team", "label", "submitted"])
-    scores = evaluation_scores(session, [e["entry"] for e in entries])
-    weights = {lab: s.weight for lab, s in spec.labels.items()} if spec.ranking.label_weights else None
-    table = aggregate_then_rank(scores, spec.ranking.primary,
-                                {m.name: TaskSpec.higher_is_better(m.name) for m in spec.metrics},
-                                label_weights=weights, label_names={lab: s.name for lab, s in spec.labels.items()})
-    if per_team and not table.empty:
-        table = best_per_group(table, dict(zip(entries_df["entry"], entries_df["team"])))
-    if not table.empty:
-        table = table.merge(entries_df, on="entry", how="left")
-    return Leaderboard(task, phase, spec, table, entries_df)
+            rows.append({"entry": ev.id, "submission_id": sub.id, "evaluation_id": ev.id, "team": sub.team.name,
+                         "label": sub.label or f"submission {sub.id}", "submitted": sub.created_at})
+    return pd.DataFrame(rows, columns=["entry", "submission_id", "evaluation_id", "team", "label", "submitted"])
+
+
+def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap: bool = True) -> Leaderboard:
+    """The phase's board, computed now (see the module docstring for the steps)."""
+    spec = spec_of(task)
+    a = board_arguments(spec, phase.slug)
+    entries = _entries(session, phase)
+    cases = [c.key for c in phase.cases]
+    if entries.empty or not cases:
+        return Leaderboard(task, phase, spec, pd.DataFrame(columns=["entry", "rank"]), entries)
+    raw = evaluation_scores(session, entries["entry"].tolist())
+    diagonals = {c.key: _diagonal_mm(c.reference_path) for c in phase.cases if Path(c.reference_path).is_file()}
+    full = complete_scores(raw, entries["entry"].tolist(), cases, list(spec.labels), [m.name for m in spec.metrics],
+                           worst_values(spec, diagonal_mm=diagonals))
+    if a["team_entry"] == "latest":
+        chosen = select_team_entries(entries, "latest")
+    else:
+        chosen = select_team_entries(entries, "best", board=rank_by_spec(full, spec, phase.slug))
+    full = full[full["entry"].isin(chosen["entry"])]
+    table = rank_by_spec(full, spec, phase.slug)
+    boot = None
+    if bootstrap and len(chosen) > 1 and len(cases) > 1 and a["bootstrap"]:
+        from arena.leaderboard.statistics import bootstrap_by_spec
+
+        boot = bootstrap_by_spec(full, spec, phase.slug)
+        table = table.merge(boot[["entry", "rank_p2.5", "rank_p97.5", "p_first"]], on="entry", how="left")
+    table = table.merge(chosen, on="entry", how="left")
+    if spec.literature and a["method"] != "rank-then-aggregate":
+        lit = load_literature(Path(task.spec_path) / spec.literature, spec)
+        if len(lit):
+            by = a["metrics"] if a["method"] == "mean-of-metric-ranks" else [a["primary"]]
+            placed = place_literature(table, lit, by, a["higher_is_better"], labels=list(spec.labels),
+                                      label_weights=a["label_weights"], label_names=a["label_names"])
+            placed["team"] = placed["model"]
+            placed["label"] = placed["source"]
+            table = with_literature(table, placed)
+    names = {row["entry"]: f"{row['team']} — {row['label']}" for row in chosen.to_dict(orient="records")}
+    return Leaderboard(task, phase, spec, table.reset_index(drop=True), chosen, full, boot, names)
+
+
+_CACHE: OrderedDict[tuple, Leaderboard] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 64
+
+
+def result_version(session: Session, phase: Phase) -> tuple:
+    """Changes whenever an evaluation of the phase finishes (or is re-run), or the task spec changes."""
+    row = session.execute(
+        select(func.count(Evaluation.id), func.max(Evaluation.id), func.max(Evaluation.finished_at))
+        .join(Submission, Submission.id == Evaluation.submission_id)
+        .where(Submission.phase_id == phase.id, Evaluation.status == EvaluationStatus.SUCCEEDED)
+    ).one()
+    return (*row, phase.task.updated_at, len(phase.cases))
+
+
+def leaderboard(session: Session, task: Task, phase: Phase, *, cached: bool = True) -> Leaderboard:
+    """The phase's board, from the cache when nothing changed since it was computed."""
+    key = (phase.id, result_version(session, phase))
+    if cached:
+        with _CACHE_LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None:
+                _CACHE.move_to_end(key)
+                return hit
+    board = compute_leaderboard(session, task, phase)
+    with _CACHE_LOCK:
+        _CACHE[key] = board
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return board

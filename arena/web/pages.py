@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from flask import Blueprint, Response, abort, g, render_template, request
+from markupsafe import Markup
 from sqlalchemy import select
 
 from arena.leaderboard.query import leaderboard
@@ -51,6 +52,83 @@ def leaderboard_csv(slug: str):
     board.table.to_csv(buf, index=False)
     return Response(buf.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f"attachment; filename={slug}-{phase.slug}-leaderboard.csv"})
+
+
+def _svg(svg: str) -> Response:
+    return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": "no-cache"})
+
+
+@pages.get("/tasks/<slug>/rank-distribution.svg")
+def rank_distribution(slug: str):
+    from arena.leaderboard.plots import rank_distribution_svg
+
+    task = _task_or_404(slug)
+    phase = _phase_or_404(task, request.args.get("phase"))
+    board = leaderboard(g.db, task, phase)
+    if board.bootstrap is None:
+        abort(404, description="no rank distribution: fewer than two entries or cases")
+    teams = dict(zip(board.entries["entry"], board.entries["team"]))
+    return _svg(rank_distribution_svg(board.bootstrap, names=teams,
+                                      title=f"Rank distribution ({len(phase.cases)} cases bootstrapped)"))
+
+
+@pages.get("/tasks/<slug>/distributions")
+def distributions(slug: str):
+    """Per-organ boxplots across cases for the top entries (or those named in ?entry=)."""
+    task = _task_or_404(slug)
+    phase = _phase_or_404(task, request.args.get("phase"))
+    spec = spec_of(task)
+    metric = request.args.get("metric") or spec.ranking.primary
+    if metric not in [m.name for m in spec.metrics]:
+        abort(404, description=f"no metric {metric!r}")
+    board = leaderboard(g.db, task, phase)
+    chosen = [int(e) for e in request.args.getlist("entry")] or [
+        int(e) for e in board.table.dropna(subset=["rank"])["entry"].head(4)]
+    return render_template("distributions.html", task=task, spec=spec, phase=phase, board=board, metric=metric,
+                           chosen=chosen)
+
+
+@pages.get("/tasks/<slug>/distributions.svg")
+def distributions_svg(slug: str):
+    from arena.leaderboard.plots import boxplot_svg
+
+    task = _task_or_404(slug)
+    phase = _phase_or_404(task, request.args.get("phase"))
+    spec = spec_of(task)
+    metric = request.args.get("metric") or spec.ranking.primary
+    board = leaderboard(g.db, task, phase)
+    entries = [int(e) for e in request.args.getlist("entry") if int(e) in board.names]
+    if not entries or board.scores.empty:
+        abort(404, description="no entries to plot")
+    return _svg(boxplot_svg(board.scores, entries, metric, labels=list(spec.labels),
+                            label_names={k: v.name for k, v in spec.labels.items()}, names=board.names))
+
+
+@pages.get("/tasks/<slug>/compare")
+def compare(slug: str):
+    """Entry A vs entry B per organ: paired per-case differences, Wilcoxon signed-rank, Holm-corrected."""
+    from arena.leaderboard.plots import forest_plot_svg
+    from arena.leaderboard.statistics import pairwise_compare
+
+    task = _task_or_404(slug)
+    phase = _phase_or_404(task, request.args.get("phase"))
+    spec = spec_of(task)
+    board = leaderboard(g.db, task, phase)
+    metric = request.args.get("metric") or spec.ranking.primary
+    ranked = [int(e) for e in board.table.dropna(subset=["rank"])["entry"]]
+    try:
+        a = int(request.args.get("a") or ranked[0])
+        b = int(request.args.get("b") or ranked[1])
+    except (IndexError, ValueError):
+        abort(404, description="comparing needs two ranked entries")
+    if a not in board.names or b not in board.names:
+        abort(404, description="unknown entry")
+    result = pairwise_compare(board.scores, a, b, metric, label_names={k: v.name for k, v in spec.labels.items()},
+                              higher_is_better=spec.higher_is_better(metric))
+    svg = forest_plot_svg(result, a_name=board.names[a], b_name=board.names[b],
+                          title=f"{metric}: {board.names[a]} − {board.names[b]} (per case, paired)")
+    return render_template("compare.html", task=task, spec=spec, phase=phase, board=board, metric=metric, a=a, b=b,
+                           result=result.to_dict(orient="records"), svg=svg)
 
 
 @pages.get("/submissions/<int:submission_id>")

@@ -1,0 +1,117 @@
+"""Boards from the database: completion of missing cases, rank intervals, published rows, caching, pages."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arena.lifecycle import CaseStatus, EvaluationStatus, SubmissionStatus
+from arena.models import CaseResult, Evaluation, MetricValue, Submission
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def board_db(settings, db, shared_data):
+    """han-oar-9 with two real PDDCA reference label maps as validation cases and three teams' results."""
+    from arena.tasks.store import add_case, upsert_task
+    from arena.users import create_user
+
+    task = upsert_task(db, REPO / "tasks" / "han-oar-9")
+    val = next(p for p in task.phases if p.slug == "validation")
+    keys = []
+    for cid in ("0522c0001", "0522c0002", "0522c0003"):
+        ref = shared_data / "pddca" / cid / "labelmap_9oar.nii.gz"
+        add_case(db, settings, task, cid, ref, ref, [val])
+        keys.append(cid)
+    rng = np.random.default_rng(0)
+    subs = {}
+    for team, level in (("Alpha", 0.85), ("Beta", 0.75), ("Gamma", 0.60)):
+        user, _ = create_user(db, team.lower(), team=team)
+        sub = Submission(task=task, phase=val, team=user.team, user=user, label=f"{team} v1",
+                         status=SubmissionStatus.VALIDATED, image_id=f"sha256:{team}")
+        db.add(sub)
+        db.flush()
+        ev = Evaluation(submission=sub, status=EvaluationStatus.SUCCEEDED, cases_total=3, cases_done=3)
+        db.add(ev)
+        db.flush()
+        for case in val.cases:
+            if team == "Gamma" and case.key == "0522c0003":
+                continue  # a case with no result at all: must count as worst, not be dropped
+            cr = CaseResult(evaluation_id=ev.id, case_id=case.id, status=CaseStatus.SUCCEEDED)
+            cr.metrics = [MetricValue(label=lab, metric=m, value=float(level + rng.normal(0, 0.02)) if m == "dice"
+                                      else float((1 - level) * 20 + rng.normal(0, 0.5)))
+                          for lab in range(1, 10) for m in ("dice", "hd95")]
+            db.add(cr)
+        subs[team] = sub.id
+    db.commit()
+    return task, val, subs
+
+
+def test_board_ranks_completes_and_places_published(board_db, db):
+    from arena.leaderboard.query import compute_leaderboard
+
+    task, val, _ = board_db
+    board = compute_leaderboard(db, task, val)
+    t = board.table
+    ranked = t[t["rank"].notna()]
+    assert list(ranked["team"]) == ["Alpha", "Beta", "Gamma"] and list(ranked["rank"]) == [1, 2, 3]
+    gamma = ranked.set_index("team").loc["Gamma"]
+    assert gamma["dice"] == pytest.approx((0.60 * 2 + 0.0) / 3, abs=0.03)  # the missing case counts as Dice 0
+    filled = board.scores[board.scores["filled"]]
+    assert set(filled["case"]) == {"0522c0003"} and (filled[filled["metric"] == "dice"]["value"] == 0).all()
+    assert (filled[filled["metric"] == "hd95"]["value"] > 300).all()  # the image diagonal, mm
+    assert {"rank_p2.5", "rank_p97.5", "p_first"} <= set(t.columns)
+    assert ranked.iloc[0]["p_first"] > 0.5
+    published = t[t["badge"] == "published"]
+    assert "AnatomyNet" in set(published["model"]) and published["rank"].isna().all()
+    anatomynet = published.set_index("model").loc["AnatomyNet"]
+    assert anatomynet["dice"] == pytest.approx(np.mean([86.65, 53.22, 92.51, 72.10, 70.64, 88.07, 87.35, 81.37,
+                                                        81.30]) / 100, abs=1e-9)
+    assert "not evaluated on this test set" in anatomynet["note"]
+
+
+def test_board_cache_invalidates_on_new_result(board_db, db):
+    from arena.leaderboard.query import leaderboard
+
+    task, val, subs = board_db
+    first = leaderboard(db, task, val)
+    assert leaderboard(db, task, val) is first
+    sub = db.get(Submission, subs["Gamma"])
+    ev = Evaluation(submission=sub, status=EvaluationStatus.SUCCEEDED, cases_total=3, cases_done=3)
+    db.add(ev)
+    db.flush()
+    for case in val.cases:
+        cr = CaseResult(evaluation_id=ev.id, case_id=case.id, status=CaseStatus.SUCCEEDED)
+        cr.metrics = [MetricValue(label=lab, metric=m, value=0.99 if m == "dice" else 0.5)
+                      for lab in range(1, 10) for m in ("dice", "hd95")]
+        db.add(cr)
+    db.commit()
+    second = leaderboard(db, task, val)
+    assert second is not first
+    assert second.table[second.table["rank"] == 1]["team"].iloc[0] == "Gamma"  # the re-run is the latest result
+
+
+def test_board_pages(board_db, settings):
+    from arena.web import create_app
+
+    task, val, _ = board_db
+    client = create_app(settings).test_client()
+    page = client.get("/tasks/han-oar-9?phase=validation").get_data(as_text=True)
+    assert "Alpha" in page and "AnatomyNet" in page and "published" in page and "Rank 95% CI" in page
+    svg = client.get("/tasks/han-oar-9/rank-distribution.svg?phase=validation")
+    assert svg.status_code == 200 and svg.mimetype == "image/svg+xml" and b"<svg" in svg.data
+    cmp = client.get("/tasks/han-oar-9/compare?phase=validation&metric=hd95").get_data(as_text=True)
+    assert "Wilcoxon" in cmp and "BrainStem" in cmp and "<svg" in cmp
+    dist = client.get("/tasks/han-oar-9/distributions?phase=validation")
+    assert dist.status_code == 200
+    box = client.get("/tasks/han-oar-9/distributions.svg?phase=validation&metric=dice&entry=1&entry=2")
+    assert box.status_code == 200 and b"<svg" in box.data
+    api = client.get("/api/v1/tasks/han-oar-9/leaderboard?phase=validation").get_json()
+    assert [r["team"] for r in api["rows"] if r["rank"] is not None] == ["Alpha", "Beta", "Gamma"]
+    assert any(r.get("badge") == "published" for r in api["rows"])
+    csv = client.get("/tasks/han-oar-9/leaderboard.csv?phase=validation").get_data(as_text=True)
+    assert "AnatomyNet" in csv and "p_first" in csv.splitlines()[0]
