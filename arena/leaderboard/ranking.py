@@ -300,7 +300,7 @@ def aggregate_then_rank(scores: pd.DataFrame, primary: str, higher_is_better: Ma
     df = scores.copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     weights = dict(label_weights or {})
-    df["weight"] = df["label"].map(lambda lab: float(weights.get(int(lab), 1.0)))
+    df["weight"] = df["label"].astype(int).map({int(k): float(v) for k, v in weights.items()}).fillna(1.0)
     valid = df.dropna(subset=["value"])
     if statistic == "mean":
         overall = _weighted_mean(df, ["entry", "metric"]).unstack("metric")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -15,8 +16,17 @@ from arena.tasks.spec import TaskSpec, load_spec
 
 
 def spec_of(task: Task) -> TaskSpec:
-    """The validated spec snapshot stored with the task."""
-    return TaskSpec.model_validate(task.spec)
+    """The validated spec snapshot stored with the task (validated once per task version and process)."""
+    import json
+
+    return _spec_from_json(json.dumps(task.spec, sort_keys=True))
+
+
+@lru_cache(maxsize=256)
+def _spec_from_json(text: str) -> TaskSpec:
+    import json
+
+    return TaskSpec.model_validate(json.loads(text))
 
 
 def upsert_task(session: Session, task_dir: Path) -> Task:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
+import json
 import math
 
 from flask import Blueprint, abort, current_app, g, jsonify, request, url_for
 from sqlalchemy import select
 
-from arena.leaderboard.query import leaderboard
+from arena.leaderboard.query import leaderboard, result_version
 from arena.models import Submission, Task, User
 from arena.runner.jobs import create_evaluation, enqueue_intake
 from arena.submissions.intake import UploadError, create_submission, find_task_phase, store_upload
@@ -123,6 +123,16 @@ def get_leaderboard(slug: str):
         _, phase = find_task_phase(g.db, slug, phase_slug)
     except UploadError as e:
         return _error(str(e), e.status)
-    board = leaderboard(g.db, task, phase)
-    rows = [{k: _clean(v) for k, v in row.items()} for row in board.table.to_dict(orient="records")]
-    return jsonify({"task": slug, "phase": phase.slug, "primary": board.spec.ranking.primary, "rows": rows})
+    key = (phase.id, result_version(g.db, phase))
+    body = _BOARD_JSON.get(key)
+    if body is None:
+        board = leaderboard(g.db, task, phase)
+        rows = [{k: _clean(v) for k, v in row.items()} for row in board.table.to_dict(orient="records")]
+        body = json.dumps({"task": slug, "phase": phase.slug, "primary": board.spec.ranking.primary, "rows": rows})
+        if len(_BOARD_JSON) > 64:
+            _BOARD_JSON.clear()
+        _BOARD_JSON[key] = body
+    return current_app.response_class(body, mimetype="application/json")
+
+
+_BOARD_JSON: dict[tuple, str] = {}

@@ -7,8 +7,9 @@ import io
 from flask import Blueprint, Response, abort, g, render_template, request
 from markupsafe import Markup
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
-from arena.leaderboard.query import leaderboard
+from arena.leaderboard.query import leaderboard, result_version
 from arena.models import Submission, Task
 from arena.tasks.store import spec_of
 from arena.web.views import submission_view
@@ -36,11 +37,32 @@ def index():
 def task(slug: str):
     task = _task_or_404(slug)
     phase = _phase_or_404(task, request.args.get("phase"))
-    board = leaderboard(g.db, task, phase)
     spec = spec_of(task)
+    organs = request.args.get("organs") or spec.ranking.primary
+    board_html = _board_fragment(task, phase, spec, organs)
     recent = g.db.scalars(select(Submission).where(Submission.phase_id == phase.id)
+                          .options(selectinload(Submission.evaluations), selectinload(Submission.team))
                           .order_by(Submission.id.desc()).limit(20)).all()
-    return render_template("task.html", task=task, spec=spec, phase=phase, board=board, recent=recent)
+    return render_template("task.html", task=task, spec=spec, phase=phase, board_html=board_html, recent=recent)
+
+
+_FRAGMENTS: dict[tuple, Markup] = {}
+
+
+def _board_fragment(task: Task, phase, spec, organs: str) -> Markup:
+    """The board's HTML, rendered once per result version and column choice (a 200-entry board with
+    per-organ columns of every metric is ~10⁴ cells). ``organs``: a metric name or "all"."""
+    key = (phase.id, result_version(g.db, phase), organs)
+    html = _FRAGMENTS.get(key)
+    if html is None:
+        board = leaderboard(g.db, task, phase)
+        organ_metrics = [m for m in spec.metrics if organs == "all" or m.name == organs]
+        html = Markup(render_template("_board.html", task=task, spec=spec, phase=phase, board=board,
+                                      organ_metrics=organ_metrics))
+        if len(_FRAGMENTS) > 64:
+            _FRAGMENTS.clear()
+        _FRAGMENTS[key] = html
+    return html
 
 
 @pages.get("/tasks/<slug>/leaderboard.csv")
