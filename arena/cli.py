@@ -114,7 +114,8 @@ def user() -> None:
 @click.argument("name")
 @click.option("--team", help="team to put the user in (created if new)")
 @click.option("--admin", is_flag=True, help="an organizer: sees hidden logs, can re-run")
-def user_add(name: str, team: str | None, admin: bool) -> None:
+@click.option("--reference", is_flag=True, help="the team's entries are reference models (badge 'reference')")
+def user_add(name: str, team: str | None, admin: bool, reference: bool) -> None:
     """Create a user and print their API token (shown once)."""
     from arena.db import session_scope, upgrade
     from arena.users import create_user
@@ -123,7 +124,7 @@ def user_add(name: str, team: str | None, admin: bool) -> None:
     upgrade(settings.database_url)
     try:
         with session_scope(settings.database_url) as s:
-            _, token = create_user(s, name, team=team, is_admin=admin)
+            _, token = create_user(s, name, team=team, is_admin=admin, reference_team=reference or None)
     except ValueError as e:
         _fail(str(e))
     click.echo(token)

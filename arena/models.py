@@ -34,6 +34,7 @@ class Team(Base):
     __tablename__ = "teams"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    is_reference: Mapped[bool] = mapped_column(default=False)  # bundled reference models: badge "reference"
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     members: Mapped[list[User]] = relationship(back_populates="team")
 

@@ -15,23 +15,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def get_or_create_team(session: Session, name: str) -> Team:
+def get_or_create_team(session: Session, name: str, is_reference: bool | None = None) -> Team:
+    """The team called ``name`` (created if new); ``is_reference`` marks bundled reference models."""
     team = session.scalar(select(Team).where(Team.name == name))
     if team is None:
-        team = Team(name=name)
+        team = Team(name=name, is_reference=bool(is_reference))
         session.add(team)
         session.flush()
+    elif is_reference is not None:
+        team.is_reference = is_reference
     return team
 
 
 def create_user(session: Session, name: str, team: str | None = None, is_admin: bool = False,
-                email: str | None = None) -> tuple[User, str]:
+                email: str | None = None, reference_team: bool | None = None) -> tuple[User, str]:
     """Create a user (optionally in ``team``, created if needed); returns the user and a new API token."""
     if session.scalar(select(User).where(User.name == name)) is not None:
         raise ValueError(f"user {name!r} exists already")
     token = "arena_" + secrets.token_urlsafe(24)
     user = User(name=name, email=email, is_admin=is_admin, token_sha256=hash_token(token),
-                team=get_or_create_team(session, team) if team else None)
+                team=get_or_create_team(session, team, reference_team) if team else None)
     session.add(user)
     session.flush()
     return user, token

@@ -30,7 +30,7 @@ def board_db(settings, db, shared_data):
     rng = np.random.default_rng(0)
     subs = {}
     for team, level in (("Alpha", 0.85), ("Beta", 0.75), ("Gamma", 0.60)):
-        user, _ = create_user(db, team.lower(), team=team)
+        user, _ = create_user(db, team.lower(), team=team, reference_team=team == "Beta" or None)
         sub = Submission(task=task, phase=val, team=user.team, user=user, label=f"{team} v1",
                          status=SubmissionStatus.VALIDATED, image_id=f"sha256:{team}")
         db.add(sub)
@@ -66,6 +66,7 @@ def test_board_ranks_completes_and_places_published(board_db, db):
     assert (filled[filled["metric"] == "hd95"]["value"] > 300).all()  # the image diagonal, mm
     assert {"rank_p2.5", "rank_p97.5", "p_first"} <= set(t.columns)
     assert ranked.iloc[0]["p_first"] > 0.5
+    assert list(ranked["badge"]) == ["", "reference", ""]  # Beta's team is a bundled reference model
     published = t[t["badge"] == "published"]
     assert "AnatomyNet" in set(published["model"]) and published["rank"].isna().all()
     anatomynet = published.set_index("model").loc["AnatomyNet"]
@@ -102,6 +103,7 @@ def test_board_pages(board_db, settings):
     client = create_app(settings).test_client()
     page = client.get("/tasks/han-oar-9?phase=validation").get_data(as_text=True)
     assert "Alpha" in page and "AnatomyNet" in page and "published" in page and "Rank 95% CI" in page
+    assert '<span class="badge">reference</span>' in page and "Kendall" in page
     svg = client.get("/tasks/han-oar-9/rank-distribution.svg?phase=validation")
     assert svg.status_code == 200 and svg.mimetype == "image/svg+xml" and b"<svg" in svg.data
     cmp = client.get("/tasks/han-oar-9/compare?phase=validation&metric=hd95").get_data(as_text=True)

@@ -94,8 +94,9 @@ def _entries(session: Session, phase: Phase) -> pd.DataFrame:
         ev = next((e for e in reversed(sub.evaluations) if e.status == EvaluationStatus.SUCCEEDED), None)
         if ev is not None:
             rows.append({"entry": ev.id, "submission_id": sub.id, "evaluation_id": ev.id, "team": sub.team.name,
-                         "label": sub.label or f"submission {sub.id}", "submitted": sub.created_at})
-    return pd.DataFrame(rows, columns=["entry", "submission_id", "evaluation_id", "team", "label", "submitted"])
+                         "label": sub.label or f"submission {sub.id}", "submitted": sub.created_at,
+                         "badge": "reference" if sub.team.is_reference else ""})
+    return pd.DataFrame(rows, columns=["entry", "submission_id", "evaluation_id", "team", "label", "submitted", "badge"])
 
 
 def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap: bool = True) -> Leaderboard:
