@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench
+.PHONY: setup demo test test-sqlite test-fast
 
 setup:
 	bash scripts/setup.sh
@@ -12,7 +12,15 @@ setup:
 demo: setup
 	arena demo
 
+POSTGRES_URL ?= postgresql+psycopg://arena:arena@127.0.0.1:5432/postgres
+
+# The whole suite on SQLite, then again on PostgreSQL (a fresh database per test).
 test: setup
+	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS)
+	bash scripts/postgres.sh
+	ARENA_TEST_POSTGRES_URL=$(POSTGRES_URL) $(PYTHON) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-sqlite: setup
 	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS)
 
 # Pure tests only: no Docker, no Redis.

@@ -39,8 +39,22 @@ def _engine(url: str, pid: int) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        _ENGINES.append(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    _ENGINES.append(engine)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of this process (before dropping a database, or after a fork)."""
+    for engine in list(_ENGINES):
+        engine.dispose()
+    _ENGINES.clear()
+    _engine.cache_clear()
+
+
+_ENGINES: list[Engine] = []
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

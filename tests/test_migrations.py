@@ -1,0 +1,43 @@
+"""Alembic: every revision applies from an empty database and upgrades keep the data (SQLite, and
+PostgreSQL when ARENA_TEST_POSTGRES_URL is set)."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, inspect, text
+
+
+def test_stepwise_upgrade_keeps_data(arena_env):
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from arena.db import alembic_config, dispose_engines
+
+    url = arena_env["ARENA_DATABASE_URL"]
+    cfg = alembic_config(url)
+    revisions = [r.revision for r in reversed(list(ScriptDirectory.from_config(cfg).walk_revisions()))]
+    assert revisions[:3] == ["0001", "0002", "0003"]
+    command.upgrade(cfg, "0001")
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO teams (id, name, created_at) VALUES (1, 'Old team', '2026-01-01 00:00:00')"))
+        c.execute(text("INSERT INTO tasks (id, slug, title, kind, spec_path, spec, created_at, updated_at) VALUES "
+                       "(1, 't', 'T', 'segmentation', '/x', '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        c.execute(text("INSERT INTO phases (id, task_id, slug, title) VALUES (1, 1, 'validation', 'V')"))
+        c.execute(text("INSERT INTO submissions (id, task_id, phase_id, team_id, status, upload_bytes, created_at, "
+                       "updated_at) VALUES (1, 1, 1, 1, 'validated', 123, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        c.execute(text("INSERT INTO evaluations (id, submission_id, status, cases_total, cases_done, created_at) "
+                       "VALUES (1, 1, 'succeeded', 1, 1, '2026-01-01 00:00:00')"))  # points at the submission
+    for rev in revisions[1:]:
+        command.upgrade(cfg, rev)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT name, is_reference FROM teams")).one() == ("Old team", False)
+        assert c.execute(text("SELECT upload_bytes, image_user FROM submissions")).one() == (123, None)
+        assert c.execute(text("SELECT submission_id, status FROM evaluations")).one() == (1, "succeeded")
+        c.execute(text("UPDATE submissions SET upload_bytes = 5000000000"))  # > 2**31: 64-bit since 0002
+        assert c.execute(text("SELECT upload_bytes FROM submissions")).scalar() == 5_000_000_000
+    cols = {c["name"] for c in inspect(engine).get_columns("case_results")}
+    assert {"failure", "cpu_s", "peak_memory_mb", "gpu_memory_peak_mb"} <= cols
+    command.downgrade(cfg, "0001")
+    assert "is_reference" not in {c["name"] for c in inspect(engine).get_columns("teams")}
+    engine.dispose()
+    dispose_engines()
