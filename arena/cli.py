@@ -278,12 +278,17 @@ def worker(burst: bool, gpu: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=0, type=int, help="gunicorn worker processes (0: Flask's server)")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--prod", is_flag=True, help="gunicorn with 2 × cores + 1 workers (production)")
+def serve(host: str, port: int, workers: int, prod: bool) -> None:
     """Serve the web pages and the API."""
     from arena.db import upgrade
 
     settings = load_settings()
     upgrade(settings.database_url)
+    if prod and not workers:
+        import os as _os
+
+        workers = 2 * (_os.cpu_count() or 1) + 1
     if workers:
         import os
 

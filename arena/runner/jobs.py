@@ -143,6 +143,15 @@ def _ensure_image(client, sub: Submission, settings: Settings | None = None) -> 
     return sub.image_id
 
 
+def _worker_name() -> str:
+    """The RQ worker running this job (its work-horse is a fresh process per job), else host:pid."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    name = getattr(job, "worker_name", None) if job is not None else None
+    return name or f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int) -> bool:
     """Store one case's outcome; returns False when the evaluation was cancelled meanwhile."""
     with session_scope(settings.database_url) as s:
@@ -178,7 +187,7 @@ def run_evaluation(evaluation_id: int) -> str:
     from arena.runner.gpu import worker_device_ids
 
     settings = load_settings()
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    worker = _worker_name()
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
         if ev is None:
