@@ -117,3 +117,14 @@ def test_board_pages(board_db, settings):
     assert any(r.get("badge") == "published" for r in api["rows"])
     csv = client.get("/tasks/han-oar-9/leaderboard.csv?phase=validation").get_data(as_text=True)
     assert "AnatomyNet" in csv and "p_first" in csv.splitlines()[0]
+
+
+def test_board_pages_refuse_bad_parameters(board_db, settings):
+    from arena.web import create_app
+
+    client = create_app(settings).test_client()
+    assert client.get("/tasks/han-oar-9/compare?phase=validation&metric=volume").status_code == 404
+    assert client.get("/tasks/han-oar-9/compare?phase=validation&a=x&b=1").status_code == 404
+    assert client.get("/tasks/han-oar-9/distributions.svg?phase=validation&entry=abc").status_code == 404
+    assert client.get("/tasks/han-oar-9?phase=final").status_code == 404
+    assert client.get("/tasks/nope").status_code == 404

@@ -94,9 +94,9 @@ def rank_distribution(slug: str):
                                       title=f"Rank distribution ({len(phase.cases)} cases bootstrapped)"))
 
 
-@pages.get("/tasks/<slug>/distributions")
-def distributions(slug: str):
-    """Per-organ boxplots across cases for the top entries (or those named in ?entry=)."""
+def _board_request(slug: str):
+    """(task, phase, spec, metric, board, entries) from the URL: ?phase=, ?metric= (default: the task's
+    primary metric), ?entry= (repeatable; only entries on the board are kept)."""
     task = _task_or_404(slug)
     phase = _phase_or_404(task, request.args.get("phase"))
     spec = spec_of(task)
@@ -104,8 +104,15 @@ def distributions(slug: str):
     if metric not in [m.name for m in spec.metrics]:
         abort(404, description=f"no metric {metric!r}")
     board = leaderboard(g.db, task, phase)
-    chosen = [int(e) for e in request.args.getlist("entry")] or [
-        int(e) for e in board.table.dropna(subset=["rank"])["entry"].head(4)]
+    entries = [int(e) for e in request.args.getlist("entry") if e.isdigit() and int(e) in board.names]
+    return task, phase, spec, metric, board, entries
+
+
+@pages.get("/tasks/<slug>/distributions")
+def distributions(slug: str):
+    """Per-organ boxplots across cases for the top entries (or those named in ?entry=)."""
+    task, phase, spec, metric, board, chosen = _board_request(slug)
+    chosen = chosen or [int(e) for e in board.table.dropna(subset=["rank"])["entry"].head(4)]
     return render_template("distributions.html", task=task, spec=spec, phase=phase, board=board, metric=metric,
                            chosen=chosen)
 
@@ -114,12 +121,7 @@ def distributions(slug: str):
 def distributions_svg(slug: str):
     from arena.leaderboard.plots import boxplot_svg
 
-    task = _task_or_404(slug)
-    phase = _phase_or_404(task, request.args.get("phase"))
-    spec = spec_of(task)
-    metric = request.args.get("metric") or spec.ranking.primary
-    board = leaderboard(g.db, task, phase)
-    entries = [int(e) for e in request.args.getlist("entry") if int(e) in board.names]
+    task, phase, spec, metric, board, entries = _board_request(slug)
     if not entries or board.scores.empty:
         abort(404, description="no entries to plot")
     return _svg(boxplot_svg(board.scores, entries, metric, labels=list(spec.labels),
@@ -132,11 +134,7 @@ def compare(slug: str):
     from arena.leaderboard.plots import forest_plot_svg
     from arena.leaderboard.statistics import pairwise_compare
 
-    task = _task_or_404(slug)
-    phase = _phase_or_404(task, request.args.get("phase"))
-    spec = spec_of(task)
-    board = leaderboard(g.db, task, phase)
-    metric = request.args.get("metric") or spec.ranking.primary
+    task, phase, spec, metric, board, _ = _board_request(slug)
     ranked = [int(e) for e in board.table.dropna(subset=["rank"])["entry"]]
     try:
         a = int(request.args.get("a") or ranked[0])
