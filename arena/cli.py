@@ -252,15 +252,17 @@ def worker(burst: bool, gpu: str | None) -> None:
     from rq import Queue, Worker
 
     from arena.runner.gpu import detect_gpus
-    from arena.runner.jobs import queue_name
+    from arena.runner.jobs import queue_name, recover_dead_workers
     from arena.runner.sandbox import reap_leftovers
     from arena.services import ensure_docker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_settings()
-    n = reap_leftovers(ensure_docker())
+    client = ensure_docker()
+    n = reap_leftovers(client)
     if n:
         click.echo(f"removed {n} leftover container(s)")
+    recover_dead_workers(settings, client, log=click.echo)
     names = [queue_name(settings)]
     if gpu is not None:
         os.environ["ARENA_GPU_DEVICES"] = gpu

@@ -43,7 +43,9 @@ _SUBMISSION_NEXT: dict[SubmissionStatus, set[SubmissionStatus]] = {
 
 _EVALUATION_NEXT: dict[EvaluationStatus, set[EvaluationStatus]] = {
     EvaluationStatus.QUEUED: {EvaluationStatus.RUNNING, EvaluationStatus.FAILED, EvaluationStatus.CANCELLED},
-    EvaluationStatus.RUNNING: {EvaluationStatus.SCORING, EvaluationStatus.FAILED, EvaluationStatus.CANCELLED},
+    # running → queued: re-queued after its worker died (finished cases are kept and skipped)
+    EvaluationStatus.RUNNING: {EvaluationStatus.SCORING, EvaluationStatus.FAILED, EvaluationStatus.CANCELLED,
+                               EvaluationStatus.QUEUED},
     EvaluationStatus.SCORING: {EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED},
     EvaluationStatus.SUCCEEDED: set(),
     EvaluationStatus.FAILED: set(),

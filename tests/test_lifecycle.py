@@ -18,7 +18,7 @@ def test_evaluation_happy_path_and_timestamps():
 
 
 @pytest.mark.parametrize("path", [
-    [E.RUNNING, E.QUEUED], [E.SUCCEEDED], [E.RUNNING, E.SUCCEEDED], [E.CANCELLED, E.RUNNING],
+    [E.RUNNING, E.SCORING, E.QUEUED], [E.SUCCEEDED], [E.QUEUED], [E.RUNNING, E.SUCCEEDED], [E.CANCELLED, E.RUNNING],
     [E.RUNNING, E.FAILED, E.RUNNING], [E.RUNNING, E.SCORING, E.CANCELLED],
 ])
 def test_illegal_evaluation_transitions(path):
@@ -26,6 +26,14 @@ def test_illegal_evaluation_transitions(path):
     with pytest.raises(IllegalTransition):
         for st in path:
             ev.set_status(st)
+
+
+def test_requeue_after_a_dead_worker():
+    ev = Evaluation(status=E.QUEUED)
+    ev.set_status(E.RUNNING)
+    ev.set_status(E.QUEUED)  # its worker died: back on the queue, finished cases kept
+    ev.set_status(E.RUNNING)
+    assert ev.status == E.RUNNING
 
 
 def test_submission_transitions():

@@ -60,15 +60,26 @@ def create_evaluation(settings: Settings, submission_id: int) -> int:
         s.add(ev)
         s.flush()
         ev_id = ev.id
+    enqueue_evaluation(settings, ev_id)
+    return ev_id
+
+
+def enqueue_evaluation(settings: Settings, evaluation_id: int) -> str:
+    """Put a queued evaluation on its queue (GPU tasks on the GPU queue); records the job id."""
+    with session_scope(settings.database_url) as s:
+        ev = s.get(Evaluation, evaluation_id)
+        spec = spec_of(ev.submission.task)
+        n = len(ev.submission.phase.cases)
+        submission_id = ev.submission_id
     timeout = int(n * (spec.resources.time_per_case_s + 60) + 600)
     if spec.resources.time_per_evaluation_s:
         timeout = min(timeout, int(spec.resources.time_per_evaluation_s + 120 + 60 * min(n, 10)))
-    job = get_queue(settings, gpu=spec.resources.gpu).enqueue(run_evaluation, ev_id, job_timeout=timeout,
-                                      description=f"evaluation {ev_id} of submission {submission_id}",
+    job = get_queue(settings, gpu=spec.resources.gpu).enqueue(run_evaluation, evaluation_id, job_timeout=timeout,
+                                      description=f"evaluation {evaluation_id} of submission {submission_id}",
                                       on_failure=Callback(evaluation_job_failed))
     with session_scope(settings.database_url) as s:
-        s.get(Evaluation, ev_id).job_id = job.id
-    return ev_id
+        s.get(Evaluation, evaluation_id).job_id = job.id
+    return job.id
 
 
 def evaluation_job_failed(job, connection, exc_type=None, exc_value=None, tb=None) -> None:
@@ -79,8 +90,14 @@ def evaluation_job_failed(job, connection, exc_type=None, exc_value=None, tb=Non
     settings = load_settings()
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
+        if ev is not None and ev.job_id and job_id_of(job) and ev.job_id != job_id_of(job):
+            return  # a stale job: the evaluation was re-queued as another job meanwhile
         if ev is not None and not ev.status.finished:
             ev.set_status(EvaluationStatus.FAILED, error=f"evaluation job failed: {reason}")
+
+
+def job_id_of(job) -> str | None:
+    return getattr(job, "id", None)
 
 
 def intake_job_failed(job, connection, exc_type=None, exc_value=None, tb=None) -> None:
@@ -144,12 +161,83 @@ def _ensure_image(client, sub: Submission, settings: Settings | None = None) -> 
 
 
 def _worker_name() -> str:
-    """The RQ worker running this job (its work-horse is a fresh process per job), else host:pid."""
-    from rq import get_current_job
+    """``host:pid`` of the process running this job (the RQ work-horse itself, not its parent: a horse
+    can outlive a killed parent and still finish), so a worker restarted on the same host can tell
+    that an evaluation's process is dead."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
-    job = get_current_job()
-    name = getattr(job, "worker_name", None) if job is not None else None
-    return name or f"{socket.gethostname()}:{os.getpid()}"
+
+def _pid_alive(pid: int) -> bool:
+    """True for a running process; False when gone or a zombie (dead, not yet reaped by init)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[-1][:1] not in ("Z", "X")
+    except OSError:
+        return True
+
+
+def _dead_local_worker(worker: str | None) -> bool:
+    host, _, pid = (worker or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+
+
+MAX_REQUEUES = 2
+
+
+def _clean_work_dir(path: Path) -> None:
+    """Unmount the /output tmpfs a dead worker left below ``path`` and remove the directory."""
+    import shutil
+    import subprocess
+
+    prefix = str(path) + "/"
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+    except OSError:
+        mounts = []
+    for m in sorted(mounts, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def recover_dead_workers(settings: Settings, client, log=log.info) -> tuple[int, int]:
+    """Clean up after workers of this host that died (SIGKILL, OOM, reboot): kill and remove their
+    still-running containers, and re-queue their running evaluations (finished cases are kept and
+    skipped; after MAX_REQUEUES the evaluation fails with the reason). Returns (containers, evaluations)."""
+    import docker.errors
+
+    n_containers = 0
+    for c in client.containers.list(filters={"label": "arena.managed", "status": "running"}):
+        if _dead_local_worker(c.labels.get("arena.worker")):
+            try:
+                c.remove(force=True)
+                n_containers += 1
+            except docker.errors.APIError:
+                pass
+    requeue = []
+    with session_scope(settings.database_url) as s:
+        for ev in s.scalars(select(Evaluation).where(Evaluation.status == EvaluationStatus.RUNNING)):
+            if not _dead_local_worker(ev.worker):
+                continue
+            tries = (ev.error or "").count("re-queued")
+            if tries >= MAX_REQUEUES:
+                ev.set_status(EvaluationStatus.FAILED, error=f"its worker {ev.worker} died {tries + 1} times")
+                continue
+            ev.set_status(EvaluationStatus.QUEUED)
+            ev.error = ((ev.error + "; ") if ev.error else "") + f"re-queued: worker {ev.worker} died"
+            requeue.append(ev.id)
+    for ev_id in requeue:
+        _clean_work_dir(settings.work_dir / f"evaluation-{ev_id}")
+        enqueue_evaluation(settings, ev_id)
+    if n_containers or requeue:
+        log(f"recovered after dead workers: removed {n_containers} container(s), re-queued evaluations {requeue}")
+    return n_containers, len(requeue)
 
 
 def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int) -> bool:
@@ -207,7 +295,7 @@ def run_evaluation(evaluation_id: int) -> str:
     deadline = started + spec.resources.time_per_evaluation_s if spec.resources.time_per_evaluation_s else None
     work = settings.work_dir / f"evaluation-{evaluation_id}"
     results = settings.results_dir / f"evaluation-{evaluation_id}"
-    labels = {"arena.evaluation": str(evaluation_id)}
+    labels = {"arena.evaluation": str(evaluation_id), "arena.worker": worker}
     try:
         client = docker_client()
         with session_scope(settings.database_url) as s:
