@@ -12,44 +12,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from arena.lifecycle import EvaluationStatus, SubmissionStatus
+from arena.lifecycle import EvaluationStatus
 from arena.models import CaseResult, Evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
-SLOW_WRITER = r"""
-import os, time, SimpleITK as sitk
-d = "/input/images/ct"; img = sitk.ReadImage(os.path.join(d, os.listdir(d)[0]))
-time.sleep(4)
-out = sitk.Image(img.GetSize(), sitk.sitkUInt8); out.CopyInformation(img)
-os.makedirs("/output/images/oar-segmentation", exist_ok=True)
-sitk.WriteImage(out, "/output/images/oar-segmentation/out.mha")
-"""
 
 
 def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_image, tmp_path, arena_env):
     from arena.config import load_settings
-    from arena.images.build import build_image
     from arena.runner.jobs import create_evaluation
-    from arena.submissions.intake import StoredUpload, create_submission
-    from arena.tasks.store import load_demo_cases, upsert_task
-    from arena.users import create_user
+    from runner_helpers import build_writer_image, validated_submissions
 
-    (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "run.py").write_text(SLOW_WRITER)
-    (tmp_path / "img" / "Dockerfile").write_text('ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY run.py /run.py\n'
-                                                 'ENTRYPOINT ["python3", "/run.py"]\n')
-    image_id = build_image(str(tmp_path / "img"), "arena-test/slow-writer:faults", base_image, log=lambda s: None)
-    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
-    load_demo_cases(db, settings, task, 4)  # validation: 2 cases
-    user, _ = create_user(db, "kim", team="K")
-    sub = create_submission(db, "han-oar-22", "validation", user, StoredUpload(settings.uploads_dir / "x.tar", "0" * 64, 1))
-    sub.set_status(SubmissionStatus.VALIDATED)
-    sub.image_id = image_id
-    db.commit()
+    image_id = build_writer_image(tmp_path, base_image, 4, "arena-test/slow-writer:faults")
+    (sub_id,) = validated_submissions(db, settings, image_id, 1, 2)
     os.environ["ARENA_REDIS_URL"] = redis_url
-    ev_id = create_evaluation(load_settings(), sub.id)
+    ev_id = create_evaluation(load_settings(), sub_id)
     env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url}
 
     worker = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.DEVNULL,

@@ -11,46 +11,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from arena.lifecycle import EvaluationStatus, SubmissionStatus
-from arena.models import CaseResult, Evaluation, Submission
+from arena.lifecycle import EvaluationStatus
+from arena.models import CaseResult, Evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
-WRITER = r"""
-import os, time, SimpleITK as sitk
-d = "/input/images/ct"; img = sitk.ReadImage(os.path.join(d, os.listdir(d)[0]))
-out = sitk.Image(img.GetSize(), sitk.sitkUInt8); out.CopyInformation(img)
-os.makedirs("/output/images/oar-segmentation", exist_ok=True)
-time.sleep(0.5)
-sitk.WriteImage(out, "/output/images/oar-segmentation/out.mha")
-"""
 
 
 def test_two_workers_burst(settings, db, redis_url, docker_engine, base_image, tmp_path, arena_env):
     from arena.config import load_settings
-    from arena.images.build import build_image
     from arena.runner.jobs import create_evaluation
-    from arena.submissions.intake import StoredUpload, create_submission
-    from arena.tasks.store import load_demo_cases, upsert_task
-    from arena.users import create_user
+    from runner_helpers import build_writer_image, validated_submissions
 
-    (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "run.py").write_text(WRITER)
-    (tmp_path / "img" / "Dockerfile").write_text('ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY run.py /run.py\n'
-                                                 'ENTRYPOINT ["python3", "/run.py"]\n')
-    image_id = build_image(str(tmp_path / "img"), "arena-test/writer:scale", base_image, log=lambda s: None)
-    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
-    load_demo_cases(db, settings, task, 6)  # 3 validation cases
-    sub_ids = []
-    for i in range(8):
-        user, _ = create_user(db, f"u{i}", team=f"Team {i}")
-        sub = create_submission(db, "han-oar-22", "validation", user,
-                                StoredUpload(settings.uploads_dir / "x.tar", "0" * 64, 1))
-        sub.set_status(SubmissionStatus.VALIDATED)
-        sub.image_id = image_id
-        sub_ids.append(sub.id)
-    db.commit()
+    image_id = build_writer_image(tmp_path, base_image, 0.5, "arena-test/writer:scale")
+    sub_ids = validated_submissions(db, settings, image_id, 8, 3)
     os.environ["ARENA_REDIS_URL"] = redis_url
     s = load_settings()
     ev_ids = [create_evaluation(s, sid) for sid in sub_ids]
