@@ -252,7 +252,7 @@ def worker(burst: bool, gpu: str | None) -> None:
     from rq import Queue, Worker
 
     from arena.runner.gpu import detect_gpus
-    from arena.runner.jobs import queue_name, recover_dead_workers
+    from arena.runner.jobs import queue_name, recover_dead_workers, requeue_lost_jobs
     from arena.runner.sandbox import reap_leftovers
     from arena.services import ensure_docker
 
@@ -263,6 +263,7 @@ def worker(burst: bool, gpu: str | None) -> None:
     if n:
         click.echo(f"removed {n} leftover container(s)")
     recover_dead_workers(settings, client, log=click.echo)
+    requeue_lost_jobs(settings, log=click.echo)
     names = [queue_name(settings)]
     if gpu is not None:
         os.environ["ARENA_GPU_DEVICES"] = gpu

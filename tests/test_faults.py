@@ -20,14 +20,15 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 
 
-def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_image, tmp_path, arena_env):
+def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_image, tmp_path, arena_env,
+                                monkeypatch):
     from arena.config import load_settings
     from arena.runner.jobs import create_evaluation
     from runner_helpers import build_writer_image, validated_submissions
 
     image_id = build_writer_image(tmp_path, base_image, 4, "arena-test/slow-writer:faults")
     (sub_id,) = validated_submissions(db, settings, image_id, 1, 2)
-    os.environ["ARENA_REDIS_URL"] = redis_url
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
     ev_id = create_evaluation(load_settings(), sub_id)
     env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url}
 
@@ -65,3 +66,60 @@ def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_ima
     work = str(settings.work_dir / f"evaluation-{ev_id}")
     assert not [line for line in Path("/proc/mounts").read_text().splitlines() if work in line]  # no tmpfs left
     assert time.monotonic() - t0 < 120
+
+
+def test_redis_restart_loses_nothing(settings, db, docker_engine, base_image, tmp_path, arena_env, monkeypatch):
+    """A private Redis (a real process) is SIGKILLed and restarted empty while evaluations and an intake
+    are queued: the next worker re-queues them from the database and finishes them."""
+    import socket
+
+    from arena.config import load_settings
+    from arena.lifecycle import SubmissionStatus
+    from arena.models import Submission
+    from arena.runner.jobs import create_evaluation, enqueue_intake
+    from arena.submissions.intake import StoredUpload, create_submission
+    from arena.users import create_user
+    from runner_helpers import build_writer_image, validated_submissions
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis():
+        p = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+                return p
+            time.sleep(0.05)
+        raise RuntimeError("redis did not start")
+
+    redis = start_redis()
+    try:
+        monkeypatch.setenv("ARENA_REDIS_URL", url)
+        image_id = build_writer_image(tmp_path, base_image, 0, "arena-test/writer:redis")
+        sub_ids = validated_submissions(db, settings, image_id, 2, 1)
+        ev_ids = [create_evaluation(load_settings(), sid) for sid in sub_ids]
+        # an upload whose intake job will be lost too (an invalid archive: the intake fails it, with a reason)
+        user, _ = create_user(db, "late", team="Late")
+        junk = settings.uploads_dir / "junk.tar"
+        junk.write_bytes(b"not an image")
+        late = create_submission(db, "han-oar-22", "validation", user, StoredUpload(junk, "1" * 64, 12))
+        db.commit()
+        enqueue_intake(load_settings(), late.id)
+        redis.kill()  # SIGKILL: no persistence, every queued job is gone
+        redis.wait(timeout=10)
+        redis = start_redis()
+        env = {**os.environ, **arena_env, "ARENA_REDIS_URL": url}
+        res = subprocess.run([sys.executable, "-m", "arena.cli", "worker", "--burst"], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        assert "re-queued jobs the queue had lost" in res.stdout
+        db.expire_all()
+        assert [db.get(Evaluation, e).status for e in ev_ids] == [EvaluationStatus.SUCCEEDED] * 2
+        late = db.get(Submission, late.id)
+        assert late.status == SubmissionStatus.FAILED and "not a tar archive" in late.error
+    finally:
+        redis.kill()
+        redis.wait(timeout=10)

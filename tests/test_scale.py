@@ -19,14 +19,14 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 
 
-def test_two_workers_burst(settings, db, redis_url, docker_engine, base_image, tmp_path, arena_env):
+def test_two_workers_burst(settings, db, redis_url, docker_engine, base_image, tmp_path, arena_env, monkeypatch):
     from arena.config import load_settings
     from arena.runner.jobs import create_evaluation
     from runner_helpers import build_writer_image, validated_submissions
 
     image_id = build_writer_image(tmp_path, base_image, 0.5, "arena-test/writer:scale")
     sub_ids = validated_submissions(db, settings, image_id, 8, 3)
-    os.environ["ARENA_REDIS_URL"] = redis_url
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
     s = load_settings()
     ev_ids = [create_evaluation(s, sid) for sid in sub_ids]
     env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url}

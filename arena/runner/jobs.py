@@ -240,6 +240,38 @@ def recover_dead_workers(settings: Settings, client, log=log.info) -> tuple[int,
     return n_containers, len(requeue)
 
 
+def requeue_lost_jobs(settings: Settings, log=log.info) -> tuple[int, int]:
+    """Put back on the queue what Redis lost (a restart without persistence, a flushed database):
+    queued evaluations whose job no longer exists, and uploaded submissions whose intake job is gone.
+    Returns (evaluations, submissions) re-queued. Idempotent; run at worker start."""
+    from rq.job import Job
+
+    conn = Redis.from_url(settings.redis_url)
+    lost_evals, lost_subs = [], []
+    with session_scope(settings.database_url) as s:
+        for ev in s.scalars(select(Evaluation).where(Evaluation.status == EvaluationStatus.QUEUED)):
+            if not ev.job_id or not Job.exists(ev.job_id, connection=conn):
+                lost_evals.append(ev.id)
+        queued_intakes = {j.args[0] for j in get_queue(settings).jobs if j.func_name.endswith("intake_submission")}
+        started = set()
+        from rq.registry import StartedJobRegistry
+
+        for jid in StartedJobRegistry(queue=get_queue(settings)).get_job_ids():
+            job = Job.fetch(jid, connection=conn) if Job.exists(jid, connection=conn) else None
+            if job is not None and job.func_name.endswith("intake_submission"):
+                started.add(job.args[0])
+        for sub in s.scalars(select(Submission).where(Submission.status == SubmissionStatus.UPLOADED)):
+            if sub.id not in queued_intakes and sub.id not in started:
+                lost_subs.append(sub.id)
+    for ev_id in lost_evals:
+        enqueue_evaluation(settings, ev_id)
+    for sub_id in lost_subs:
+        enqueue_intake(settings, sub_id)
+    if lost_evals or lost_subs:
+        log(f"re-queued jobs the queue had lost: evaluations {lost_evals}, submission intakes {lost_subs}")
+    return len(lost_evals), len(lost_subs)
+
+
 def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int) -> bool:
     """Store one case's outcome; returns False when the evaluation was cancelled meanwhile."""
     with session_scope(settings.database_url) as s:
