@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from arena.runner.collect import CollectError, collect_outputs
 from arena.runner.contract import OutputError, find_segmentation_output, prepare_case_input
-from arena.runner.output_check import check_segmentation, read_image
+from arena.runner.output_check import check_segmentation, read_checked_output
 from arena.tasks.spec import load_spec
 from pathlib import Path
 
@@ -98,7 +98,7 @@ def test_unreadable_output(tmp_path):
     p = tmp_path / "output.mha"
     p.write_bytes(b"not an image")
     with pytest.raises(OutputError, match="is not a readable image"):
-        read_image(p, "the output")
+        read_checked_output(p, _img(np.zeros((4, 5, 6), np.uint8)), {1})
 
 
 def test_checked_array_outlives_the_image(tmp_path):
@@ -109,7 +109,7 @@ def test_checked_array_outlives_the_image(tmp_path):
     arr[1:3, 1:4, 2:5] = 3
     p = tmp_path / "out.mha"
     sitk.WriteImage(_img(arr), str(p))
-    got = check_segmentation(read_image(p, "the output"), _img(np.zeros_like(arr)), {3})
+    got = read_checked_output(p, _img(np.zeros_like(arr)), {3})
     gc.collect()
     _ = [np.ones(10_000) for _ in range(100)]
     assert got.flags.writeable and got.flags.owndata  # a copy, not a view into the image

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from arena.leaderboard.ranking import (
     aggregate_then_rank,
-    best_per_group,
     complete_scores,
     digestpath_metrics,
     digestpath_rank,
@@ -57,13 +56,6 @@ def test_excluded_values_ties_and_missing_primary():
     t = aggregate_then_rank(df, "dice", {"dice": True}, None).set_index("entry")
     assert t.loc[1, "dice"] == pytest.approx(0.8)  # NaN (excluded) is not a zero
     assert t.loc[1, "rank"] == t.loc[2, "rank"] == 1 and t.loc[3, "rank"] == 3
-
-
-def test_best_per_team():
-    df = _scores({1: {("a", 1): (0.5, 1.0)}, 2: {("a", 1): (0.9, 1.0)}, 3: {("a", 1): (0.7, 1.0)}})
-    t = aggregate_then_rank(df, "dice", {"dice": True}, None)
-    best = best_per_group(t, {1: "x", 2: "x", 3: "y"})
-    assert list(best["entry"]) == [2, 3] and list(best["rank"]) == [1, 2]
 
 
 def test_missing_columns():

@@ -325,24 +325,6 @@ def aggregate_then_rank(scores: pd.DataFrame, primary: str, higher_is_better: Ma
     return table.sort_values(["rank", "entry"], kind="stable").reset_index(drop=True)
 
 
-def best_per_group(table: pd.DataFrame, groups: Mapping[object, object]) -> pd.DataFrame:
-    """Keep each group's best-ranked entry (e.g. one row per team), then re-rank 1..n.
-
-    Exact for :func:`aggregate_then_rank` boards (an entry's score does not depend on the others). For
-    rules where it does (rank-then-aggregate, mean of metric ranks) select the entries first
-    (:func:`select_team_entries`) and rank only those."""
-    t = table.copy()
-    t["_group"] = t["entry"].map(groups)
-    t = t.sort_values(["rank", "entry"], kind="stable").drop_duplicates("_group", keep="first")
-    t["rank"] = t["rank"].rank(method="min").astype(int)
-    return t.drop(columns="_group").reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# rank-then-aggregate
-# --------------------------------------------------------------------------------------------------
-
-
 def rank_then_aggregate(scores: pd.DataFrame, metrics: Sequence[str] | None = None,
                         higher_is_better: Mapping[str, bool] | None = None, *,
                         label_weights: Mapping[Any, float] | None = None) -> pd.DataFrame:

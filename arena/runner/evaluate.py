@@ -141,7 +141,7 @@ def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image:
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     outcome.exit_code, outcome.runtime_s, outcome.log_tail = run.exit_code, run.runtime_s, run.logs
-    outcome.stats = dict(getattr(run, "stats", None) or {})
+    outcome.stats = dict(run.stats)
     if run.error:
         outcome.error, outcome.failure = run.error, run.failure
         prediction = np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
@@ -169,8 +169,8 @@ def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], w
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     n = max(1, len(cases))
-    share = {k: (v / n if isinstance(v, float) and k in ("cpu_s",) else v)
-             for k, v in (getattr(run, "stats", None) or {}).items()}
+    share = {k: (v / n if k == "cpu_s" and v is not None else v)
+             for k, v in run.stats.items()}
     outcomes = []
     for c in cases:
         reference = sitk.ReadImage(str(c.reference))

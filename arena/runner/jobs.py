@@ -54,7 +54,6 @@ def create_evaluation(settings: Settings, submission_id: int) -> int:
             raise LookupError(f"no submission {submission_id}")
         if sub.status != SubmissionStatus.VALIDATED:
             raise ValueError(f"submission {submission_id} is {sub.status.value}, not validated: nothing to run")
-        spec = spec_of(sub.task)
         n = len(sub.phase.cases)
         ev = Evaluation(submission=sub, status=EvaluationStatus.QUEUED, cases_total=n)
         s.add(ev)
@@ -115,8 +114,8 @@ def intake_job_failed(job, connection, exc_type=None, exc_value=None, tb=None) -
 def intake_submission(submission_id: int) -> None:
     """Check the uploaded archive, load it into this worker's engine, then queue an evaluation."""
     from arena.images.docker_client import docker_client
-    from arena.submissions.archive import InvalidImageArchive, inspect_image_archive
-    from arena.submissions.loading import load_image_archive, submission_tag
+    from arena.submissions.archive import InvalidImageArchive
+    from arena.submissions.loading import submission_tag
 
     settings = load_settings()
     with session_scope(settings.database_url) as s:
@@ -125,8 +124,7 @@ def intake_submission(submission_id: int) -> None:
             return
         path = sub.upload_path
     try:
-        info = inspect_image_archive(path)
-        image_id = load_image_archive(docker_client(), path, info, submission_tag(submission_id), log=log.info)
+        image_id = _load_from_store(docker_client(), path, submission_tag(submission_id))
     except InvalidImageArchive as e:
         with session_scope(settings.database_url) as s:
             s.get(Submission, submission_id).set_status(SubmissionStatus.FAILED, error=f"invalid image archive: {e}")
@@ -146,15 +144,21 @@ def image_cache(settings: Settings, client):
                       settings.image_cache_bytes, grace_s=300)
 
 
+def _load_from_store(client, upload_path: str, tag: str) -> str:
+    """Check the stored archive again (the store is shared; trust nothing) and load it tag-stripped."""
+    from arena.submissions.archive import inspect_image_archive
+    from arena.submissions.loading import load_image_archive
+
+    return load_image_archive(client, upload_path, inspect_image_archive(upload_path), tag, log=log.info)
+
+
 def _ensure_image(client, sub: Submission, settings: Settings | None = None) -> str:
     """The submission's image on this worker, loading it from the submission store when absent
     (evicted by the LRU, or never loaded on this machine)."""
-    from arena.submissions.archive import inspect_image_archive
-    from arena.submissions.loading import image_present, load_image_archive
+    from arena.submissions.loading import image_present, submission_tag
 
     if not image_present(client, sub.image_id):
-        info = inspect_image_archive(sub.upload_path)
-        load_image_archive(client, sub.upload_path, info, sub.image_tag or f"arena/submission:{sub.id}")
+        _load_from_store(client, sub.upload_path, sub.image_tag or submission_tag(sub.id))
     if settings is not None:
         image_cache(settings, client).touch(sub.image_id)
     return sub.image_id

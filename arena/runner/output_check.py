@@ -7,16 +7,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from arena.metrics.files import geometry_mismatch, read_label_map
+from arena.metrics.files import geometry_mismatch
 from arena.runner.contract import OutputError
 
-
-
-def read_image(path: Path, what: str) -> sitk.Image:
-    try:
-        return read_label_map(path, what)
-    except ValueError as e:
-        raise OutputError(str(e).replace(f"{what}: ", f"{what} ", 1)) from None
 
 
 def read_checked_output(path: Path, reference: sitk.Image, labels: set[int]) -> np.ndarray:
