@@ -55,6 +55,8 @@ class OutputSocket(_Strict):
 class LabelSpec(_Strict):
     name: str = Field(min_length=1, max_length=60)
     weight: float = Field(default=1.0, gt=0, description="importance weight in weighted means")
+    small: bool = Field(default=False, description="a small organ (e.g. chiasm, optic nerves): boards may group "
+                        "or flag it; its Dice is noisier")
 
 
 MetricName = Literal["dice", "jaccard", "volume_ref", "volume_pred", "volume_diff", "hd", "hd95", "assd", "masd",
@@ -153,6 +155,23 @@ class ResourceSpec(_Strict):
     fail_fast: bool = Field(default=False, description="stop at the first failed case; the rest are skipped")
 
 
+class DataSpec(_Strict):
+    """Where a task's cases come from (``arena task load`` / ``arena task check``).
+
+    ``generator``: a synthetic case generator by name (``arena.tasks.store.GENERATORS``), used by
+    ``--demo-data N``. ``loader``: a Python file next to task.yaml whose ``cases(data_root)`` lists real
+    cases (read from the shared data root, ``ARENA_SHARED_DATA`` or ``../shared/data`` beside the repo),
+    loaded by ``arena task load`` without ``--demo-data``. ``requires``: paths below the data root the loader
+    needs; when one is missing the load is skipped with the reason.
+    """
+
+    generator: str | None = Field(default=None, pattern=SLUG)
+    loader: str | None = None
+    requires: list[str] = []
+
+    _relative = field_validator("loader")(lambda v: v if v is None else _relative_path(v, "the task folder"))
+
+
 class TaskSpec(_Strict):
     slug: str = Field(pattern=SLUG)
     title: str
@@ -170,6 +189,7 @@ class TaskSpec(_Strict):
     resources: ResourceSpec = ResourceSpec()
     reference_models: list[str] = []
     literature: str | None = Field(default=None, description="CSV of published per-label results, relative to task.yaml")
+    data: DataSpec | None = Field(default=None, description="case generator / loader of the task folder")
 
     @field_validator("labels")
     @classmethod
