@@ -748,3 +748,78 @@ def write_case(directory: str | Path, case_id: str, seed: int, size: str = "smal
         "image": str(image_path),
         "reference": str(reference_path),
     }
+
+
+# -- MICCAI 2015 / PDDCA subset (han-oar-9) -------------------------------------------------------
+#: Label id -> organ name in PDDCA order (MICCAI 2015 Head and Neck Auto-segmentation Challenge).
+HAN_OAR_9: dict[int, str] = {1: "BrainStem", 2: "Chiasm", 3: "Mandible", 4: "OpticNerve_L", 5: "OpticNerve_R",
+                             6: "Parotid_L", 7: "Parotid_R", 8: "Submandibular_L", 9: "Submandibular_R"}
+#: 22-organ phantom id -> PDDCA id (the two mandible halves become one mandible; the rest is dropped).
+HAN22_TO_PDDCA: dict[int, int] = {1: 1, 8: 2, 21: 3, 22: 3, 6: 4, 7: 5, 12: 6, 13: 7}
+SUBMANDIBULAR_HU = 45.0
+SUBMANDIBULAR_RADII_MM = (14.0, 11.0, 12.0)
+
+
+def pddca_missing_gland(seed: int) -> int | None:
+    """The PDDCA id of the submandibular gland a case lacks (every 4th seed, like 4 of PDDCA's 16 cases), or None."""
+    if int(seed) % 4 != 2:
+        return None
+    return 8 if (int(seed) // 4) % 2 == 0 else 9
+
+
+def generate_case_9(seed: int, size: str = "small") -> tuple[np.ndarray, np.ndarray, PhantomArrays]:
+    """The 22-organ phantom relabelled to the 9 PDDCA organs, plus submandibular glands (ellipsoids medial to
+    and below the mandible body). A case from :func:`pddca_missing_gland` lacks one gland (resected: no gland
+    tissue in the CT and no label). Returns ``(ct, labels, base)`` arrays (z, y, x)."""
+    base = generate_case_arrays(seed, size)
+    lut = np.zeros(256, np.uint8)
+    for src, dst in HAN22_TO_PDDCA.items():
+        lut[src] = dst
+    labels = lut[base.labels]
+    ct = base.ct.copy()
+    missing = pddca_missing_gland(seed)
+    rng = np.random.default_rng(int(seed) + 15013)
+    sp, org = np.asarray(base.spacing), np.asarray(base.origin)
+    zz, yy, xx = (np.arange(n) for n in base.labels.shape)
+    for side_label, mand, sign in ((8, 21, 1.0), (9, 22, -1.0)):
+        m = np.nonzero(base.labels == mand)
+        if not m[0].size:
+            continue
+        x = org[0] + m[2] * sp[0]
+        y = org[1] + m[1] * sp[1]
+        z = org[2] + m[0] * sp[2]
+        centre = np.array([0.62 * (x.max() if sign > 0 else x.min()), y.min() + 0.58 * (y.max() - y.min()),
+                           z.min() + 10.0]) + rng.uniform(-2.0, 2.0, 3)
+        radii = np.asarray(SUBMANDIBULAR_RADII_MM) * rng.uniform(0.9, 1.1, 3)
+        dx = ((org[0] + xx * sp[0] - centre[0]) / radii[0]) ** 2
+        dy = ((org[1] + yy * sp[1] - centre[1]) / radii[1]) ** 2
+        dz = ((org[2] + zz * sp[2] - centre[2]) / radii[2]) ** 2
+        gland = (dz[:, None, None] + dy[None, :, None] + dx[None, None, :]) <= 1.0
+        gland &= (labels == 0) & (base.labels == 0) & (ct < 300)
+        if side_label == missing:
+            continue
+        noise = rng.standard_normal(int(gland.sum())) * 10.0
+        ct[gland] = np.clip(np.rint(SUBMANDIBULAR_HU + noise), -1024, 3071).astype(np.int16)
+        labels[gland] = side_label
+    return ct, labels, base
+
+
+def write_case_9(directory: str | Path, case_id: str, seed: int, size: str = "small") -> dict[str, Any]:
+    """Write a :func:`generate_case_9` case as ``<directory>/<case_id>/image.mha`` and ``reference.mha``."""
+    if not case_id or any(c in case_id for c in "/\\") or case_id in (".", ".."):
+        raise ValueError(f"invalid case_id {case_id!r}: must be a plain directory name")
+    ct, labels, base = generate_case_9(seed, size)
+    out = Path(directory) / case_id
+    out.mkdir(parents=True, exist_ok=True)
+    for arr, name in ((ct, "image.mha"), (labels, "reference.mha")):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing(base.spacing)
+        img.SetOrigin(base.origin)
+        sitk.WriteImage(img, str(out / name), useCompression=True)
+    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=10))
+    missing = pddca_missing_gland(seed)
+    return {"case_id": case_id, "seed": int(seed), "size": size, "shape": list(base.shape),
+            "spacing": list(base.spacing), "origin": list(base.origin),
+            "labels_present": [int(v) for v in present if v],
+            "missing_organs": [HAN_OAR_9[missing]] if missing else [],
+            "image": str(out / "image.mha"), "reference": str(out / "reference.mha")}

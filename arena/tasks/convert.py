@@ -184,6 +184,9 @@ def convert_case(image: str | Path, reference: str | Path, dest: str | Path, fmt
     else:
         ref.CopyInformation(img)  # equal within tolerance: make it bit-identical for the output checks
     img_dst, ref_dst = dest / f"image{ext}", dest / f"reference{ext}"
+    for im in (img, ref):  # source header items (NIfTI descrip, DICOM tags) stay out of what containers see
+        for k in im.GetMetaDataKeys():
+            im.EraseMetaData(k)
     sitk.WriteImage(img, str(img_dst), True)
     sitk.WriteImage(ref, str(ref_dst), True)
     return img_dst, ref_dst, meta

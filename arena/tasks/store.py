@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
@@ -51,20 +52,51 @@ def upsert_task(session: Session, task_dir: Path) -> Task:
 
 
 def add_case(session: Session, settings: Settings, task: Task, key: str, image: Path, reference: Path,
-             phases: Iterable[Phase], meta: dict | None = None) -> Case:
-    """Copy a case's image and reference into the case store and register it in ``phases``."""
+             phases: Iterable[Phase], meta: dict | None = None, label_map: dict[int, int] | None = None) -> Case:
+    """Store a case's image and reference in the case store and register it in ``phases``.
+
+    ``image`` / ``reference``: .mha/.mhd, .nii/.nii.gz, .nrrd/.nhdr files or DICOM series folders. What
+    containers see is written in the task's declared input format (``inputs[0].formats[0]``, normally .mha);
+    a reference on another grid (e.g. a NIfTI stored y-flipped next to a DICOM series) is put on the image
+    grid by physical coordinates (:mod:`arena.tasks.convert`), optionally relabelled with ``label_map``
+    (source id → task id). Files already in the target format on the same grid are copied as they are.
+    The image geometry (size, spacing, origin, direction) is recorded in ``case.meta["geometry"]``.
+    """
+    from arena.tasks import convert
+
+    spec = spec_of(task)
+    fmt = next((f for f in spec.inputs[0].formats if f in convert.OUTPUT_FORMATS), "mha")
+    ext = convert.OUTPUT_FORMATS[fmt]
     dest = settings.cases_dir / task.slug / key
     dest.mkdir(parents=True, exist_ok=True)
-    img_dst, ref_dst = dest / f"image{_ext(image)}", dest / f"reference{_ext(reference)}"
-    if Path(image).resolve() != img_dst.resolve():
-        shutil.copyfile(image, img_dst)
-    if Path(reference).resolve() != ref_dst.resolve():
-        shutil.copyfile(reference, ref_dst)
+    image, reference = Path(image), Path(reference)
+    img_dst, ref_dst = dest / f"image{ext}", dest / f"reference{ext}"
+    extra: dict = {}
+    fast = (label_map is None and image.is_file() and reference.is_file()
+            and convert.suffix(image) == ext and convert.suffix(reference) == ext)
+    if fast:
+        geom = convert.read_geometry(image)
+        fast = convert.same_grid(geom, convert.read_geometry(reference), tol=0.0)
+    if fast:
+        if image.resolve() != img_dst.resolve():
+            shutil.copyfile(image, img_dst)
+        if reference.resolve() != ref_dst.resolve():
+            shutil.copyfile(reference, ref_dst)
+        extra["geometry"] = geom
+    else:
+        tmp = dest / ".convert"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        a, b, extra = convert.convert_case(image, reference, tmp, fmt, label_map=label_map)
+        a.replace(img_dst)
+        b.replace(ref_dst)
+        tmp.rmdir()
     case = session.scalar(select(Case).where(Case.task_id == task.id, Case.key == key))
     if case is None:
         case = Case(task=task, key=key, image_path="", reference_path="")
         session.add(case)
-    case.image_path, case.reference_path, case.meta = str(img_dst), str(ref_dst), meta or {}
+    case.image_path, case.reference_path = str(img_dst), str(ref_dst)
+    case.meta = {**(meta or {}), **extra}
     for phase in phases:
         if case not in phase.cases:
             phase.cases.append(case)
@@ -77,15 +109,61 @@ def _ext(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(path).suffix
 
 
+# -- synthetic cases ---------------------------------------------------------------------------
+def _han22(directory: Path, key: str, seed: int, size: str) -> dict:
+    from arena.datasets.phantom import write_case
+
+    return write_case(directory, key, seed=seed, size=size)
+
+
+def _han9(directory: Path, key: str, seed: int, size: str) -> dict:
+    from arena.datasets.phantom import write_case_9
+
+    return write_case_9(directory, key, seed=seed, size=size)
+
+
+def _thorax(directory: Path, key: str, seed: int, size: str) -> dict:
+    from arena.datasets.thorax import write_thorax_case
+
+    return write_thorax_case(directory, key, seed=seed, size=size)
+
+
+#: Generators for ``data.generator`` in task.yaml: ``f(directory, key, seed, size) -> meta`` writing
+#: ``directory/key/image.mha`` and ``reference.mha``; plus the label map they produce (checked on load).
+GENERATORS: dict[str, tuple[Callable[[Path, str, int, str], dict], Callable[[], dict[int, str]]]] = {
+    "han-oar-22": (_han22, lambda: __import__("arena.datasets.phantom", fromlist=["x"]).HAN_OAR_22),
+    "han-oar-9": (_han9, lambda: __import__("arena.datasets.phantom", fromlist=["x"]).HAN_OAR_9),
+    "thorax": (_thorax, lambda: __import__("arena.datasets.thorax", fromlist=["x"]).THORACIC_OAR_6),
+}
+
+
+def generator_for(spec: TaskSpec) -> str:
+    """The generator a task's demo data comes from: ``data.generator``, else the one whose label map it uses."""
+    if spec.data is not None and spec.data.generator:
+        if spec.data.generator not in GENERATORS:
+            raise ValueError(f"task {spec.slug}: data.generator {spec.data.generator!r} unknown; "
+                             f"expected one of {sorted(GENERATORS)}")
+        return spec.data.generator
+    names = {lab: s.name for lab, s in spec.labels.items()}
+    for name, (_, labels) in GENERATORS.items():
+        if labels() == names:
+            return name
+    raise ValueError(f"task {spec.slug} has no synthetic data generator (set data.generator in task.yaml to one "
+                     f"of {sorted(GENERATORS)}, or load real cases with a data.loader)")
+
+
 def load_demo_cases(session: Session, settings: Settings, task: Task, n: int, size: str = "small",
                     progress: Callable[[int, int, str], None] | None = None) -> list[Case]:
-    """Generate ``n`` synthetic head-and-neck cases (seeded, deterministic) and add them to the task.
+    """Generate ``n`` synthetic cases (seeded, deterministic) with the task's generator and add them to the task.
 
     Cases go to the phases round-robin (case i → phase i mod P), unless a phase lists its cases.
     """
-    from arena.datasets.phantom import write_case
-
     spec = spec_of(task)
+    name = generator_for(spec)
+    write, labels = GENERATORS[name]
+    names = {lab: s.name for lab, s in spec.labels.items()}
+    if labels() != names:
+        raise ValueError(f"task {spec.slug}: generator {name!r} writes labels {labels()}, the task declares {names}")
     by_slug = {p.slug: p for p in task.phases}
     open_phases = [by_slug[p.slug] for p in spec.phases if p.cases is None]
     cases = []
@@ -93,12 +171,94 @@ def load_demo_cases(session: Session, settings: Settings, task: Task, n: int, si
         key = f"demo-{i:03d}"
         if progress:
             progress(i, n, key)
-        meta = write_case(settings.cases_dir / task.slug, key, seed=1000 + i, size=size)
+        meta = write(settings.cases_dir / task.slug, key, 1000 + i, size)
         dest = settings.cases_dir / task.slug / key
         listed = [by_slug[p.slug] for p in spec.phases if p.cases and key in p.cases]
         phases = listed or ([open_phases[i % len(open_phases)]] if open_phases else [])
+        keep = {k: v for k, v in meta.items() if k not in ("case_id", "image", "reference")}
         cases.append(add_case(session, settings, task, key, dest / "image.mha", dest / "reference.mha", phases,
-                              meta={"synthetic": True, **{k: v for k, v in meta.items() if k != "case_id"}}))
+                              meta={"synthetic": True, "generator": name, **keep}))
     if progress:
         progress(n, n, "")
+    return cases
+
+
+# -- real cases from the shared data -------------------------------------------------------------
+class DataUnavailable(LookupError):
+    """The shared data a task's loader needs is not there; the message says what is missing and where."""
+
+
+def shared_data_root() -> Path:
+    """``ARENA_SHARED_DATA``, else ``../shared/data`` beside the repository (never copied into it)."""
+    import os
+
+    env = os.environ.get("ARENA_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@dataclass
+class CaseSource:
+    """One real case a task loader lists: files or DICOM folders below the data root."""
+
+    key: str
+    image: Path
+    reference: Path
+    phase: str
+    meta: dict = field(default_factory=dict)
+    label_map: dict[int, int] | None = None
+
+
+def task_loader(task_dir: Path, spec: TaskSpec):
+    """The ``cases(data_root)`` function of the task's ``data.loader`` file, or None."""
+    import importlib.util
+
+    if spec.data is None or not spec.data.loader:
+        return None
+    path = Path(task_dir) / spec.data.loader
+    if not path.is_file():
+        raise ValueError(f"{path}: data.loader file not found")
+    mod_name = f"arena_task_loader_{spec.slug.replace('-', '_')}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    if not callable(getattr(module, "cases", None)):
+        raise ValueError(f"{path}: expected a function cases(data_root) -> list[CaseSource]")
+    return module.cases
+
+
+def list_real_cases(task_dir: Path, spec: TaskSpec, data_root: Path | None = None) -> list[CaseSource]:
+    """The cases the task's loader lists; :class:`DataUnavailable` when the shared data is missing."""
+    fn = task_loader(task_dir, spec)
+    if fn is None:
+        return []
+    root = Path(data_root) if data_root is not None else shared_data_root()
+    required = spec.data.requires if spec.data else []
+    missing = [r for r in required if not (root / r).exists()]
+    if not root.is_dir() or missing:
+        raise DataUnavailable(f"shared data for {spec.slug} not found: {', '.join(missing) or '(all)'} under {root} "
+                              "(set ARENA_SHARED_DATA)")
+    out = list(fn(root))
+    phases = {p.slug for p in spec.phases}
+    for c in out:
+        if c.phase not in phases:
+            raise ValueError(f"{spec.slug} loader: case {c.key} names phase {c.phase!r}, not one of {sorted(phases)}")
+    return out
+
+
+def load_real_cases(session: Session, settings: Settings, task: Task, task_dir: Path, data_root: Path | None = None,
+                    progress: Callable[[int, int, str], None] | None = None) -> list[Case]:
+    """Load the real cases the task folder's loader lists (converted into the case store)."""
+    spec = spec_of(task)
+    sources = list_real_cases(task_dir, spec, data_root)
+    by_slug = {p.slug: p for p in task.phases}
+    cases = []
+    for i, c in enumerate(sources):
+        if progress:
+            progress(i, len(sources), c.key)
+        cases.append(add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
+                              meta={"synthetic": False, **c.meta}, label_map=c.label_map))
+    if progress:
+        progress(len(sources), len(sources), "")
     return cases

@@ -19,6 +19,17 @@ It segments:
 * the mandible: bone (> 600 HU) below the eyes, the largest anterior connected component, split at
   the head's midline x into Mandible_L / Mandible_R.
 
+Task modes (environment variable ``SEGMENTER_TASK``, set at build time with ``--build-arg TASK=...``;
+default ``han-oar-22``, the behaviour above):
+
+* ``han-oar-9`` (MICCAI 2015 / PDDCA ids): the same mandible as one organ, id 3; eyes and lenses are not
+  in that label map and are left out;
+* ``han-oar-openkbp`` (OpenKBP ids): the mandible by HU threshold (> 450 HU after smoothing): the most
+  anterior bone component of at least 20 cm3, closed and hole-filled, id 7;
+* ``thoracic-oar-6`` (StructSeg thoracic ids): air inside the body, per axial slice: small round components
+  near the midline are the trachea (6), the large ones the lungs, left (1) or right (2) of the midline by
+  their centroid.
+
 Only the Python standard library, NumPy (>= 1.24) and SimpleITK are used; no network, no writes
 outside the output directory (the root filesystem may be read-only).
 """
@@ -171,6 +182,69 @@ def segment_lens(smooth: np.ndarray, eye_mask: np.ndarray, centroid: np.ndarray,
     return cc == best
 
 
+TASK_MODES = ("han-oar-22", "han-oar-9", "han-oar-openkbp", "thoracic-oar-6")
+PDDCA_MANDIBLE, OPENKBP_MANDIBLE = 3, 7
+THORAX_LUNG_L, THORAX_LUNG_R, THORAX_TRACHEA = 1, 2, 6
+
+
+def task_mode() -> str:
+    mode = os.environ.get("SEGMENTER_TASK", "han-oar-22").strip() or "han-oar-22"
+    if mode not in TASK_MODES:
+        fail(f"SEGMENTER_TASK={mode!r}: expected one of {', '.join(TASK_MODES)}")
+    return mode
+
+
+def body_mask(smooth: np.ndarray, ct: sitk.Image) -> np.ndarray:
+    cc, stats = components(smooth > -400.0, ct)
+    return cc == 1 if stats.GetNumberOfLabels() else np.ones(smooth.shape, bool)
+
+
+def segment_mandible_anterior(smooth: np.ndarray, ct: sitk.Image) -> np.ndarray | None:
+    """The most anterior bone component of at least 20 cm3 (LPS: smallest y), closed and hole-filled."""
+    cc, stats = components((smooth > 450.0) & body_mask(smooth, ct), ct)
+    big = [lab for lab in stats.GetLabels() if stats.GetPhysicalSize(lab) >= 20000.0]
+    if not big:
+        log("mandible: no bone component of 20 cm3 or more")
+        return None
+    lab = min(big, key=lambda b: stats.GetCentroid(b)[1])
+    img = to_image(cc == lab, ct)
+    img = sitk.BinaryMorphologicalClosing(img, [1, 1, 1])
+    img = sitk.BinaryFillhole(img)
+    log(f"mandible: {stats.GetPhysicalSize(lab) / 1000.0:.1f} cm3 at y = {stats.GetCentroid(lab)[1]:.1f} mm")
+    return sitk.GetArrayFromImage(img) > 0
+
+
+def segment_thorax(smooth: np.ndarray, ct: sitk.Image) -> np.ndarray:
+    """Lungs (left/right of the body midline) and trachea from the air inside the body, slice by slice."""
+    out = np.zeros(smooth.shape, np.uint8)
+    body = np.zeros(smooth.shape, bool)
+    for k in range(smooth.shape[0]):  # body per slice: tissue with its holes (the lungs) filled
+        sl = sitk.GetImageFromArray((smooth[k] > -400.0).astype(np.uint8))
+        body[k] = sitk.GetArrayFromImage(sitk.BinaryFillhole(sl)) > 0
+    cc, stats = components(body, ct)
+    if stats.GetNumberOfLabels():
+        body = cc == 1
+    air = (smooth < -400.0) & body
+    xs = coord_axis(ct, 0)
+    mid_x = float(xs[body].mean()) if body.any() else 0.0
+    px_area = ct.GetSpacing()[0] * ct.GetSpacing()[1]
+    for k in range(smooth.shape[0]):
+        lab2 = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(air[k].astype(np.uint8))))
+        for c in range(1, int(lab2.max()) + 1):
+            m = lab2 == c
+            area = m.sum() * px_area
+            if area < 30.0:
+                continue
+            cx = float(xs[k][m].mean())
+            if area < 700.0 and abs(cx - mid_x) < 25.0:
+                out[k][m] = THORAX_TRACHEA
+            elif area >= 700.0:
+                out[k][m] = THORAX_LUNG_L if cx > mid_x else THORAX_LUNG_R
+    log(f"thorax: lungs {int((out == THORAX_LUNG_L).sum())} / {int((out == THORAX_LUNG_R).sum())} voxels (L/R), "
+        f"trachea {int((out == THORAX_TRACHEA).sum())}")
+    return out
+
+
 def main() -> int:
     """Per-case mode (grand-challenge layout) or Arena's batch mode (/input/<case-id>/... per case)."""
     input_dir = os.environ.get("ARENA_INPUT_DIR", "/input")
@@ -199,6 +273,15 @@ def segment_case(input_dir: str, output_dir: str) -> int:
     ctf = sitk.Cast(ct, sitk.sitkFloat32)
     sigma = [max(1.0, 0.5 * s) for s in ct.GetSpacing()]
     smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(ctf, sigma))
+    mode = task_mode()
+    if mode == "han-oar-openkbp":
+        out = np.zeros(smooth.shape, np.uint8)
+        mandible = segment_mandible_anterior(smooth, ct)
+        if mandible is not None:
+            out[mandible] = OPENKBP_MANDIBLE
+        return write_output(out, ct, output_dir, t0)
+    if mode == "thoracic-oar-6":
+        return write_output(segment_thorax(smooth, ct), ct, output_dir, t0)
 
     # body: largest component above -400 HU
     cc, stats = components(smooth > -400.0, ct)
@@ -242,6 +325,12 @@ def segment_case(input_dir: str, output_dir: str) -> int:
         out[mandible & ~left] = MANDIBLE_R
         log(f"mandible: {stats.GetPhysicalSize(chosen) / 1000.0:.1f} cm3, split at x = {midline_x:.1f} mm")
 
+    if mode == "han-oar-9":  # PDDCA ids: one mandible, no eyes or lenses
+        out = np.where((out == MANDIBLE_L) | (out == MANDIBLE_R), PDDCA_MANDIBLE, 0).astype(np.uint8)
+    return write_output(out, ct, output_dir, t0)
+
+
+def write_output(out: np.ndarray, ct: sitk.Image, output_dir: str, t0: float) -> int:
     out_dir = os.path.join(output_dir, "images", "oar-segmentation")
     os.makedirs(out_dir, exist_ok=True)
     out_path = os.path.join(out_dir, "output.mha")
