@@ -246,35 +246,11 @@ def rerun(submission_id: int) -> None:
 def worker(burst: bool, gpu: str | None) -> None:
     """Run an RQ worker that takes intake and evaluation jobs (one worker per GPU in production)."""
     import logging
-    import os
 
-    from redis import Redis
-    from rq import Queue, Worker
-
-    from arena.runner.gpu import detect_gpus
-    from arena.runner.jobs import queue_name, recover_dead_workers, requeue_lost_jobs
-    from arena.runner.sandbox import reap_leftovers
-    from arena.services import ensure_docker
+    from arena.runner.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = load_settings()
-    client = ensure_docker()
-    n = reap_leftovers(client)
-    if n:
-        click.echo(f"removed {n} leftover container(s)")
-    recover_dead_workers(settings, client, log=click.echo)
-    requeue_lost_jobs(settings, log=click.echo)
-    names = [queue_name(settings)]
-    if gpu is not None:
-        os.environ["ARENA_GPU_DEVICES"] = gpu
-        seen = detect_gpus()
-        if not seen:
-            click.secho(f"warning: --gpu {gpu} given but NVML sees no GPU (no NVIDIA driver?); GPU tasks will "
-                        "fail with 'no-gpu'", fg="yellow", err=True)
-        names.insert(0, queue_name(settings, gpu=True))
-    click.echo(f"worker listening on {', '.join(names)}" + (f" with GPU {gpu}" if gpu is not None else ""))
-    conn = Redis.from_url(settings.redis_url)
-    Worker([Queue(q, connection=conn) for q in names], connection=conn).work(burst=burst)
+    run_worker(load_settings(), burst=burst, gpu=gpu, say=click.echo)
 
 
 @main.command()

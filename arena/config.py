@@ -10,6 +10,9 @@
 | ARENA_SECRET_KEY | random per process | Flask session key |
 | ARENA_IMAGE_CACHE_GB | 50 | disk budget for submission images on each worker (least recently used removed) |
 | ARENA_ROOT_IMAGES | nobody | an image whose USER is root: run it as nobody (65534), or "reject" it at upload |
+| ARENA_TEAM_CONCURRENCY | 1 | evaluations of one team that may run at once (0: no limit); the others wait, other teams go first |
+| ARENA_HEARTBEAT_S | 10 | how often a running evaluation reports that it is alive (seconds) |
+| ARENA_STALE_AFTER_S | 120 | a running evaluation with no heartbeat for this long is re-queued by any worker (seconds) |
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ class Settings:
     max_upload_bytes: int = 8 * 1024**3
     root_images: str = "nobody"  # "nobody" | "reject"
     image_cache_bytes: int = 50 * 1024**3
+    team_concurrency: int = 1
+    heartbeat_s: float = 10.0
+    stale_after_s: float = 120.0
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
 
     @property
@@ -75,5 +81,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_upload_bytes=int(env.get("ARENA_MAX_UPLOAD_BYTES") or 8 * 1024**3),
         image_cache_bytes=int(float(env.get("ARENA_IMAGE_CACHE_GB") or 50) * 1024**3),
         root_images=_choice(env, "ARENA_ROOT_IMAGES", ("nobody", "reject"), "nobody"),
+        team_concurrency=int(env.get("ARENA_TEAM_CONCURRENCY") or 1),
+        heartbeat_s=float(env.get("ARENA_HEARTBEAT_S") or 10),
+        stale_after_s=float(env.get("ARENA_STALE_AFTER_S") or 120),
         **kwargs,
     )

@@ -43,10 +43,10 @@ _SUBMISSION_NEXT: dict[SubmissionStatus, set[SubmissionStatus]] = {
 
 _EVALUATION_NEXT: dict[EvaluationStatus, set[EvaluationStatus]] = {
     EvaluationStatus.QUEUED: {EvaluationStatus.RUNNING, EvaluationStatus.FAILED, EvaluationStatus.CANCELLED},
-    # running → queued: re-queued after its worker died (finished cases are kept and skipped)
+    # running|scoring → queued: re-queued after its worker died or went silent (finished cases are kept)
     EvaluationStatus.RUNNING: {EvaluationStatus.SCORING, EvaluationStatus.FAILED, EvaluationStatus.CANCELLED,
                                EvaluationStatus.QUEUED},
-    EvaluationStatus.SCORING: {EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED},
+    EvaluationStatus.SCORING: {EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED, EvaluationStatus.QUEUED},
     EvaluationStatus.SUCCEEDED: set(),
     EvaluationStatus.FAILED: set(),
     EvaluationStatus.CANCELLED: set(),

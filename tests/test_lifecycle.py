@@ -18,7 +18,7 @@ def test_evaluation_happy_path_and_timestamps():
 
 
 @pytest.mark.parametrize("path", [
-    [E.RUNNING, E.SCORING, E.QUEUED], [E.SUCCEEDED], [E.QUEUED], [E.RUNNING, E.SUCCEEDED], [E.CANCELLED, E.RUNNING],
+    [E.RUNNING, E.SCORING, E.RUNNING], [E.SUCCEEDED], [E.QUEUED], [E.RUNNING, E.SUCCEEDED], [E.CANCELLED, E.RUNNING],
     [E.RUNNING, E.FAILED, E.RUNNING], [E.RUNNING, E.SCORING, E.CANCELLED],
 ])
 def test_illegal_evaluation_transitions(path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 from redis import Redis
@@ -82,8 +83,14 @@ def enqueue_evaluation(settings: Settings, evaluation_id: int) -> str:
 
 
 def evaluation_job_failed(job, connection, exc_type=None, exc_value=None, tb=None) -> None:
-    """RQ failure callback: a job that died (killed work-horse, job timeout, lost worker) leaves its
-    evaluation failed with the reason, never stuck in ``running``."""
+    """RQ failure callback: a job that died leaves its evaluation re-queued or failed with the reason,
+    never stuck in ``running``.
+
+    A job RQ found abandoned (its worker vanished: host lost, worker killed) is platform-caused: the
+    evaluation is re-queued (finished cases kept) up to MAX_REQUEUES times. A job timeout or any other
+    error fails it."""
+    from rq.exceptions import AbandonedJobError
+
     evaluation_id = job.args[0]
     reason = f"{exc_type.__name__}: {exc_value}" if exc_type else "the worker running it died"
     settings = load_settings()
@@ -91,8 +98,14 @@ def evaluation_job_failed(job, connection, exc_type=None, exc_value=None, tb=Non
         ev = s.get(Evaluation, evaluation_id)
         if ev is not None and ev.job_id and job_id_of(job) and ev.job_id != job_id_of(job):
             return  # a stale job: the evaluation was re-queued as another job meanwhile
-        if ev is not None and not ev.status.finished:
+        if ev is None or ev.status.finished:
+            return
+        if exc_type is not None and issubclass(exc_type, AbandonedJobError) and ev.status != EvaluationStatus.QUEUED:
+            pass  # re-queued below, outside this transaction
+        else:
             ev.set_status(EvaluationStatus.FAILED, error=f"evaluation job failed: {reason}")
+            return
+    requeue_evaluation(settings, evaluation_id, "its job was abandoned (worker lost)")
 
 
 def job_id_of(job) -> str | None:
@@ -210,6 +223,36 @@ def _clean_work_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def requeue_evaluation(settings: Settings, evaluation_id: int, reason: str, only_worker: str | None = None) -> bool:
+    """Put a running (or scoring) evaluation whose worker is gone back on the queue; finished cases are
+    kept and skipped by the next run. After MAX_REQUEUES re-queues it fails with the reason instead (a
+    submission that kills every worker must not loop). With ``only_worker`` it acts only while that worker
+    still owns the evaluation. Returns True when re-queued."""
+    with session_scope(settings.database_url) as s:
+        ev = s.get(Evaluation, evaluation_id)
+        if ev is None or ev.status not in (EvaluationStatus.RUNNING, EvaluationStatus.SCORING):
+            return False
+        if only_worker is not None and ev.worker != only_worker:
+            return False
+        tries = (ev.error or "").count("re-queued")
+        if tries >= MAX_REQUEUES:
+            ev.set_status(EvaluationStatus.FAILED, error=f"{reason}; gave up after {tries} re-queues")
+            return False
+        ev.set_status(EvaluationStatus.QUEUED)
+        ev.error = ((ev.error + "; ") if ev.error else "") + f"re-queued: {reason}"
+        ev.worker = None  # the old process, should it wake, no longer owns it (see _owns)
+    enqueue_evaluation(settings, evaluation_id)
+    return True
+
+
+def sweep_silent_evaluations(settings: Settings, log=log.info) -> list[int]:
+    """Re-queue running evaluations with no heartbeat for ``stale_after_s`` (any host's). Run periodically
+    by every worker; safe to run from several at once."""
+    from arena.runner.liveness import sweep
+
+    return sweep(settings, lambda ev_id, reason: requeue_evaluation(settings, ev_id, reason), log=log)
+
+
 def recover_dead_workers(settings: Settings, client, log=log.info) -> tuple[int, int]:
     """Clean up after workers of this host that died (SIGKILL, OOM, reboot): kill and remove their
     still-running containers, and re-queue their running evaluations (finished cases are kept and
@@ -224,21 +267,14 @@ def recover_dead_workers(settings: Settings, client, log=log.info) -> tuple[int,
                 n_containers += 1
             except docker.errors.APIError:
                 pass
-    requeue = []
     with session_scope(settings.database_url) as s:
-        for ev in s.scalars(select(Evaluation).where(Evaluation.status == EvaluationStatus.RUNNING)):
-            if not _dead_local_worker(ev.worker):
-                continue
-            tries = (ev.error or "").count("re-queued")
-            if tries >= MAX_REQUEUES:
-                ev.set_status(EvaluationStatus.FAILED, error=f"its worker {ev.worker} died {tries + 1} times")
-                continue
-            ev.set_status(EvaluationStatus.QUEUED)
-            ev.error = ((ev.error + "; ") if ev.error else "") + f"re-queued: worker {ev.worker} died"
-            requeue.append(ev.id)
-    for ev_id in requeue:
+        dead = [(ev.id, ev.worker) for ev in s.scalars(select(Evaluation).where(
+            Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]))) if _dead_local_worker(ev.worker)]
+    requeue = []
+    for ev_id, worker in dead:
         _clean_work_dir(settings.work_dir / f"evaluation-{ev_id}")
-        enqueue_evaluation(settings, ev_id)
+        if requeue_evaluation(settings, ev_id, f"worker {worker} died", only_worker=worker):
+            requeue.append(ev_id)
     if n_containers or requeue:
         log(f"recovered after dead workers: removed {n_containers} container(s), re-queued evaluations {requeue}")
     return n_containers, len(requeue)
@@ -276,11 +312,17 @@ def requeue_lost_jobs(settings: Settings, log=log.info) -> tuple[int, int]:
     return len(lost_evals), len(lost_subs)
 
 
-def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int) -> bool:
-    """Store one case's outcome; returns False when the evaluation was cancelled meanwhile."""
+def _owns(ev: Evaluation, worker: str) -> bool:
+    """Whether ``worker`` still runs ``ev``: not cancelled, not re-queued to another worker meanwhile."""
+    return ev.status in (EvaluationStatus.RUNNING, EvaluationStatus.SCORING) and ev.worker == worker
+
+
+def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int, worker: str) -> bool:
+    """Store one case's outcome (one transaction: the case row with all its metrics, or nothing); returns
+    False, storing nothing, when the evaluation was cancelled or taken over meanwhile."""
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
-        if ev.status == EvaluationStatus.CANCELLED:
+        if not _owns(ev, worker):
             return False
         cr = CaseResult(evaluation_id=evaluation_id, case_id=case_id,
                         status=CaseStatus.SUCCEEDED if out.ok else CaseStatus.FAILED,
@@ -294,6 +336,43 @@ def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int
     return True
 
 
+def _claim(settings: Settings, evaluation_id: int, worker: str) -> str:
+    """Take a queued evaluation for ``worker``: "run", "wait" (its team already has
+    ``settings.team_concurrency`` evaluations running), or the status it has when it is not queued.
+
+    The check and the status change happen under a per-team Redis lock, so two workers on two hosts
+    cannot both start a team's evaluation past the limit."""
+    from contextlib import nullcontext
+
+    from sqlalchemy import func
+
+    with session_scope(settings.database_url) as s:
+        ev = s.get(Evaluation, evaluation_id)
+        if ev is None:
+            raise LookupError(f"no evaluation {evaluation_id}")
+        team_id = ev.submission.team_id
+    limit = settings.team_concurrency
+    lock = (Redis.from_url(settings.redis_url).lock(f"arena:{settings.queue_name}:team-lock:{team_id}",
+                                                    timeout=60, blocking_timeout=60) if limit > 0 else nullcontext())
+    with lock:
+        with session_scope(settings.database_url) as s:
+            ev = s.get(Evaluation, evaluation_id)
+            if ev.status != EvaluationStatus.QUEUED:
+                return ev.status.value
+            if limit > 0:
+                active = s.scalar(select(func.count(Evaluation.id)).join(Submission).where(
+                    Submission.team_id == team_id, Evaluation.id != evaluation_id,
+                    Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING])))
+                if active >= limit:
+                    return "wait"
+            ev.set_status(EvaluationStatus.RUNNING)
+            ev.worker = worker
+    return "run"
+
+
+DEFER_PAUSE_S = 1.0
+
+
 def run_evaluation(evaluation_id: int) -> str:
     """Run a queued evaluation; record per-case results and the final status.
 
@@ -302,25 +381,36 @@ def run_evaluation(evaluation_id: int) -> str:
     the evaluation stops at the first failed case. Past ``time_per_evaluation_s`` the remaining cases
     are skipped. Skipped cases are recorded (failure "skipped"/"evaluation-timeout") and scored as
     empty predictions. Batch mode runs the container once over all cases.
-    """
-    import time
 
+    A team with ``team_concurrency`` evaluations already running waits: the job goes to the back of the
+    queue ("deferred"). While it runs, the evaluation beats a heartbeat (arena.runner.liveness).
+    """
+    from arena.runner.liveness import heartbeat
+
+    settings = load_settings()
+    worker = _worker_name()
+    claim = _claim(settings, evaluation_id, worker)
+    if claim == "wait":
+        # The team is at its limit: go to the back of the queue, so other teams' evaluations run first
+        # (fair ordering); pause a moment so a queue holding only this team's work does not spin.
+        time.sleep(DEFER_PAUSE_S)
+        enqueue_evaluation(settings, evaluation_id)
+        return "deferred"
+    if claim != "run":
+        log.warning("evaluation %s is %s; not running it again", evaluation_id, claim)
+        return claim
+    with heartbeat(settings, evaluation_id, worker):
+        return _run_claimed(settings, evaluation_id, worker)
+
+
+def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
     from arena.images.docker_client import docker_client
     from arena.runner.evaluate import CaseInput, evaluate_batch, evaluate_case, limits_for, skipped_case
     from arena.runner.failures import Failure
     from arena.runner.gpu import worker_device_ids
 
-    settings = load_settings()
-    worker = _worker_name()
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
-        if ev is None:
-            raise LookupError(f"no evaluation {evaluation_id}")
-        if ev.status != EvaluationStatus.QUEUED:
-            log.warning("evaluation %s is %s; not running it again", evaluation_id, ev.status.value)
-            return ev.status.value
-        ev.set_status(EvaluationStatus.RUNNING)
-        ev.worker = worker
         sub = ev.submission
         spec = spec_of(sub.task)
         cases = [(c.id, CaseInput(c.key, Path(c.image_path), Path(c.reference_path))) for c in sub.phase.cases]
@@ -329,7 +419,9 @@ def run_evaluation(evaluation_id: int) -> str:
         sub_id = sub.id
     started = time.monotonic()
     deadline = started + spec.resources.time_per_evaluation_s if spec.resources.time_per_evaluation_s else None
-    work = settings.work_dir / f"evaluation-{evaluation_id}"
+    # One work directory per run: a silent process that wakes after its evaluation was re-queued
+    # cannot trample the new run's inputs and outputs.
+    work = settings.work_dir / f"evaluation-{evaluation_id}" / worker.replace(":", "-")
     results = settings.results_dir / f"evaluation-{evaluation_id}"
     labels = {"arena.evaluation": str(evaluation_id), "arena.worker": worker}
     try:
@@ -354,8 +446,8 @@ def run_evaluation(evaluation_id: int) -> str:
                                   replace(limits, time_s=budget), {**labels, "arena.case": "batch"})
             for i, ((cid, _), out) in enumerate(zip(todo, outs)):
                 n_failed += not out.ok
-                if not _record(settings, evaluation_id, cid, out, len(done) + i + 1):
-                    return EvaluationStatus.CANCELLED.value
+                if not _record(settings, evaluation_id, cid, out, len(done) + i + 1, worker):
+                    return _lost(settings, evaluation_id)
             todo = []
         for i, (cid, c) in enumerate(todo):
             index = len(done) + i + 1
@@ -379,8 +471,8 @@ def run_evaluation(evaluation_id: int) -> str:
                 elif not out.ok and spec.resources.fail_fast:
                     stop = (Failure.SKIPPED, f"not run: case {index} failed and the task fails fast")
             n_failed += not out.ok
-            if not _record(settings, evaluation_id, cid, out, index):
-                return EvaluationStatus.CANCELLED.value
+            if not _record(settings, evaluation_id, cid, out, index, worker):
+                return _lost(settings, evaluation_id)
         try:
             removed = image_cache(settings, client).evict(keep={image})
             if removed:
@@ -388,9 +480,14 @@ def run_evaluation(evaluation_id: int) -> str:
         except Exception:  # the cache must never fail an evaluation
             log.exception("image cache eviction failed")
         with session_scope(settings.database_url) as s:
-            s.get(Evaluation, evaluation_id).set_status(EvaluationStatus.SCORING)
+            ev = s.get(Evaluation, evaluation_id)
+            if not _owns(ev, worker):
+                return _lost(settings, evaluation_id)
+            ev.set_status(EvaluationStatus.SCORING)
         with session_scope(settings.database_url) as s:
             ev = s.get(Evaluation, evaluation_id)
+            if not _owns(ev, worker):
+                return _lost(settings, evaluation_id)
             if cases and n_failed == len(cases):
                 first = next((cr.error for cr in ev.case_results if cr.error), "unknown")
                 ev.set_status(EvaluationStatus.FAILED, error=f"all {len(cases)} cases failed; first: {first}")
@@ -403,6 +500,15 @@ def run_evaluation(evaluation_id: int) -> str:
         log.exception("evaluation %s failed", evaluation_id)
         with session_scope(settings.database_url) as s:
             ev = s.get(Evaluation, evaluation_id)
-            if not ev.status.finished:
-                ev.set_status(EvaluationStatus.FAILED, error=f"{e.__class__.__name__}: {e}")
+            if not _owns(ev, worker):
+                return _lost(settings, evaluation_id)
+            ev.set_status(EvaluationStatus.FAILED, error=f"{e.__class__.__name__}: {e}")
         return EvaluationStatus.FAILED.value
+
+
+def _lost(settings: Settings, evaluation_id: int) -> str:
+    """What a run returns when its evaluation was cancelled or re-queued to another worker meanwhile."""
+    with session_scope(settings.database_url) as s:
+        status = s.get(Evaluation, evaluation_id).status
+    log.warning("evaluation %s is %s and no longer this worker's: stopped", evaluation_id, status.value)
+    return EvaluationStatus.CANCELLED.value if status == EvaluationStatus.CANCELLED else "taken-over"

@@ -1,0 +1,254 @@
+"""Per-team concurrency, fair ordering across teams, heartbeats and the sweep that re-queues evaluations
+whose worker went silent (SIGSTOPped for real), and RQ's abandoned-job callback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import func, select
+
+from arena.lifecycle import EvaluationStatus
+from arena.models import CaseResult, Evaluation, Submission
+
+pytestmark = [pytest.mark.redis]
+
+
+def _signal_session(sid: int, sig: signal.Signals) -> None:
+    """Signal every process of a session (RQ puts its work-horse in a process group of its own)."""
+    subprocess.run(["pkill", f"-{sig.name[3:]}", "-s", str(sid)], check=False)
+
+
+def _queued_evaluations(db, settings, teams: list[str]) -> list[int]:
+    """One validated submission and one queued evaluation (not enqueued) per entry of ``teams``."""
+    from arena.lifecycle import SubmissionStatus
+    from arena.submissions.intake import StoredUpload, create_submission
+    from arena.tasks.store import upsert_task
+    from arena.users import create_user
+    from runner_helpers import REPO
+
+    upsert_task(db, REPO / "tasks" / "han-oar-22")
+    ids = []
+    for team in teams:
+        user, _ = create_user(db, f"user-{uuid.uuid4().hex[:8]}", team=team)
+        sub = create_submission(db, "han-oar-22", "validation", user,
+                                StoredUpload(settings.uploads_dir / "x.tar", "0" * 64, 1))
+        sub.set_status(SubmissionStatus.VALIDATED)
+        ev = Evaluation(submission=sub, status=EvaluationStatus.QUEUED)
+        db.add(ev)
+        db.flush()
+        ids.append(ev.id)
+    db.commit()
+    return ids
+
+
+def test_team_limit_claims(settings, db, redis_url, monkeypatch):
+    """With one slot per team, a team's second evaluation waits while its first runs; another team's runs;
+    once the first finishes the second can start. A limit of 0 means no limit."""
+    from dataclasses import replace
+
+    from arena.runner.jobs import _claim
+
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
+    s = replace(settings, redis_url=redis_url, team_concurrency=1)
+    a1, a2, b1 = _queued_evaluations(db, settings, ["A", "A", "B"])
+    assert _claim(s, a1, "host:1") == "run"
+    assert _claim(s, a2, "host:2") == "wait"
+    assert _claim(s, b1, "host:2") == "run"
+    assert _claim(s, a1, "host:3") == "running"  # already taken: never run twice
+    db.expire_all()
+    assert db.get(Evaluation, a2).status == EvaluationStatus.QUEUED
+    ev = db.get(Evaluation, a1)
+    ev.set_status(EvaluationStatus.SCORING)
+    db.commit()
+    assert _claim(s, a2, "host:2") == "wait"  # scoring still counts as active
+    ev.set_status(EvaluationStatus.SUCCEEDED)
+    db.commit()
+    assert _claim(s, a2, "host:2") == "run"
+    a3, a4 = _queued_evaluations(db, settings, ["C", "C"])
+    unlimited = replace(s, team_concurrency=0)
+    assert _claim(unlimited, a3, "h:1") == "run" and _claim(unlimited, a4, "h:2") == "run"
+
+
+def test_abandoned_job_is_requeued_and_timeout_fails(settings, db, redis_url, monkeypatch):
+    """RQ reports a job whose worker vanished (another host) as AbandonedJobError: platform-caused, so the
+    evaluation goes back on the queue (finished cases kept); after MAX_REQUEUES it fails with the reason.
+    A job timeout fails it at once."""
+    from rq.exceptions import AbandonedJobError
+    from rq.job import Job
+
+    from arena.runner.jobs import MAX_REQUEUES, evaluation_job_failed
+
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
+    ev_id, other = _queued_evaluations(db, settings, ["A", "B"])
+    for attempt in range(MAX_REQUEUES + 1):
+        ev = db.get(Evaluation, ev_id)
+        ev.set_status(EvaluationStatus.RUNNING)
+        ev.worker = "gone-host:123"
+        ev.job_id = f"old-{attempt}"
+        db.commit()
+        evaluation_job_failed(SimpleNamespace(args=(ev_id,), id=f"old-{attempt}"), None, AbandonedJobError,
+                              AbandonedJobError())
+        db.expire_all()
+        ev = db.get(Evaluation, ev_id)
+        if attempt < MAX_REQUEUES:
+            assert ev.status == EvaluationStatus.QUEUED and ev.worker is None
+            assert Job.exists(ev.job_id, connection=__import__("redis").Redis.from_url(redis_url))
+        else:
+            assert ev.status == EvaluationStatus.FAILED and "gave up after 2 re-queues" in ev.error
+    ev = db.get(Evaluation, other)
+    ev.set_status(EvaluationStatus.RUNNING)
+    db.commit()
+    from rq.timeouts import JobTimeoutException
+
+    evaluation_job_failed(SimpleNamespace(args=(other,), id=None), None, JobTimeoutException,
+                          JobTimeoutException("Task exceeded maximum timeout value (600 seconds)"))
+    db.expire_all()
+    assert db.get(Evaluation, other).status == EvaluationStatus.FAILED
+
+
+def test_sweep_waits_for_grace_then_requeues(settings, db, redis_url, monkeypatch):
+    """The sweep acts only on evaluations it has itself seen silent for stale_after_s; a fresh heartbeat
+    clears the suspicion; a finished evaluation is forgotten."""
+    from dataclasses import replace
+
+    from arena.runner.jobs import sweep_silent_evaluations
+    from arena.runner.liveness import beat, find_silent
+
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
+    from redis import Redis
+
+    conn = Redis.from_url(redis_url)
+    s = replace(settings, redis_url=redis_url, stale_after_s=30)
+    silent, beating = _queued_evaluations(db, settings, ["A", "B"])
+    for ev_id in (silent, beating):
+        ev = db.get(Evaluation, ev_id)
+        ev.set_status(EvaluationStatus.RUNNING)
+        ev.worker = "somewhere:1"
+        ev.started_at = ev.started_at.replace(year=2000)  # long running
+    db.commit()
+    now = time.time()
+    beat(conn, s, beating, "somewhere:1", now=now)
+    assert find_silent(s, now=now, conn=conn) == []  # first sighting only
+    beat(conn, s, beating, "somewhere:1", now=now + 31)
+    assert find_silent(s, now=now + 31, conn=conn) == [silent]
+    assert sweep_silent_evaluations(s) == []  # real clock: not yet 30 s since the first sighting
+    db.expire_all()
+    assert db.get(Evaluation, beating).status == EvaluationStatus.RUNNING
+    # the sweep with a clock past the grace re-queues the silent one, and only it
+    from arena.runner.liveness import sweep
+    from arena.runner.jobs import requeue_evaluation
+
+    beat(conn, s, beating, "somewhere:1", now=now + 62)
+    done = sweep(s, lambda e, r: requeue_evaluation(s, e, r), now=now + 62)
+    assert done == [silent]
+    db.expire_all()
+    ev = db.get(Evaluation, silent)
+    assert ev.status == EvaluationStatus.QUEUED and "no heartbeat for 30 s" in ev.error
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_two_workers_fair_and_one_per_team(settings, db, redis_url, docker_engine, base_image, tmp_path, arena_env,
+                                           monkeypatch):
+    """Team A submits three times, then team B once; two real workers, one slot per team: A's evaluations
+    never overlap, and B's starts before A's second (B does not wait behind A's backlog)."""
+    from arena.config import load_settings
+    from arena.runner.jobs import create_evaluation
+    from arena.users import create_user
+    from runner_helpers import build_writer_image, validated_submissions
+
+    image_id = build_writer_image(tmp_path, base_image, 3, "arena-test/slow-writer:fair")
+    sub_ids = validated_submissions(db, settings, image_id, 4, 1)
+    a_user, _ = create_user(db, "a-second", team="Team 0")
+    for sid in sub_ids[1:3]:  # submissions 0, 1, 2 → team A ("Team 0"); 3 → team B
+        db.get(Submission, sid).team_id = a_user.team_id
+    db.commit()
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
+    ev_ids = [create_evaluation(load_settings(), sid) for sid in sub_ids]
+    env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url, "ARENA_TEAM_CONCURRENCY": "1"}
+    workers = [subprocess.Popen([sys.executable, "-m", "arena.cli", "worker", "--burst"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    try:
+        for w in workers:
+            out, _ = w.communicate(timeout=400)
+            assert w.returncode == 0, out[-3000:]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    db.expire_all()
+    evs = [db.get(Evaluation, e) for e in ev_ids]
+    assert [e.status for e in evs] == [EvaluationStatus.SUCCEEDED] * 4, [e.error for e in evs]
+    a = sorted((e.started_at, e.finished_at) for e in evs[:3])
+    for (s1, f1), (s2, _) in zip(a, a[1:]):
+        assert s2 >= f1, f"team A ran two evaluations at once: {a}"
+    assert evs[3].started_at < a[1][0], "team B waited behind team A's backlog"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_silent_worker_is_swept_and_cannot_write_later(settings, db, redis_url, docker_engine, base_image, tmp_path,
+                                                       arena_env, monkeypatch):
+    """A worker frozen with SIGSTOP mid-case stops beating; a second worker's sweeper re-queues the
+    evaluation after the grace period and finishes it; the frozen one, thawed, finds the evaluation no
+    longer its own and writes nothing: every case is recorded exactly once."""
+    from arena.config import load_settings
+    from arena.runner.jobs import create_evaluation
+    from runner_helpers import build_writer_image, validated_submissions
+
+    image_id = build_writer_image(tmp_path, base_image, 5, "arena-test/slow-writer:silent")
+    (sub_id,) = validated_submissions(db, settings, image_id, 1, 2)
+    monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
+    ev_id = create_evaluation(load_settings(), sub_id)
+    env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url, "ARENA_HEARTBEAT_S": "1",
+           "ARENA_STALE_AFTER_S": "4"}
+    frozen = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    rescuer = None
+    try:
+        label = f"arena.evaluation={ev_id}"
+        deadline = time.monotonic() + 90
+        while not docker_engine.containers.list(filters={"label": label}) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert docker_engine.containers.list(filters={"label": label}), "the first case never started"
+        _signal_session(frozen.pid, signal.SIGSTOP)  # the worker, its horse, its heartbeat thread: all frozen
+        rescuer = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            db.expire_all()
+            if db.get(Evaluation, ev_id).status.finished:
+                break
+            time.sleep(0.5)
+        ev = db.get(Evaluation, ev_id)
+        assert ev.status == EvaluationStatus.SUCCEEDED, ev.error
+        assert "re-queued: no heartbeat for 4 s" in ev.error
+        _signal_session(frozen.pid, signal.SIGCONT)  # the old horse wakes, finishes its container, tries to record
+        time.sleep(8)
+        db.expire_all()
+        counts = db.execute(select(CaseResult.case_id, func.count()).where(CaseResult.evaluation_id == ev_id)
+                            .group_by(CaseResult.case_id)).all()
+        assert len(counts) == 2 and all(n == 1 for _, n in counts), counts
+        assert db.get(Evaluation, ev_id).status == EvaluationStatus.SUCCEEDED
+    finally:
+        for p in (frozen, rescuer):
+            if p is not None and p.poll() is None:
+                _signal_session(p.pid, signal.SIGCONT)
+                _signal_session(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    _signal_session(p.pid, signal.SIGKILL)
+                    p.wait()
+    deadline = time.monotonic() + 30
+    while docker_engine.containers.list(all=True, filters={"label": f"arena.evaluation={ev_id}"}) and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not docker_engine.containers.list(all=True, filters={"label": f"arena.evaluation={ev_id}"})
