@@ -39,15 +39,22 @@ class InputSocket(_Strict):
     slug: str = Field(pattern=SLUG)
     kind: Literal["image"] = "image"
     relative_path: str = Field(description="Where the image lies below /input, e.g. images/ct")
-    formats: list[Literal["mha", "tif", "tiff", "nii.gz"]] = ["mha"]
+    formats: list[Literal["mha", "tif", "tiff", "png", "nii.gz"]] = ["mha"]
 
     _relative = field_validator("relative_path")(lambda v: _relative_path(v, "/input"))
 
 
 class OutputSocket(_Strict):
+    """An output socket. ``segmentation``: one label image in the folder ``/output/<relative_path>/``;
+    ``bounding-boxes``: grand-challenge "Multiple 2D bounding boxes" JSON at ``/output/<relative_path>``
+    (each box with a ``probability``); ``value``: a JSON number at ``/output/<relative_path>`` (e.g. an
+    image-level probability); ``json``: any JSON, not scored."""
+
     slug: str = Field(pattern=SLUG)
-    kind: Literal["segmentation", "json"] = "segmentation"
+    kind: Literal["segmentation", "json", "bounding-boxes", "value"] = "segmentation"
     relative_path: str
+    formats: list[Literal["mha", "nii.gz", "nrrd", "tif", "tiff", "png"]] | None = Field(
+        default=None, description="accepted image formats of a segmentation output (None: any volume format)")
 
     _relative = field_validator("relative_path")(lambda v: _relative_path(v, "/output"))
 
@@ -60,7 +67,16 @@ class LabelSpec(_Strict):
 
 
 MetricName = Literal["dice", "jaccard", "volume_ref", "volume_pred", "volume_diff", "hd", "hd95", "assd", "masd",
-                     "asd_pred_to_ref", "asd_ref_to_pred", "nsd"]
+                     "asd_pred_to_ref", "asd_ref_to_pred", "nsd",
+                     # detection, over the whole test set (DigestPath 2019): recall at precision > min_precision,
+                     # normal-region FP score max(fp_score_max - FPs, 0), normal-region FROC
+                     "recall", "fp_score", "froc",
+                     # image-level classification over the whole test set
+                     "auc"]
+
+#: metrics computed over a phase's whole test set per entry, not per case (see arena.leaderboard.set_level)
+SET_METRICS = frozenset({"recall", "fp_score", "froc", "auc"})
+DETECTION_METRICS = frozenset({"recall", "fp_score", "froc"})
 
 
 class MetricSpec(_Strict):
@@ -68,6 +84,30 @@ class MetricSpec(_Strict):
     convention: Literal["medpy", "max-directed", "mean-directed", "deepmind"] = "medpy"
     percentile: float = Field(default=95.0, gt=0, le=100)
     tolerance_mm: float = Field(default=1.0, gt=0)
+
+
+class DetectionSpec(_Strict):
+    """How boxes are matched and DigestPath's set-level detection metrics are read (kind: detection)."""
+
+    criterion: Literal["iou", "centre-in-box", "distance"] = "iou"
+    threshold: float | None = Field(default=0.3, description="IoU (>=) or distance in px; None for centre-in-box")
+    matching: Literal["greedy"] = "greedy"
+    min_precision: float = Field(default=0.2, ge=0, lt=1, description="recall is read where precision > this")
+    normal_fp_rates: list[Annotated[float, Field(gt=0)]] = Field(
+        default=[1, 2, 4, 8, 16, 32], min_length=1, description="FPs per normal (negative) image for the FROC")
+    fp_score_max: float = Field(default=100, gt=0, description="fp_score = max(fp_score_max - normal FPs, 0)")
+    max_detections: int = Field(default=5000, ge=1, description="boxes per image; more is an invalid output")
+    max_json_mb: float = Field(default=16, gt=0, description="size cap of one output JSON file")
+
+    @model_validator(mode="after")
+    def _threshold(self) -> DetectionSpec:
+        if self.criterion == "centre-in-box" and self.threshold is not None:
+            raise ValueError("threshold: must be null for criterion 'centre-in-box'")
+        if self.criterion == "iou" and not (self.threshold is not None and 0 < self.threshold <= 1):
+            raise ValueError(f"threshold: an IoU in (0, 1] for criterion 'iou', got {self.threshold!r}")
+        if self.criterion == "distance" and not (self.threshold is not None and self.threshold >= 0):
+            raise ValueError(f"threshold: a distance >= 0 px for criterion 'distance', got {self.threshold!r}")
+        return self
 
 
 class EmptyPolicySpec(_Strict):
@@ -187,6 +227,7 @@ class TaskSpec(_Strict):
     ranking: RankingSpec = RankingSpec()
     phases: list[PhaseSpec] = Field(min_length=1)
     resources: ResourceSpec = ResourceSpec()
+    detection: DetectionSpec = Field(default=DetectionSpec(), description="matching and metric options (kind: detection)")
     reference_models: list[str] = []
     literature: str | None = Field(default=None, description="CSV of published per-label results, relative to task.yaml")
     data: DataSpec | None = Field(default=None, description="case generator / loader of the task folder")
@@ -215,6 +256,27 @@ class TaskSpec(_Strict):
             raise ValueError(f"ranking.primary: one of the task's metrics {metric_names}, got {self.ranking.primary!r}")
         if self.kind == "segmentation" and not any(o.kind == "segmentation" for o in self.outputs):
             raise ValueError("outputs: a segmentation task needs an output of kind 'segmentation'")
+        if self.kind == "detection":
+            if not any(o.kind == "bounding-boxes" for o in self.outputs):
+                raise ValueError("outputs: a detection task needs an output of kind 'bounding-boxes'")
+            other = [m for m in metric_names if m not in DETECTION_METRICS]
+            if other:
+                raise ValueError(f"metrics: a detection task's metrics are {sorted(DETECTION_METRICS)}, got {other}")
+        elif any(m in DETECTION_METRICS for m in metric_names):
+            raise ValueError(f"metrics: {sorted(DETECTION_METRICS)} need kind 'detection'")
+        if "auc" in metric_names and not any(o.kind == "value" for o in self.outputs):
+            raise ValueError("metrics: 'auc' needs an output of kind 'value' (the image-level probability)")
+        for slug in ["", *self.ranking.phases]:
+            r = self.ranking.for_phase(slug) if slug else self.ranking
+            where = f"ranking.phases.{slug}" if slug else "ranking"
+            if r.method == "digestpath-2019" and self.kind != "detection":
+                raise ValueError(f"{where}.method: 'digestpath-2019' ranks detection tasks (kind: detection)")
+            if self.kind == "detection" and r.method != "digestpath-2019":
+                raise ValueError(f"{where}.method: a detection task is ranked by 'digestpath-2019', got {r.method!r}")
+            set_metrics = [m for m in metric_names if m in SET_METRICS]
+            if set_metrics and self.kind != "detection" and r.method != "mean-of-metric-ranks":
+                raise ValueError(f"{where}.method: set-level metrics {set_metrics} are ranked by "
+                                 f"'mean-of-metric-ranks', got {r.method!r}")
         return self
 
     # -- helpers used by the runner and the leaderboard -------------------------------------
@@ -228,12 +290,26 @@ class TaskSpec(_Strict):
     def segmentation_output(self) -> OutputSocket:
         return next(o for o in self.outputs if o.kind == "segmentation")
 
+    def output_of_kind(self, kind: str) -> OutputSocket | None:
+        return next((o for o in self.outputs if o.kind == kind), None)
+
+    @property
+    def is_tile_task(self) -> bool:
+        """2-D tiles / slides (pathology): inputs are TIFF/PNG, outputs are checked against the tile's
+        pixel grid instead of a volume's geometry."""
+        return self.modality == "pathology"
+
+    @property
+    def has_set_metrics(self) -> bool:
+        """Some metrics are computed over the whole test set (detection, AUC), not per case."""
+        return any(m.name in SET_METRICS for m in self.metrics)
+
     def metric(self, name: str) -> MetricSpec:
         return next(m for m in self.metrics if m.name == name)
 
     @staticmethod
     def higher_is_better(metric: str) -> bool:
-        return metric in ("dice", "jaccard", "nsd")
+        return metric in ("dice", "jaccard", "nsd", "recall", "fp_score", "froc", "auc")
 
 
 def _format_loc(loc: tuple) -> str:
