@@ -64,7 +64,7 @@ def _label_ids(path: Path, label_map: dict[int, int] | None = None) -> set[int]:
 
     import SimpleITK as sitk
 
-    arr = sitk.GetArrayViewFromImage(read_image(path))
+    arr = sitk.GetArrayFromImage(read_image(path))
     ids = {int(v) for v in np.unique(arr) if v}
     if label_map is not None:
         ids = {label_map[i] for i in ids if label_map.get(i)}
@@ -106,10 +106,10 @@ def check_task(task_dir: Path | str, data_root: Path | None = None, generate: bo
             res.problems.append(f"data.loader: {type(e).__name__}: {e}")
             sources = []
         for c in sources:
-            for what, p in (("image", c.image), ("reference", c.reference)):
-                if not Path(p).exists():
-                    res.problems.append(f"case {c.key}: {what} {p} not found")
-            if res.problems:
+            absent = [f"case {c.key}: {what} {p} not found"
+                      for what, p in (("image", c.image), ("reference", c.reference)) if not Path(p).exists()]
+            if absent:
+                res.problems += absent
                 continue
             try:
                 g = convert.read_geometry(c.image)
