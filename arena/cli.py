@@ -542,5 +542,11 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool) -> None:
         create_app(settings).run(host=host, port=port, threaded=True)
 
 
+from arena.cli_backup import export_cmd, import_cmd  # noqa: E402
+
+main.add_command(export_cmd)
+main.add_command(import_cmd)
+
+
 if __name__ == "__main__":
     main()
