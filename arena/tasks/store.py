@@ -159,6 +159,10 @@ def load_demo_cases(session: Session, settings: Settings, task: Task, n: int, si
     Cases go to the phases round-robin (case i → phase i mod P), unless a phase lists its cases.
     """
     spec = spec_of(task)
+    if spec.is_tile_task:  # pathology tiles (TIFF + boxes / masks): arena.datasets.pathology
+        from arena.datasets.pathology import load_demo_cases as load_tiles
+
+        return load_tiles(session, settings, task, n, size=size, progress=progress)
     name = generator_for(spec)
     write, labels = GENERATORS[name]
     names = {lab: s.name for lab, s in spec.labels.items()}
