@@ -70,19 +70,26 @@ def add_case(session: Session, settings: Settings, task: Task, key: str, image: 
     dest = settings.cases_dir / task.slug / key
     dest.mkdir(parents=True, exist_ok=True)
     image, reference = Path(image), Path(reference)
-    img_dst, ref_dst = dest / f"image{ext}", dest / f"reference{ext}"
+    volumetric = all(p.is_dir() or convert.suffix(p) in convert.FILE_SUFFIXES for p in (image, reference))
+    if not volumetric:  # slides, tiles, JSON references: stored as they are, under their own extensions
+        if label_map is not None:
+            raise ValueError(f"case {key}: label_map needs volumetric images, got {image.name} / {reference.name}")
+        ext_img, ext_ref = _ext(image), _ext(reference)
+        img_dst, ref_dst = dest / f"image{ext_img}", dest / f"reference{ext_ref}"
+    else:
+        img_dst, ref_dst = dest / f"image{ext}", dest / f"reference{ext}"
     extra: dict = {}
-    fast = (label_map is None and image.is_file() and reference.is_file()
+    fast = not volumetric or (label_map is None and image.is_file() and reference.is_file()
             and convert.suffix(image) == ext and convert.suffix(reference) == ext)
-    if fast:
+    if fast and volumetric:
         geom = convert.read_geometry(image)
         fast = convert.same_grid(geom, convert.read_geometry(reference), tol=0.0)
+        extra["geometry"] = geom
     if fast:
         if image.resolve() != img_dst.resolve():
             shutil.copyfile(image, img_dst)
         if reference.resolve() != ref_dst.resolve():
             shutil.copyfile(reference, ref_dst)
-        extra["geometry"] = geom
     else:
         tmp = dest / ".convert"
         if tmp.exists():
