@@ -108,6 +108,8 @@ def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap
     if entries.empty or not cases:
         return Leaderboard(task, phase, spec, pd.DataFrame(columns=["entry", "rank"]), entries)
     raw = evaluation_scores(session, entries["entry"].tolist())
+    if spec.has_set_metrics:  # DigestPath detection, AUC: metrics over the whole phase (set_level.py)
+        return _set_level_board(task, phase, spec, a, entries, raw, cases)
     diagonals = {c.key: _diagonal_mm(c.reference_path) for c in phase.cases if Path(c.reference_path).is_file()}
     full = complete_scores(raw, entries["entry"].tolist(), cases, list(spec.labels), [m.name for m in spec.metrics],
                            worst_values(spec, diagonal_mm=diagonals))
@@ -137,6 +139,44 @@ def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap
             table = with_literature(table, placed)
     names = {row["entry"]: f"{row['team']} — {row['label']}" for row in chosen.to_dict(orient="records")}
     return Leaderboard(task, phase, spec, table.reset_index(drop=True), chosen, full, boot, names)
+
+
+def _case_info(case: Case) -> dict:
+    """What set-level metrics need to know about a case without any entry's rows: its number of target
+    boxes and its image-level truth (from the case's metadata when the loader recorded them)."""
+    meta = case.meta or {}
+    info = {}
+    if "targets" in meta:
+        info["targets"] = meta["targets"]
+    for k in ("target", "malignant", "positive"):
+        if k in meta:
+            info["target"] = float(bool(meta[k]))
+            break
+    return info
+
+
+def _set_level_board(task: Task, phase: Phase, spec: TaskSpec, a: dict, entries: pd.DataFrame, raw: pd.DataFrame,
+                     cases: list) -> Leaderboard:
+    """A board of set-level metrics (arena.leaderboard.set_level): DigestPath 2019's rule for detection,
+    mean of metric ranks with AUC. No bootstrap rank intervals (not defined here yet)."""
+    from arena.leaderboard.set_level import set_level_rank
+
+    info = {c.key: _case_info(c) for c in phase.cases}
+
+    def rank(ents: pd.DataFrame) -> pd.DataFrame:
+        return set_level_rank(raw, spec, phase.slug, ents["entry"].tolist(), cases, info)
+
+    if entries["team"].is_unique:
+        chosen = entries
+    elif a["team_entry"] == "latest":
+        chosen = select_team_entries(entries, "latest")
+    else:
+        chosen = select_team_entries(entries, "best", board=rank(entries))
+    table = rank(chosen).merge(chosen, on="entry", how="left")
+    per_case = raw[raw["entry"].isin(chosen["entry"]) & ~raw["metric"].astype(str).str.contains("#", regex=False)]
+    names = {row["entry"]: f"{row['team']} — {row['label']}" for row in chosen.to_dict(orient="records")}
+    return Leaderboard(task, phase, spec, table.reset_index(drop=True), chosen, per_case.reset_index(drop=True),
+                       None, names)
 
 
 _CACHE: OrderedDict[tuple, Leaderboard] = OrderedDict()

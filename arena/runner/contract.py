@@ -108,3 +108,44 @@ def find_segmentation_output(output_root: Path, spec: TaskSpec, skipped: list[st
     if len(images) > 1:
         raise OutputError(f"{len(images)} images in {where}: expected exactly one ({[p.name for p in images][:5]})")
     return images[0]
+
+
+def find_file_output(output_root: Path, socket, skipped: list[str] | tuple = ()) -> Path:
+    """The file the algorithm wrote for a JSON socket (``bounding-boxes``, ``value``, ``json``):
+    exactly ``/output/<relative_path>``."""
+    where = f"/output/{socket.relative_path}"
+    path = output_root / socket.relative_path
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise OutputError(f"{where} is a directory: expected a JSON file there")
+    lost = [s for s in skipped if s.split(" (")[0] == socket.relative_path]
+    if lost:
+        raise OutputError(f"no output: {where} was not collected ({lost[0]}): write a regular file, not a link")
+    found = sorted(str(p.relative_to(output_root)) for p in output_root.rglob("*") if p.is_file())[:5] \
+        if output_root.is_dir() else []
+    also = f" (found: {', '.join(found)})" if found else " (/output is empty)"
+    raise OutputError(f"no output: expected the JSON file {where}{also}")
+
+
+def find_tile_mask_output(output_root: Path, socket, skipped: list[str] | tuple = ()) -> Path:
+    """The single 2-D label image in ``/output/<relative_path>/`` for a tile task, in one of the socket's
+    formats (default .tif, .tiff, .png, .mha)."""
+    formats = socket.formats or ["tif", "tiff", "png", "mha"]
+    suffixes = tuple(f".{f}" for f in formats)
+    where = f"/output/{socket.relative_path}/"
+    folder = output_root / socket.relative_path
+    if not folder.is_dir():
+        found = sorted(str(p.relative_to(output_root)) for p in output_root.rglob("*") if p.is_file())[:5] \
+            if output_root.is_dir() else []
+        also = (f" (not collected: {', '.join(list(skipped)[:5])})" if skipped else
+                f" (found: {', '.join(found)})" if found else " (/output is empty)")
+        raise OutputError(f"no output: expected one mask ({', '.join(suffixes)}) in {where}{also}")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    images = [p for p in files if p.name.lower().endswith(suffixes)]
+    if not images:
+        raise OutputError(f"no output mask in {where} (expected one {'/'.join(suffixes)} file"
+                          + (f", found {[p.name for p in files][:5]})" if files else ")"))
+    if len(images) > 1:
+        raise OutputError(f"{len(images)} masks in {where}: expected exactly one ({[p.name for p in images][:5]})")
+    return images[0]
