@@ -471,13 +471,113 @@ def build_example(settings, output: Path | None = None, log=print) -> Path:
 
 
 # -- demo -------------------------------------------------------------------------------------
+#: ``arena demo --all-tasks``: (task folder, phase, example build-arg TASK or "replay" or None, real data)
+DEMO_CT_TASKS = (("han-oar-9", "validation", "han-oar-9", False),
+                 ("thoracic-oar-6", "validation", "thoracic-oar-6", False),
+                 ("han-oar-openkbp", "test", "han-oar-openkbp", True),
+                 ("abdomen-totalseg", "test", "replay", True))
+
+
+def build_example_variant(settings, mode: str, log=print) -> Path:
+    """The example algorithm built for another task's label ids (``--build-arg TASK=mode``), saved as a tarball."""
+    from arena.images.base import BASE_TAG, build_base_image
+    from arena.images.build import build_image, save_image
+
+    build_base_image(log=log)
+    tag = f"arena/example-threshold-segmenter-{mode}:{__version__}"
+    build_image(str(EXAMPLE_DIR), tag, BASE_TAG, log=lambda line: None, buildargs={"TASK": mode})
+    output = settings.home / "examples" / f"threshold-segmenter-{mode}.tar.gz"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_image(tag, str(output), compress=True)
+    return output
+
+
+def build_replay(settings, log=print) -> Path:
+    """examples/totalseg-fast-replay built from the shared data and saved as a tarball."""
+    import importlib.util
+
+    from arena.images.base import BASE_TAG, build_base_image
+    from arena.images.build import save_image
+
+    build_base_image(log=log)
+    path = REPO_ROOT / "examples" / "totalseg-fast-replay" / "build.py"
+    mod_spec = importlib.util.spec_from_file_location("arena_totalseg_replay_build", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    tag = f"arena/example-totalseg-fast-replay:{__version__}"
+    mod.build(BASE_TAG, tag, log=lambda line: None)
+    output = settings.home / "examples" / "totalseg-fast-replay.tar.gz"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_image(tag, str(output), compress=True)
+    return output
+
+
+def _demo_all_tasks(settings, ctx, cases: int, size: str, step) -> list[tuple[str, str, int]]:
+    """Set up every shipped task besides han-oar-22 and submit its example; returns (slug, phase, submission)."""
+    from sqlalchemy import select
+
+    from arena.db import session_scope
+    from arena.models import Submission
+    from arena.tasks.store import DataUnavailable, list_real_cases
+    from arena.tasks.spec import load_spec
+
+    out = []
+    for slug, phase_slug, mode, real in DEMO_CT_TASKS:
+        task_dir = REPO_ROOT / "tasks" / slug
+        if real:
+            try:
+                list_real_cases(task_dir, load_spec(task_dir))
+            except DataUnavailable as e:
+                click.secho(f"  {slug}: skipped ({e})", fg="yellow")
+                continue
+        step(f"task {slug}" + (" with its real cases" if real else f" with {cases} synthetic cases ({size})"))
+        ctx.invoke(task_load, task_dir=task_dir, demo=0 if real else cases, size=size, real=True)
+        if mode == "replay":
+            tarball, label = build_replay(settings, log=click.echo), "TotalSegmentator fast (replayed)"
+        else:
+            tarball, label = build_example_variant(settings, mode, log=click.echo), f"threshold-segmenter {__version__}"
+        ctx.invoke(submit, tarball=tarball, task_slug=slug, phase_slug=phase_slug, user_name="demo", label=label,
+                   wait=False)
+        with session_scope(settings.database_url) as s:
+            out.append((slug, phase_slug, s.scalar(select(Submission.id).order_by(Submission.id.desc()))))
+    step("pathology tasks (signet-ring-cells, colon-tissue)")
+    try:
+        from arena.datasets.pathology import demo_pathology
+    except ImportError:  # hook: the pathology demo loader is not there yet
+        click.secho("  pathology demo loader not available (arena.datasets.pathology.demo_pathology)", fg="yellow")
+    else:
+        with session_scope(settings.database_url) as s:
+            demo_pathology(s, settings, REPO_ROOT, n=max(cases, 8), size="small", log=click.echo)
+    return out
+
+
+def _print_board(settings, slug: str, phase_slug: str, step) -> None:
+    from sqlalchemy import select
+
+    from arena.db import session_scope
+    from arena.leaderboard.query import leaderboard
+    from arena.models import Task
+
+    with session_scope(settings.database_url) as s:
+        t = s.scalar(select(Task).where(Task.slug == slug))
+        board = leaderboard(s, t, next(p for p in t.phases if p.slug == phase_slug)).table
+    step(f"leaderboard {slug} ({phase_slug})")
+    for row in board.to_dict(orient="records"):
+        hd = f", mean HD95 {row['hd95']:.1f} mm" if isinstance(row.get("hd95"), float) else ""
+        click.echo(f"  #{row['rank']} {row['team']} — {row['label']}: mean Dice {row['dice']:.3f}{hd} "
+                   f"over {row['cases']} cases")
+
+
 @main.command()
 @click.option("--cases", default=4, show_default=True, help="synthetic cases (split over the phases)")
 @click.option("--size", default="small", show_default=True, help="phantom size (small | medium | realistic)")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--serve/--no-serve", default=True, help="serve the leaderboard at the end")
-def demo(cases: int, size: str, host: str, port: int, serve: bool) -> None:
+@click.option("--all-tasks", is_flag=True, help="also set up every shipped task with a board: han-oar-9, "
+              "thoracic-oar-6 (synthetic), han-oar-openkbp, abdomen-totalseg (real shared data) and the pathology "
+              "tasks, each with an example or replay submission where one exists")
+def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bool) -> None:
     """Everything end to end: services, base image, demo task, example submission, run, leaderboard."""
     import subprocess
 
@@ -516,12 +616,15 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool) -> None:
         from arena.models import Submission
 
         sub_id = s.scalar(select(Submission.id).order_by(Submission.id.desc()))
+    more = _demo_all_tasks(settings, ctx, cases, size, step) if all_tasks else []
     worker_log = settings.home / "demo-worker.log"
     step(f"running a worker until the queue is empty (log: {worker_log})")
     with open(worker_log, "ab") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker", "--burst"], stdout=logf,
                                 stderr=subprocess.STDOUT)
         click.echo(f"submission {sub_id}: {_watch(settings, sub_id)}")
+        for _, _, other in more:
+            click.echo(f"submission {other}: {_watch(settings, other)}")
         if proc.wait() != 0:
             _fail(f"the worker exited with code {proc.returncode}; see {worker_log}")
     with session_scope(settings.database_url) as s:
@@ -535,6 +638,9 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool) -> None:
         click.echo(f"  #{row['rank']} {row['team']} — {row['label']}: weighted mean Dice {row['dice']:.3f}, "
                    f"mean HD95 {row['hd95']:.1f} mm over {row['cases']} cases")
     url = f"http://{host}:{port}/tasks/han-oar-22?phase=validation"
+    for slug, phase_slug, _ in more:
+        _print_board(settings, slug, phase_slug, step)
+        click.echo(f"  http://{host}:{port}/tasks/{slug}?phase={phase_slug}")
     click.secho(f"Leaderboard: {url}", fg="green", bold=True)
     if serve:
         from arena.web import create_app
