@@ -35,6 +35,7 @@ class Team(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     is_reference: Mapped[bool] = mapped_column(default=False)  # bundled reference models: badge "reference"
+    invite_code: Mapped[str | None] = mapped_column(String(40), unique=True)  # members join with it
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     members: Mapped[list[User]] = relationship(back_populates="team")
 
@@ -45,10 +46,64 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     email: Mapped[str | None] = mapped_column(String(200))
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
-    is_admin: Mapped[bool] = mapped_column(default=False)
-    token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)  # global admin: every task, every page
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # werkzeug scrypt; None: API/CLI only
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     team: Mapped[Team | None] = relationship(back_populates="members")
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", order_by="ApiToken.id")
+
+    # Flask-Login's user protocol
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+class ApiToken(Base):
+    """A personal API token: only its sha256 is stored; shown once at creation; revocable."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class AuditEvent(Base):
+    """Who did what to which object (organizer actions, sign-ins, token changes)."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(40))
+    target_id: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actor: Mapped[User | None] = relationship()
+
+
+class RateHit(Base):
+    """One counted attempt (sign-in failure, upload) for rate limits shared by every web worker."""
+
+    __tablename__ = "rate_hits"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+task_organizers = Table(
+    "task_organizers",
+    Base.metadata,
+    Column("task_id", ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
 
 
 phase_cases = Table(
@@ -71,6 +126,12 @@ class Task(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     phases: Mapped[list[Phase]] = relationship(back_populates="task", order_by="Phase.id")
     cases: Mapped[list[Case]] = relationship(back_populates="task", order_by="Case.key")
+    organizers: Mapped[list[User]] = relationship(secondary=task_organizers, order_by="User.name")
+
+
+PHASE_VISIBILITY = ("public", "hidden", "private")
+"""public: anyone sees the board; hidden: only organizers see the board, teams see their own scores;
+private: scores hidden even from the team until the phase's reveal time."""
 
 
 class Phase(Base):
@@ -80,8 +141,39 @@ class Phase(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
     slug: Mapped[str] = mapped_column(String(50))
     title: Mapped[str] = mapped_column(String(200))
+    # Organizer settings (migration 0004); None: no restriction / the task.yaml's value
+    opens_at: Mapped[dt.datetime | None] = mapped_column()  # submissions accepted from (UTC)
+    closes_at: Mapped[dt.datetime | None] = mapped_column()  # ... until (UTC)
+    submission_limit: Mapped[int | None] = mapped_column(Integer)  # per team per 24 h; overrides task.yaml
+    visibility: Mapped[str] = mapped_column(String(20), default="public", server_default="public")
+    frozen_at: Mapped[dt.datetime | None] = mapped_column()  # board frozen (snapshot shown) from
+    reveal_at: Mapped[dt.datetime | None] = mapped_column()  # live board and hidden scores shown from
+    frozen_board: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # rows when the freeze began
     task: Mapped[Task] = relationship(back_populates="phases")
     cases: Mapped[list[Case]] = relationship(secondary=phase_cases, order_by="Case.key")
+
+    def accepting(self, now: dt.datetime | None = None) -> str | None:
+        """None when submissions are accepted now, else why not."""
+        now = now or utcnow()
+        if self.opens_at and now < self.opens_at:
+            return f"phase {self.slug!r} opens at {self.opens_at:%Y-%m-%d %H:%M} UTC"
+        if self.closes_at and now >= self.closes_at:
+            return f"phase {self.slug!r} closed at {self.closes_at:%Y-%m-%d %H:%M} UTC"
+        return None
+
+    def revealed(self, now: dt.datetime | None = None) -> bool:
+        return self.reveal_at is not None and (now or utcnow()) >= self.reveal_at
+
+    def frozen(self, now: dt.datetime | None = None) -> bool:
+        now = now or utcnow()
+        return self.frozen_at is not None and now >= self.frozen_at and not self.revealed(now)
+
+    def board_public(self, now: dt.datetime | None = None) -> bool:
+        """Anyone (viewers without an account included) may read the board."""
+        return self.visibility == "public" or self.revealed(now)
+
+    def scores_hidden_from_teams(self, now: dt.datetime | None = None) -> bool:
+        return self.visibility == "private" and not self.revealed(now)
 
 
 class Case(Base):

@@ -55,6 +55,11 @@ def loaded_task(settings, db):
     return token, admin_token
 
 
+def _get(client, token, path):
+    """Submissions are private to their team and the organizers: reads carry the team's token."""
+    return client.get(path, headers={"Authorization": f"Bearer {token}"})
+
+
 def _post(client, token, path, data):
     return client.post(path, data=data, headers={"Authorization": f"Bearer {token}",
                                                   "Content-Type": "application/octet-stream"})
@@ -100,13 +105,14 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
         r = _post(client, token, url, f)
     assert r.status_code == 409 and f"as submission {good_id}" in r.get_json()["error"]
     assert len(list(settings.uploads_dir.iterdir())) == 2
-    assert client.get(f"/api/v1/submissions/{good_id}").get_json()["status"] == "uploaded"
+    assert client.get(f"/api/v1/submissions/{good_id}").status_code == 401  # anonymous: refused
+    assert _get(client, token, f"/api/v1/submissions/{good_id}").get_json()["status"] == "uploaded"
 
     env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url}
     res = _worker(env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
-    good = client.get(f"/api/v1/submissions/{good_id}").get_json()
+    good = _get(client, token, f"/api/v1/submissions/{good_id}").get_json()
     assert good["status"] == "succeeded", good
     ev = good["evaluations"][0]
     assert ev["cases_done"] == ev["cases_total"] == 3
@@ -138,7 +144,7 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
         assert case["scores"]["Mandible_L"]["dice"] > 0.5 and case["scores"]["Eye_R"]["dice"] > 0.5
     assert checked >= 12  # at least four organs per case found and compared with medpy
 
-    broken = client.get(f"/api/v1/submissions/{broken_id}").get_json()
+    broken = _get(client, token, f"/api/v1/submissions/{broken_id}").get_json()
     assert broken["status"] == "succeeded"  # the evaluation completes; failed cases are scored as empty
     cases = {c["case"]: c for c in broken["evaluations"][0]["cases"]}
     assert cases["demo-000"]["status"] == "failed" and "exited with code 2: cannot find my weights" in cases["demo-000"]["error"]
@@ -157,7 +163,7 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
 
     page = client.get("/tasks/han-oar-22?phase=validation").get_data(as_text=True)
     assert "Team Alice" in page and "Mandible_L" in page and "thresholds" in page
-    sub_page = client.get(f"/submissions/{broken_id}").get_data(as_text=True)
+    sub_page = _get(client, token, f"/submissions/{broken_id}").get_data(as_text=True)
     assert "exited with code 2" in sub_page
     csv = client.get("/tasks/han-oar-22/leaderboard.csv?phase=validation").get_data(as_text=True)
     assert csv.splitlines()[0].startswith("entry,rank,dice,hd95,dice:BrainStem")
@@ -168,7 +174,7 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
     assert r.status_code == 202
     res = _worker(env)
     assert res.returncode == 0
-    again = client.get(f"/api/v1/submissions/{good_id}").get_json()
+    again = _get(client, token, f"/api/v1/submissions/{good_id}").get_json()
     assert [e["status"] for e in again["evaluations"]] == ["succeeded", "succeeded"]
     first, second = again["evaluations"]
     for a, b in zip(first["cases"], second["cases"]):

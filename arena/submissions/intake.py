@@ -83,15 +83,26 @@ def find_task_phase(session: Session, task_slug: str, phase_slug: str) -> tuple[
 
 
 def check_quota(session: Session, task: Task, phase: Phase, team: Team) -> None:
-    """Refuse when the team has used the phase's submissions for the last 24 hours."""
-    limit = spec_of(task).phase(phase.slug).submission_limit
+    """Refuse when the phase is closed, or the team has used the phase's submissions for the last 24 hours."""
+    closed = phase.accepting()
+    if closed:
+        raise UploadError(f"{closed}: submissions are not accepted now", status=403)
+    limit, used = quota(session, task, phase, team)
+    if used >= limit:
+        raise UploadError(f"team {team.name!r} has used its {limit} submission(s) per 24 h in phase "
+                          f"{phase.slug!r}", status=429)
+
+
+def quota(session: Session, task: Task, phase: Phase, team: Team) -> tuple[int, int]:
+    """(submissions allowed per 24 h, used in the last 24 h) for ``team`` in ``phase``. The phase's
+    organizer setting overrides task.yaml; refused intakes (failed) do not count."""
+    limit = phase.submission_limit if phase.submission_limit is not None else \
+        spec_of(task).phase(phase.slug).submission_limit
     since = utcnow() - dt.timedelta(days=1)
     used = session.scalar(select(func.count(Submission.id)).where(
         Submission.phase_id == phase.id, Submission.team_id == team.id, Submission.created_at >= since,
         Submission.status != SubmissionStatus.FAILED))
-    if used >= limit:
-        raise UploadError(f"team {team.name!r} has used its {limit} submission(s) per 24 h in phase "
-                          f"{phase.slug!r}", status=429)
+    return limit, used
 
 
 def check_archive(session: Session, settings: Settings, phase: Phase, team: Team, path: Path) -> ImageArchiveInfo:

@@ -1,20 +1,30 @@
-"""JSON API (/api/v1). Authenticated with ``Authorization: Bearer <token>`` where it changes things."""
+"""JSON API (/api/v1).
+
+Authentication: ``Authorization: Bearer <token>`` (a personal API token). Read-only requests from a
+signed-in browser session work too. Lists are paginated (``?page=1&per_page=20``, at most 100) and come
+as ``{"items": [...], "page", "per_page", "total", "next"}``. Errors: ``{"error": "<what to fix>"}``
+with a 4xx status. The OpenAPI 3 document: ``/api/v1/openapi.json``.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 
-from flask import Blueprint, abort, current_app, g, jsonify, request, url_for
-from sqlalchemy import select
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
+from arena import audit
+from arena.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, upload_rate_limited, \
+    visible_submission_view
 from arena.leaderboard.query import leaderboard, result_version
-from arena.models import Submission, Task, User
-from arena.runner.jobs import create_evaluation, enqueue_intake
-from arena.submissions.intake import UploadError, create_submission, find_task_phase, store_upload
+from arena.lifecycle import EvaluationStatus
+from arena.models import ApiToken, Evaluation, Submission, Task, User
+from arena.submissions.intake import UploadError, create_submission, find_task_phase, quota, store_upload
 from arena.tasks.store import spec_of
-from arena.users import user_for_token
-from arena.web.views import submission_view
+from arena.users import create_token, is_organizer, revoke_token, user_for_token
 
 api = Blueprint("api", __name__)
 
@@ -26,32 +36,131 @@ def _error(message: str, status: int):
 
 
 def _current_user() -> User | None:
-    header = request.headers.get("Authorization", "")
-    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    return user_for_token(g.db, token)
+    token = bearer_token()
+    if token:
+        return user_for_token(g.db, token)
+    if request.method in ("GET", "HEAD") and current_user and current_user.is_authenticated:
+        return current_user  # a signed-in browser reading (polling a status); writes need a token
+    return None
 
 
 def _require_user() -> User:
+    if request.headers.get("Authorization") and not bearer_token():
+        abort(401, description="malformed Authorization header: send 'Authorization: Bearer <token>'")
     user = _current_user()
     if user is None:
-        abort(401, description="missing or unknown API token (send 'Authorization: Bearer <token>')")
+        if bearer_token():
+            abort(401, description="unknown or revoked API token: create a new one on your account page")
+        abort(401, description="missing API token: send 'Authorization: Bearer <token>' (arena login)")
     return user
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        abort(400, description=f"query parameter {name!r} must be an integer from {lo} to {hi}, got {raw!r}")
+    if not lo <= value <= hi:
+        abort(400, description=f"query parameter {name!r} must be from {lo} to {hi}, got {value}")
+    return value
+
+
+def _paginate(query, count_query, to_dict, endpoint: str, **values):
+    page = _int_arg("page", 1, 1, 10**6)
+    per_page = _int_arg("per_page", 20, 1, 100)
+    total = g.db.scalar(count_query) or 0
+    items = [to_dict(x) for x in g.db.scalars(query.limit(per_page).offset((page - 1) * per_page))]
+    nxt = url_for(endpoint, page=page + 1, per_page=per_page, **values) if page * per_page < total else None
+    return jsonify(items=items, page=page, per_page=per_page, total=total, next=nxt)
+
+
+def _task(slug: str) -> Task:
+    return g.db.scalar(select(Task).where(Task.slug == slug)) or abort(404, description=f"no task {slug!r} "
+                                                                                       "(GET /api/v1/tasks lists them)")
+
+
+@api.get("/me")
+def get_me():
+    user = _require_user()
+    return jsonify(id=user.id, name=user.name, is_admin=user.is_admin,
+                   team={"id": user.team.id, "name": user.team.name} if user.team else None,
+                   organizes=[t.slug for t in organizer_tasks(user)])
 
 
 @api.get("/tasks")
 def list_tasks():
-    tasks = g.db.scalars(select(Task).order_by(Task.slug)).all()
-    return jsonify([{"slug": t.slug, "title": t.title, "kind": t.kind, "phases": [p.slug for p in t.phases],
-                     "cases": len(t.cases)} for t in tasks])
+    def as_dict(t: Task):
+        return {"slug": t.slug, "title": t.title, "kind": t.kind, "phases": [p.slug for p in t.phases],
+                "cases": len(t.cases)}
+
+    return _paginate(select(Task).order_by(Task.slug), select(func.count(Task.id)), as_dict, "api.list_tasks")
 
 
 @api.get("/tasks/<slug>")
 def get_task(slug: str):
-    task = g.db.scalar(select(Task).where(Task.slug == slug)) or abort(404, description=f"no task {slug!r}")
+    task = _task(slug)
     spec = spec_of(task)
-    return jsonify({"slug": task.slug, "title": task.title, "spec": task.spec,
-                    "phases": [{"slug": p.slug, "title": p.title, "cases": len(p.cases),
-                                "submission_limit": spec.phase(p.slug).submission_limit} for p in task.phases]})
+    user = _current_user()
+    phases = []
+    for p in task.phases:
+        d = {"slug": p.slug, "title": p.title, "cases": len(p.cases),
+             "submission_limit": p.submission_limit if p.submission_limit is not None
+             else spec.phase(p.slug).submission_limit,
+             "opens_at": _iso(p.opens_at), "closes_at": _iso(p.closes_at), "visibility": p.visibility,
+             "accepting": p.accepting() is None, "board_public": p.board_public()}
+        if user is not None and user.team is not None:
+            limit, used = quota(g.db, task, p, user.team)
+            d["quota_left"] = max(0, limit - used)
+        phases.append(d)
+    return jsonify({"slug": task.slug, "title": task.title, "kind": task.kind, "spec": task.spec, "phases": phases})
+
+
+def _iso(v):
+    return v.isoformat() + "Z" if v is not None else None
+
+
+def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, filename: str | None):
+    """Shared by the API and the browser upload: checks, then the body streamed to disk, then intake."""
+    settings = current_app.config["ARENA"]
+    try:
+        task, phase = find_task_phase(g.db, slug, phase_slug)  # fail fast, before reading the body
+        if user.team is None:
+            raise UploadError(f"user {user.name!r} is in no team: create or join one on your account page", 403)
+        closed = phase.accepting()
+        if closed:
+            raise UploadError(f"{closed}: submissions are not accepted now", 403)
+        limit, used = quota(g.db, task, phase, user.team)
+        if used >= limit:
+            raise UploadError(f"team {user.team.name!r} has used its {limit} submission(s) per 24 h in phase "
+                              f"{phase.slug!r}; try again later", 429)
+        limited = upload_rate_limited(g.db, user)
+        if limited:
+            raise UploadError(limited, 429)
+        if request.content_length == 0:
+            raise UploadError("the upload is empty: send the image tarball as the request body")
+        upload = store_upload(request.stream, settings)
+        try:
+            sub = create_submission(g.db, slug, phase_slug, user, upload, upload_name=filename, label=label,
+                                    settings=settings)
+            g.db.commit()
+        except BaseException:
+            upload.path.unlink(missing_ok=True)
+            raise
+    except UploadError as e:
+        g.db.rollback()
+        return _error(str(e), e.status)
+    from arena.runner.jobs import enqueue_intake
+
+    try:
+        enqueue_intake(settings, sub.id)
+    except Exception as e:  # Redis down: the upload is kept, an organizer can re-queue
+        return _error(f"submission {sub.id} stored, but the queue is unreachable: {e}", 503)
+    body = visible_submission_view(sub, user)
+    body["url"] = url_for("pages.submission", submission_id=sub.id, _external=True)
+    return jsonify(body), 202
 
 
 @api.post("/tasks/<slug>/phases/<phase>/submissions")
@@ -61,50 +170,183 @@ def submit(slug: str, phase: str):
     Streams to disk in 1 MiB chunks. Query: ``label`` (algorithm name/version), ``filename``.
     Returns 202 with the submission; its intake and evaluation run on the workers.
     """
-    settings = current_app.config["ARENA"]
     user = _require_user()
-    try:
-        find_task_phase(g.db, slug, phase)  # fail fast, before reading the body
-        if request.content_length == 0:
-            raise UploadError("the upload is empty: send the image tarball as the request body")
-        upload = store_upload(request.stream, settings)
-        try:
-            sub = create_submission(g.db, slug, phase, user, upload, upload_name=request.args.get("filename"),
-                                    label=request.args.get("label"), settings=settings)
-            g.db.commit()
-        except BaseException:
-            upload.path.unlink(missing_ok=True)
-            raise
-    except UploadError as e:
-        return _error(str(e), e.status)
-    try:
-        enqueue_intake(settings, sub.id)
-    except Exception as e:  # Redis down: the upload is kept, an organizer can re-queue
-        return _error(f"submission {sub.id} stored, but the queue is unreachable: {e}", 503)
-    body = submission_view(sub)
-    body["url"] = url_for("pages.submission", submission_id=sub.id, _external=True)
-    return jsonify(body), 202
+    return accept_upload(user, slug, phase, request.args.get("label"), request.args.get("filename"))
+
+
+def _submission_summary(s: Submission) -> dict:
+    return {"id": s.id, "task": s.task.slug, "phase": s.phase.slug, "team": s.team.name, "label": s.label,
+            "status": s.display_status, "created_at": _iso(s.created_at)}
+
+
+@api.get("/submissions")
+def list_submissions():
+    """Your team's submissions; an organizer's also include every submission to their tasks."""
+    user = _require_user()
+    q = select(Submission)
+    cq = select(func.count(Submission.id))
+    conds = []
+    if not user.is_admin:
+        organized = [t.id for t in organizer_tasks(user)]
+        own = Submission.team_id == user.team_id if user.team_id is not None else None
+        org = Submission.task_id.in_(organized) if organized else None
+        parts = [c for c in (own, org) if c is not None]
+        if not parts:
+            return jsonify(items=[], page=1, per_page=20, total=0, next=None)
+        from sqlalchemy import or_
+
+        conds.append(or_(*parts))
+    values = {}
+    if request.args.get("task"):
+        conds.append(Submission.task_id == _task(request.args["task"]).id)
+        values["task"] = request.args["task"]
+    for c in conds:
+        q, cq = q.where(c), cq.where(c)
+    q = q.options(selectinload(Submission.evaluations), selectinload(Submission.team)).order_by(Submission.id.desc())
+    return _paginate(q, cq, _submission_summary, "api.list_submissions", **values)
+
+
+def _visible_submission(submission_id: int) -> tuple[Submission, User]:
+    user = _require_user()
+    sub = g.db.get(Submission, submission_id)
+    if sub is None or not can_view_submission(user, sub):
+        abort(404, description=f"no submission {submission_id} that you can see (your team's, or a task you "
+                               "organize)")
+    return sub, user
 
 
 @api.get("/submissions/<int:submission_id>")
 def get_submission(submission_id: int):
-    sub = g.db.get(Submission, submission_id) or abort(404, description=f"no submission {submission_id}")
-    user = _current_user()
-    return jsonify(submission_view(sub, viewer_is_organizer=bool(user and user.is_admin)))
+    sub, user = _visible_submission(submission_id)
+    return jsonify(visible_submission_view(sub, user))
+
+
+@api.get("/submissions/<int:submission_id>/results")
+def get_results(submission_id: int):
+    """Per case, per label: every metric and the run statistics (?format=csv for CSV)."""
+    from arena.web.export import result_rows, to_csv
+
+    sub, user = _visible_submission(submission_id)
+    view = visible_submission_view(sub, user)
+    shown = {ev["id"] for ev in view["evaluations"] if "cases" in ev}
+    rows = result_rows([sub], evaluation_ids=shown)
+    fmt = request.args.get("format", "json")
+    if fmt == "csv":
+        return Response(to_csv(rows), mimetype="text/csv")
+    if fmt != "json":
+        abort(400, description="format must be 'json' or 'csv'")
+    return jsonify(submission_id=sub.id, rows=rows, hidden=len(shown) < len(view["evaluations"]))
 
 
 @api.post("/submissions/<int:submission_id>/evaluations")
 def rerun(submission_id: int):
     """Organizers: evaluate a submission again (a new evaluation; earlier results stay)."""
+    from arena.runner.jobs import create_evaluation
+
     user = _require_user()
-    if not user.is_admin:
+    sub = g.db.get(Submission, submission_id)
+    if sub is None:
+        abort(404, description=f"no submission {submission_id}")
+    if not is_organizer(user, sub.task):
         abort(403, description="only organizers can re-run evaluations")
-    sub = g.db.get(Submission, submission_id) or abort(404, description=f"no submission {submission_id}")
     try:
         ev_id = create_evaluation(current_app.config["ARENA"], sub.id)
     except ValueError as e:
         return _error(str(e), 409)
+    except Exception as e:
+        return _error(f"the queue is unreachable: {e}", 503)
+    audit.record(g.db, user, "evaluation.rerun", "submission", sub.id, evaluation_id=ev_id)
+    g.db.commit()
     return jsonify({"evaluation_id": ev_id, "submission_id": sub.id}), 202
+
+
+def _evaluation_dict(e: Evaluation) -> dict:
+    from arena.models import utcnow
+
+    return {"id": e.id, "submission_id": e.submission_id, "task": e.submission.task.slug,
+            "phase": e.submission.phase.slug, "team": e.submission.team.name, "status": e.status.value,
+            "cases_done": e.cases_done, "cases_total": e.cases_total, "worker": e.worker,
+            "created_at": _iso(e.created_at), "age_s": round((utcnow() - e.created_at).total_seconds(), 1)}
+
+
+@api.get("/evaluations")
+def list_evaluations():
+    """The queue (organizers): every evaluation of the tasks you organize, newest first; ?status= filters."""
+    user = _require_user()
+    tasks = [t.id for t in organizer_tasks(user)]
+    if not tasks:
+        abort(403, description="only organizers see the queue")
+    q = select(Evaluation).join(Submission, Submission.id == Evaluation.submission_id)
+    cq = select(func.count(Evaluation.id)).join(Submission, Submission.id == Evaluation.submission_id)
+    conds = [Submission.task_id.in_(tasks)]
+    values = {}
+    status = request.args.get("status")
+    if status:
+        try:
+            conds.append(Evaluation.status == EvaluationStatus(status))
+        except ValueError:
+            abort(400, description=f"status must be one of {[s.value for s in EvaluationStatus]}, got {status!r}")
+        values["status"] = status
+    for c in conds:
+        q, cq = q.where(c), cq.where(c)
+    return _paginate(q.order_by(Evaluation.id.desc()), cq, _evaluation_dict, "api.list_evaluations", **values)
+
+
+@api.post("/evaluations/<int:evaluation_id>/cancel")
+def cancel(evaluation_id: int):
+    """Organizers: cancel a queued or running evaluation (its results so far are kept)."""
+    from arena.runner.cancel import cancel_evaluation
+
+    user = _require_user()
+    ev = g.db.get(Evaluation, evaluation_id)
+    if ev is None:
+        abort(404, description=f"no evaluation {evaluation_id}")
+    if not is_organizer(user, ev.submission.task):
+        abort(403, description="only organizers can cancel evaluations")
+    g.db.rollback()  # let the cancel see and change the row in its own transaction
+    try:
+        res = cancel_evaluation(current_app.config["ARENA"], evaluation_id)
+    except ValueError as e:
+        return _error(str(e), 409)
+    audit.record(g.db, user, "evaluation.cancel", "evaluation", evaluation_id, previous=res.previous_status,
+                 job=res.job, containers=res.containers_stopped)
+    g.db.commit()
+    return jsonify(evaluation_id=evaluation_id, status="cancelled", previous_status=res.previous_status,
+                   job=res.job, containers_stopped=res.containers_stopped)
+
+
+@api.get("/tokens")
+def list_tokens():
+    user = _require_user()
+    return jsonify(items=[{"id": t.id, "name": t.name, "created_at": _iso(t.created_at),
+                           "last_used_at": _iso(t.last_used_at), "revoked_at": _iso(t.revoked_at)}
+                          for t in user.tokens])
+
+
+@api.post("/tokens")
+def new_token():
+    """A new personal token (shown once in the response). JSON body: {"name": "..."} (optional)."""
+    user = _require_user()
+    body = request.get_json(silent=True) or {}
+    name = body.get("name") if isinstance(body, dict) else None
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 100):
+        abort(400, description="name must be a string of 1 to 100 characters")
+    row, token = create_token(g.db, user, name or "token")
+    audit.record(g.db, user, "token.create", "api_token", row.id, name=row.name)
+    g.db.commit()
+    return jsonify(id=row.id, name=row.name, token=token), 201
+
+
+@api.delete("/tokens/<int:token_id>")
+def delete_token(token_id: int):
+    user = _require_user()
+    try:
+        row = revoke_token(g.db, user, token_id)
+    except LookupError:
+        abort(404, description=f"no token {token_id} of yours")
+    audit.record(g.db, user, "token.revoke", "api_token", row.id)
+    g.db.commit()
+    return jsonify(id=row.id, revoked_at=_iso(row.revoked_at))
 
 
 def _clean(v):
@@ -117,12 +359,20 @@ def _clean(v):
 
 @api.get("/tasks/<slug>/leaderboard")
 def get_leaderboard(slug: str):
-    task = g.db.scalar(select(Task).where(Task.slug == slug)) or abort(404, description=f"no task {slug!r}")
-    phase_slug = request.args.get("phase") or task.phases[0].slug
+    task = _task(slug)
+    phase_slug = request.args.get("phase") or (task.phases[0].slug if task.phases else "")
     try:
         _, phase = find_task_phase(g.db, slug, phase_slug)
     except UploadError as e:
         return _error(str(e), e.status)
+    user = _current_user()
+    if not can_view_board(user, phase):
+        abort(404, description=f"the board of phase {phase.slug!r} is hidden until it is revealed")
+    if phase.frozen() and not is_organizer(user, task):
+        from arena.web.pages import frozen_board
+
+        return jsonify(task=slug, phase=phase.slug, primary=spec_of(task).ranking.primary,
+                       frozen_at=_iso(phase.frozen_at), rows=frozen_board(phase))
     key = (phase.id, result_version(g.db, phase))
     body = _BOARD_JSON.get(key)
     if body is None:
@@ -133,6 +383,13 @@ def get_leaderboard(slug: str):
             _BOARD_JSON.clear()
         _BOARD_JSON[key] = body
     return current_app.response_class(body, mimetype="application/json")
+
+
+@api.get("/openapi.json")
+def openapi():
+    from arena.web.openapi import document
+
+    return jsonify(document(request.host_url.rstrip("/") + "/api/v1"))
 
 
 _BOARD_JSON: dict[tuple, str] = {}

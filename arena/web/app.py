@@ -1,6 +1,9 @@
-"""The Flask application factory."""
+"""The Flask application factory: one blueprint per area (account, pages, manage, api)."""
 
 from __future__ import annotations
+
+import os
+import secrets
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -10,11 +13,34 @@ from arena.config import Settings, load_settings
 from arena.db import session_factory
 
 
+def _secret_key(settings: Settings) -> str:
+    """ARENA_SECRET_KEY, else one kept in ARENA_HOME/.secret_key (so gunicorn workers and restarts share
+    sessions)."""
+    if os.environ.get("ARENA_SECRET_KEY"):
+        return os.environ["ARENA_SECRET_KEY"]
+    path = settings.home / ".secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+    except OSError:
+        return settings.secret_key
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     settings.ensure_dirs()
     app = Flask(__name__)
-    app.config.update(SECRET_KEY=settings.secret_key, ARENA=settings, MAX_CONTENT_LENGTH=settings.max_upload_bytes)
+    try:
+        key = _secret_key(settings)
+    except FileExistsError:  # another worker wrote it just now
+        key = (settings.home / ".secret_key").read_text().strip()
+    app.config.update(SECRET_KEY=key, ARENA=settings, MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+                      MAX_FORM_MEMORY_SIZE=2 * 2**20)
     make_session = session_factory(settings.database_url)
 
     @app.before_request
@@ -29,19 +55,45 @@ def create_app(settings: Settings | None = None) -> Flask:
                 db.rollback()
             db.close()
 
+    from arena.auth import init_auth
+
+    init_auth(app)
+
+    @app.after_request
+    def _headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        return resp
+
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
         if request.path.startswith("/api/"):
             return jsonify(error=e.description or e.name), e.code
-        return e
+        from flask import render_template
+
+        try:
+            return render_template("error.html", error=e), e.code
+        except Exception:
+            return e
 
     @app.context_processor
     def _globals() -> dict:
-        return {"arena_version": __version__}
+        from arena.auth import me, user_tasks_organized
 
+        user = me()
+        organizes = bool(user is not None and (user.is_admin or user_tasks_organized(user)))
+        return {"arena_version": __version__, "me": user, "me_organizes": organizes}
+
+    from arena.web.account import account
     from arena.web.api import api
+    from arena.web.manage import manage
     from arena.web.pages import pages
+    from arena.auth import csrf
 
+    csrf.exempt(api)
     app.register_blueprint(api, url_prefix="/api/v1")
     app.register_blueprint(pages)
+    app.register_blueprint(account)
+    app.register_blueprint(manage, url_prefix="/manage")
     return app

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 
-from flask import Blueprint, Response, abort, g, render_template, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, send_file, \
+    url_for
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from arena.auth import can_view_board, can_view_submission, me, visible_submission_view
 from arena.leaderboard.query import leaderboard, result_version
 from arena.models import Submission, Task
 from arena.tasks.store import spec_of
-from arena.web.views import submission_view
+from arena.users import is_organizer
 
 pages = Blueprint("pages", __name__)
 
@@ -23,8 +25,18 @@ def _task_or_404(slug: str) -> Task:
 
 def _phase_or_404(task: Task, slug: str | None):
     if not slug:
+        if not task.phases:
+            abort(404, description="this task has no phases")
         return task.phases[0]
     return next((p for p in task.phases if p.slug == slug), None) or abort(404, description=f"no phase {slug!r}")
+
+
+def _board_phase(task: Task, slug: str | None):
+    """The phase whose board is asked for; 404 unless this visitor may see it (hidden boards: organizers)."""
+    phase = _phase_or_404(task, slug)
+    if not can_view_board(me(), phase):
+        abort(404, description=f"the board of phase {phase.slug!r} is hidden")
+    return phase
 
 
 @pages.get("/")
@@ -38,12 +50,50 @@ def task(slug: str):
     task = _task_or_404(slug)
     phase = _phase_or_404(task, request.args.get("phase"))
     spec = spec_of(task)
-    organs = request.args.get("organs") or spec.ranking.primary
-    board_html = _board_fragment(task, phase, spec, organs)
-    recent = g.db.scalars(select(Submission).where(Submission.phase_id == phase.id)
-                          .options(selectinload(Submission.evaluations), selectinload(Submission.team))
-                          .order_by(Submission.id.desc()).limit(20)).all()
-    return render_template("task.html", task=task, spec=spec, phase=phase, board_html=board_html, recent=recent)
+    user = me()
+    organizer = is_organizer(user, task)
+    board_html = frozen_rows = None
+    if can_view_board(user, phase):
+        if phase.frozen() and not organizer:
+            frozen_rows = frozen_board(phase)
+        else:
+            organs = request.args.get("organs") or spec.ranking.primary
+            board_html = _board_fragment(task, phase, spec, organs)
+    recent = []
+    if organizer or (user is not None and user.team_id is not None):
+        q = select(Submission).where(Submission.phase_id == phase.id)
+        if not organizer:
+            q = q.where(Submission.team_id == user.team_id)
+        recent = g.db.scalars(q.options(selectinload(Submission.evaluations), selectinload(Submission.team))
+                              .order_by(Submission.id.desc()).limit(20)).all()
+    return render_template("task.html", task=task, spec=spec, phase=phase, board_html=board_html, recent=recent,
+                           frozen_rows=frozen_rows, organizer=organizer, primary=spec.ranking.primary)
+
+
+def frozen_board(phase) -> list[dict]:
+    """The board as it was when the freeze began (taken at the first look after ``frozen_at``)."""
+    if phase.frozen_board is None:
+        snapshot_board(phase)
+        g.db.commit()
+    return phase.frozen_board or []
+
+
+def snapshot_board(phase) -> None:
+    board = leaderboard(g.db, phase.task, phase)
+    spec = spec_of(phase.task)
+    keep = ["rank", "team", "label", "submission_id", "cases", "badge", *[m.name for m in spec.metrics]]
+    rows = []
+    for row in board.table.to_dict(orient="records"):
+        rows.append({k: _plain(row.get(k)) for k in keep if k in row})
+    phase.frozen_board = rows
+
+
+def _plain(v):
+    import math
+
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v.item() if hasattr(v, "item") else v
 
 
 _FRAGMENTS: dict[tuple, Markup] = {}
@@ -68,7 +118,9 @@ def _board_fragment(task: Task, phase, spec, organs: str) -> Markup:
 @pages.get("/tasks/<slug>/leaderboard.csv")
 def leaderboard_csv(slug: str):
     task = _task_or_404(slug)
-    phase = _phase_or_404(task, request.args.get("phase"))
+    phase = _board_phase(task, request.args.get("phase"))
+    if phase.frozen() and not is_organizer(me(), task):
+        abort(404, description="the board is frozen until its reveal; the page shows the frozen standings")
     board = leaderboard(g.db, task, phase)
     buf = io.StringIO()
     board.table.to_csv(buf, index=False)
@@ -85,7 +137,9 @@ def rank_distribution(slug: str):
     from arena.leaderboard.plots import rank_distribution_svg
 
     task = _task_or_404(slug)
-    phase = _phase_or_404(task, request.args.get("phase"))
+    phase = _board_phase(task, request.args.get("phase"))
+    if phase.frozen() and not is_organizer(me(), task):
+        abort(404, description="the board is frozen until its reveal")
     board = leaderboard(g.db, task, phase)
     if board.bootstrap is None:
         abort(404, description="no rank distribution: fewer than two entries or cases")
@@ -98,7 +152,9 @@ def _board_request(slug: str):
     """(task, phase, spec, metric, board, entries) from the URL: ?phase=, ?metric= (default: the task's
     primary metric), ?entry= (repeatable; only entries on the board are kept)."""
     task = _task_or_404(slug)
-    phase = _phase_or_404(task, request.args.get("phase"))
+    phase = _board_phase(task, request.args.get("phase"))
+    if phase.frozen() and not is_organizer(me(), task):
+        abort(404, description="the board is frozen until its reveal")
     spec = spec_of(task)
     metric = request.args.get("metric") or spec.ranking.primary
     if metric not in [m.name for m in spec.metrics]:
@@ -151,11 +207,67 @@ def compare(slug: str):
                            result=result.to_dict(orient="records"), svg=svg)
 
 
+def _visible_submission(submission_id: int) -> Submission:
+    """The submission if this visitor may see it; 404 otherwise (no hint whether it exists)."""
+    sub = g.db.get(Submission, submission_id)
+    if sub is None or not can_view_submission(me(), sub):
+        abort(404, description=f"no submission {submission_id} that you can see")
+    return sub
+
+
 @pages.get("/submissions/<int:submission_id>")
 def submission(submission_id: int):
-    sub = g.db.get(Submission, submission_id) or abort(404, description=f"no submission {submission_id}")
-    view = submission_view(sub)
+    if me() is None:
+        return redirect(url_for("account.signin", next=request.full_path))
+    sub = _visible_submission(submission_id)
+    view = visible_submission_view(sub, me())
     spec = spec_of(sub.task)
-    return render_template("submission.html", sub=sub, view=view, spec=spec,
+    st = view["status"].split(" ")[0]
+    return render_template("submission.html", sub=sub, view=view, spec=spec, st=st,
+                           live=st in ("uploaded", "validated", "queued", "running", "scoring"),
                            label_names=[s.name for s in spec.labels.values()],
-                           metrics=[m.name for m in spec.metrics])
+                           metrics=[m.name for m in spec.metrics], organizer=is_organizer(me(), sub.task))
+
+
+@pages.get("/submissions/<int:submission_id>/upload")
+def submission_upload(submission_id: int):
+    """The uploaded image archive, for its team and the task's organizers."""
+    sub = _visible_submission(submission_id)
+    if not sub.upload_path:
+        abort(404, description="the upload is no longer stored")
+    from pathlib import Path
+
+    path = Path(sub.upload_path)
+    if not path.is_file():
+        abort(404, description="the upload is no longer stored")
+    return send_file(path, as_attachment=True, download_name=sub.upload_name or f"submission-{sub.id}.tar",
+                     mimetype="application/x-tar")
+
+
+@pages.get("/tasks/<slug>/submit")
+def submit_form(slug: str):
+    from arena.submissions.intake import quota
+
+    user = me()
+    if user is None:
+        return redirect(url_for("account.signin", next=request.full_path))
+    task = _task_or_404(slug)
+    phases = []
+    for p in task.phases:
+        limit, used = quota(g.db, task, p, user.team) if user.team else (0, 0)
+        phases.append({"phase": p, "limit": limit, "used": used, "closed": p.accepting()})
+    chosen = request.args.get("phase") or (task.phases[0].slug if task.phases else "")
+    return render_template("submit.html", task=task, phases=phases, chosen=chosen, user=user,
+                           max_mb=current_app.config["ARENA"].max_upload_bytes / 2**20)
+
+
+@pages.post("/tasks/<slug>/phases/<phase_slug>/upload")
+def upload(slug: str, phase_slug: str):
+    """The browser's upload (XMLHttpRequest, CSRF token in X-CSRFToken): the raw body is the tarball,
+    streamed to disk as it arrives; JSON back, as from the API."""
+    from arena.web.api import accept_upload
+
+    user = me()
+    if user is None:
+        return jsonify(error="sign in first"), 401
+    return accept_upload(user, slug, phase_slug, request.args.get("label"), request.args.get("filename"))

@@ -69,14 +69,15 @@ def evaluation_view(ev: Evaluation, show_cases: bool, show_logs: bool) -> dict[s
     return out
 
 
-def submission_view(sub: Submission, viewer_is_organizer: bool = False) -> dict[str, Any]:
+def submission_view(sub: Submission, viewer_is_organizer: bool = False, hide_scores: bool = False) -> dict[str, Any]:
+    """``hide_scores``: the phase hides scores even from the team until its reveal time (status only)."""
     phase_spec = spec_of(sub.task).phase(sub.phase.slug)
-    show_cases = viewer_is_organizer or phase_spec.show_case_results
-    show_logs = viewer_is_organizer or phase_spec.show_logs
+    show_cases = viewer_is_organizer or (phase_spec.show_case_results and not hide_scores)
+    show_logs = viewer_is_organizer or (phase_spec.show_logs and not hide_scores)
     return {
         "id": sub.id, "task": sub.task.slug, "phase": sub.phase.slug, "team": sub.team.name,
         "label": sub.label, "status": sub.display_status, "intake_status": sub.status.value, "error": sub.error,
         "image_id": sub.image_id, "upload_sha256": sub.upload_sha256, "upload_bytes": sub.upload_bytes,
-        "created_at": sub.created_at.isoformat() + "Z",
+        "created_at": sub.created_at.isoformat() + "Z", "scores_hidden": hide_scores and not viewer_is_organizer,
         "evaluations": [evaluation_view(ev, show_cases, show_logs) for ev in sub.evaluations],
     }

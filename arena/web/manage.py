@@ -1,0 +1,424 @@
+"""Organizer pages: tasks from task.yaml, hidden cases from a server folder, phase schedule, freeze and
+reveal, quotas, visibility, the queue (cancel, re-run), exports and the audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from arena import audit
+from arena.auth import me, organizer_tasks, require_organizer
+from arena.lifecycle import EvaluationStatus
+from arena.models import PHASE_VISIBILITY, AuditEvent, Evaluation, Submission, Task, User, utcnow
+from arena.tasks.spec import TaskSpecError, load_spec
+from arena.tasks.store import spec_of, upsert_task
+from arena.web import export
+
+manage = Blueprint("manage", __name__)
+
+IMAGE_EXTS = (".mha", ".nii.gz", ".nrrd", ".nii", ".mhd")
+
+
+@manage.before_request
+def _signed_in():
+    if me() is None:
+        return redirect(url_for("account.signin", next=request.full_path))
+    return None
+
+
+def _task(slug: str) -> Task:
+    task = g.db.scalar(select(Task).where(Task.slug == slug))
+    if task is None:
+        abort(404, description=f"no task {slug!r}")
+    require_organizer(task)
+    return task
+
+
+@manage.get("/")
+def index():
+    user = me()
+    tasks = organizer_tasks(user)
+    if not tasks and not user.is_admin:
+        abort(403, description="you organize no task; an administrator can add you to one")
+    return render_template("manage/index.html", tasks=tasks, errors=None)
+
+
+# -- tasks ------------------------------------------------------------------------------------
+def _tasks_root() -> Path:
+    root = current_app.config["ARENA"].home / "tasks"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@manage.post("/tasks")
+def upload_task():
+    """Create or update a task from an uploaded task.yaml (and optional literature CSV)."""
+    user = me()
+    f = request.files.get("task_yaml")
+    if f is None or not f.filename:
+        return _index_error(["choose a task.yaml file to upload"])
+    data = f.read(256 * 1024 + 1)
+    if len(data) > 256 * 1024:
+        return _index_error(["task.yaml is larger than 256 KiB"])
+    with tempfile.TemporaryDirectory(dir=_tasks_root()) as tmp:
+        tmp_dir = Path(tmp)
+        (tmp_dir / "task.yaml").write_bytes(data)
+        lit = request.files.get("literature")
+        try:
+            import yaml
+
+            raw = yaml.safe_load(data.decode("utf-8", "replace"))
+            slug = raw.get("slug") if isinstance(raw, dict) else None
+        except Exception:
+            slug = None
+        existing = g.db.scalar(select(Task).where(Task.slug == slug)) if isinstance(slug, str) else None
+        if existing is not None:
+            require_organizer(existing)
+            old_dir = Path(existing.spec_path)
+            if old_dir.is_dir():  # keep the task's other files (literature.csv, samples) beside the new yaml
+                for p in old_dir.iterdir():
+                    if p.is_file() and p.name != "task.yaml":
+                        shutil.copyfile(p, tmp_dir / p.name)
+        elif not user.is_admin:
+            abort(403, description="only administrators create new tasks")
+        if lit is not None and lit.filename:
+            name = Path(lit.filename).name
+            if not name.endswith(".csv"):
+                return _index_error(["the literature file must be a .csv"])
+            lit.save(tmp_dir / name)
+        try:
+            spec = load_spec(tmp_dir)
+        except TaskSpecError as e:
+            return _index_error([p.replace(str(tmp_dir / "task.yaml"), "task.yaml") for p in e.problems])
+        dest = _tasks_root() / spec.slug
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(tmp_dir, dest)
+    task = upsert_task(g.db, dest)
+    audit.record(g.db, user, "task.upload", "task", task.slug, created=existing is None, title=task.title,
+                 phases=[p.slug for p in task.phases])
+    g.db.commit()
+    flash(f"Task {task.slug} {'created' if existing is None else 'updated'} from task.yaml.")
+    return redirect(url_for("manage.task", slug=task.slug))
+
+
+def _index_error(errors: list[str]):
+    return render_template("manage/index.html", tasks=organizer_tasks(me()), errors=errors), 400
+
+
+@manage.get("/tasks/<slug>")
+def task(slug: str):
+    task = _task(slug)
+    spec = spec_of(task)
+    counts = dict(g.db.execute(select(Submission.phase_id, func.count(Submission.id))
+                               .where(Submission.task_id == task.id).group_by(Submission.phase_id)).all())
+    return render_template("manage/task.html", task=task, spec=spec, counts=counts, visibilities=PHASE_VISIBILITY,
+                           import_roots=_import_roots(), case_errors=None, now=utcnow())
+
+
+def _when(name: str) -> dt.datetime | None:
+    raw = (request.form.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.datetime.fromisoformat(raw.replace("Z", "")).replace(tzinfo=None, second=0, microsecond=0)
+    except ValueError:
+        abort(400, description=f"{name}: expected a date and time like 2026-05-01T12:00 (UTC), got {raw!r}")
+
+
+@manage.post("/tasks/<slug>/phases/<phase_slug>")
+def phase(slug: str, phase_slug: str):
+    """Schedule, quota, visibility, freeze and reveal of one phase; or a quick action (open/close/freeze/reveal now)."""
+    from arena.web.pages import snapshot_board
+
+    task = _task(slug)
+    user = me()
+    ph = next((p for p in task.phases if p.slug == phase_slug), None) or abort(404, description="no such phase")
+    now = utcnow().replace(second=0, microsecond=0)
+    action = request.form.get("action", "save")
+    before = {k: getattr(ph, k) for k in ("opens_at", "closes_at", "submission_limit", "visibility", "frozen_at",
+                                           "reveal_at")}
+    if action == "open-now":
+        ph.opens_at, ph.closes_at = now, (ph.closes_at if ph.closes_at and ph.closes_at > now else None)
+    elif action == "close-now":
+        ph.closes_at = now
+    elif action == "freeze-now":
+        ph.frozen_at = now
+        if ph.reveal_at and ph.reveal_at <= now:
+            ph.reveal_at = None
+        snapshot_board(ph)
+    elif action == "reveal-now":
+        ph.reveal_at = now
+    elif action == "save":
+        ph.opens_at, ph.closes_at = _when("opens_at"), _when("closes_at")
+        if ph.opens_at and ph.closes_at and ph.closes_at <= ph.opens_at:
+            abort(400, description="the phase must close after it opens")
+        limit = (request.form.get("submission_limit") or "").strip()
+        if limit:
+            if not limit.isdigit() or int(limit) > 10000:
+                abort(400, description="submission limit: a whole number from 0 to 10000, or empty for task.yaml's")
+            ph.submission_limit = int(limit)
+        else:
+            ph.submission_limit = None
+        visibility = request.form.get("visibility", ph.visibility)
+        if visibility not in PHASE_VISIBILITY:
+            abort(400, description=f"visibility must be one of {PHASE_VISIBILITY}")
+        ph.visibility = visibility
+        frozen_at = _when("frozen_at")
+        if frozen_at != ph.frozen_at:
+            ph.frozen_board = None  # the snapshot is taken at the first look after the freeze begins
+            if frozen_at and frozen_at <= now:
+                ph.frozen_at = frozen_at
+                snapshot_board(ph)
+        ph.frozen_at = frozen_at
+        ph.reveal_at = _when("reveal_at")
+    else:
+        abort(400, description="unknown phase action")
+    after = {k: getattr(ph, k) for k in before}
+    changed = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
+    kinds = {"open-now": "phase.open", "close-now": "phase.close", "freeze-now": "phase.freeze",
+             "reveal-now": "phase.reveal"}
+    name = kinds.get(action, "phase.update")
+    if action == "save" and set(changed) == {"visibility"}:
+        name = "phase.visibility"
+    audit.record(g.db, user, name, "phase", f"{task.slug}/{ph.slug}", changes=changed)
+    g.db.commit()
+    flash(f"Phase {ph.slug}: " + ("; ".join(f"{k} → {v[1] if v[1] is not None else '—'}" for k, v in changed.items())
+                                  or "nothing changed"))
+    return redirect(url_for("manage.task", slug=task.slug))
+
+
+@manage.post("/tasks/<slug>/organizers")
+def organizers(slug: str):
+    task = _task(slug)
+    user = me()
+    if not user.is_admin:
+        abort(403, description="only administrators choose a task's organizers")
+    name = request.form.get("name", "").strip()
+    other = g.db.scalar(select(User).where(User.name == name))
+    if other is None:
+        flash(f"no user {name!r}", "error")
+        return redirect(url_for("manage.task", slug=slug))
+    if request.form.get("action") == "remove":
+        if other in task.organizers:
+            task.organizers.remove(other)
+        audit.record(g.db, user, "task.organizer_remove", "task", slug, user=other.name)
+    elif other not in task.organizers:
+        task.organizers.append(other)
+        audit.record(g.db, user, "task.organizer_add", "task", slug, user=other.name)
+    g.db.commit()
+    return redirect(url_for("manage.task", slug=slug))
+
+
+# -- cases ------------------------------------------------------------------------------------
+def _import_roots() -> list[Path]:
+    """Folders organizers may load cases from: ARENA_IMPORT_ROOTS (':'-separated), default ARENA_HOME/import."""
+    raw = os.environ.get("ARENA_IMPORT_ROOTS")
+    roots = [Path(p) for p in raw.split(":") if p] if raw else [current_app.config["ARENA"].home / "import"]
+    return [r.resolve() for r in roots]
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(IMAGE_EXTS)
+
+
+def _pick(folder: Path, stem: str) -> Path | None:
+    for p in sorted(folder.iterdir()):
+        if p.name.lower().split(".")[0] == stem and (_is_image(p) or p.is_dir()):
+            return p
+    return None
+
+
+def find_cases(folder: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """(key, image, reference) triples from ``folder``, laid out either as ``<key>/image.* + reference.*``
+    (an image may also be a DICOM series folder) or as ``images/<key>.* + references|labels/<key>.*``."""
+    found, problems = [], []
+    images_dir = folder / "images"
+    refs_dir = next((folder / n for n in ("references", "labels", "masks") if (folder / n).is_dir()), None)
+    if images_dir.is_dir() and refs_dir is not None:
+        refs = {_key(p): p for p in refs_dir.iterdir() if _is_image(p) or p.is_dir()}
+        for img in sorted(images_dir.iterdir()):
+            if not (_is_image(img) or img.is_dir()):
+                continue
+            key = _key(img)
+            if key not in refs:
+                problems.append(f"images/{img.name}: no reference {refs_dir.name}/{key}.*")
+            else:
+                found.append((key, img, refs[key]))
+        return found, problems
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        img, ref = _pick(sub, "image"), _pick(sub, "reference")
+        if img is None or ref is None:
+            problems.append(f"{sub.name}/: expected image.<{'|'.join(e[1:] for e in IMAGE_EXTS)}> and reference.<...>")
+            continue
+        found.append((sub.name, img, ref))
+    if not found and not problems:
+        problems.append("no cases found: use <case>/image.mha + <case>/reference.mha, or images/ + references/")
+    return found, problems
+
+
+def _key(p: Path) -> str:
+    name = p.name
+    for ext in IMAGE_EXTS:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+@manage.post("/tasks/<slug>/cases")
+def load_cases(slug: str):
+    from arena.tasks.store import add_case
+
+    task = _task(slug)
+    user = me()
+    settings = current_app.config["ARENA"]
+    raw = (request.form.get("folder") or "").strip()
+    phases = [p for p in task.phases if p.slug in request.form.getlist("phases")]
+    errors = []
+    folder = Path(raw).resolve() if raw else None
+    if folder is None:
+        errors.append("give the folder's path on the server")
+    elif not any(folder == r or r in folder.parents for r in _import_roots()):
+        errors.append(f"{raw}: not below an import folder ({', '.join(map(str, _import_roots()))}; "
+                      "set ARENA_IMPORT_ROOTS to allow others)")
+    elif not folder.is_dir():
+        errors.append(f"{raw}: no such folder on the server")
+    if not phases:
+        errors.append("choose at least one phase for the cases")
+    loaded = []
+    if not errors:
+        cases, problems = find_cases(folder)
+        errors += problems
+        for key, img, ref in cases:
+            if not _safe_key(key):
+                errors.append(f"{key}: case ids are letters, digits, '-', '_' and '.'")
+                continue
+            try:
+                add_case(g.db, settings, task, key, img, ref, phases, meta={"source": str(folder)})
+                loaded.append(key)
+            except Exception as e:  # a broken file: say which, keep going
+                g.db.rollback()
+                errors.append(f"{key}: {e}")
+        if loaded:
+            audit.record(g.db, user, "task.cases_load", "task", task.slug, folder=str(folder), cases=loaded,
+                         phases=[p.slug for p in phases])
+            g.db.commit()
+    if loaded:
+        flash(f"Loaded {len(loaded)} case(s) into {', '.join(p.slug for p in phases)}: {', '.join(loaded[:10])}"
+              + (" …" if len(loaded) > 10 else ""))
+    if errors:
+        spec = spec_of(task)
+        counts = dict(g.db.execute(select(Submission.phase_id, func.count(Submission.id))
+                                   .where(Submission.task_id == task.id).group_by(Submission.phase_id)).all())
+        return render_template("manage/task.html", task=task, spec=spec, counts=counts,
+                               visibilities=PHASE_VISIBILITY, import_roots=_import_roots(), case_errors=errors,
+                               now=utcnow()), 400
+    return redirect(url_for("manage.task", slug=slug))
+
+
+def _safe_key(key: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", key))
+
+
+# -- queue ------------------------------------------------------------------------------------
+@manage.get("/queue")
+def queue():
+    user = me()
+    tasks = organizer_tasks(user)
+    if not tasks:
+        abort(403, description="only organizers see the queue")
+    status = request.args.get("status") or ""
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    per_page = 50
+    q = (select(Evaluation).join(Submission, Submission.id == Evaluation.submission_id)
+         .where(Submission.task_id.in_([t.id for t in tasks])))
+    if status:
+        try:
+            q = q.where(Evaluation.status == EvaluationStatus(status))
+        except ValueError:
+            abort(400, description=f"unknown status {status!r}")
+    total = g.db.scalar(select(func.count()).select_from(q.subquery()))
+    evs = g.db.scalars(q.options(selectinload(Evaluation.submission)).order_by(Evaluation.id.desc())
+                       .limit(per_page).offset((page - 1) * per_page)).all()
+    counts = dict(g.db.execute(select(Evaluation.status, func.count(Evaluation.id))
+                               .join(Submission, Submission.id == Evaluation.submission_id)
+                               .where(Submission.task_id.in_([t.id for t in tasks])).group_by(Evaluation.status)).all())
+    return render_template("manage/queue.html", evs=evs, status=status, page=page, per_page=per_page, total=total,
+                           counts={(k.value if hasattr(k, "value") else k): v for k, v in counts.items()},
+                           statuses=[s.value for s in EvaluationStatus], now=utcnow())
+
+
+@manage.post("/evaluations/<int:evaluation_id>/cancel")
+def cancel(evaluation_id: int):
+    from arena.runner.cancel import cancel_evaluation
+
+    ev = g.db.get(Evaluation, evaluation_id) or abort(404, description="no such evaluation")
+    user = me()
+    require_organizer(ev.submission.task)
+    g.db.rollback()
+    try:
+        res = cancel_evaluation(current_app.config["ARENA"], evaluation_id)
+    except ValueError as e:
+        flash(str(e), "error")
+        return redirect(request.referrer or url_for("manage.queue"))
+    audit.record(g.db, user, "evaluation.cancel", "evaluation", evaluation_id, previous=res.previous_status,
+                 job=res.job, containers=res.containers_stopped)
+    g.db.commit()
+    flash(f"Evaluation {evaluation_id} cancelled (was {res.previous_status}; job {res.job}"
+          + (f"; stopped {len(res.containers_stopped)} container(s)" if res.containers_stopped else "") + ").")
+    return redirect(request.referrer or url_for("manage.queue"))
+
+
+@manage.post("/submissions/<int:submission_id>/rerun")
+def rerun(submission_id: int):
+    from arena.runner.jobs import create_evaluation
+
+    sub = g.db.get(Submission, submission_id) or abort(404, description="no such submission")
+    user = me()
+    require_organizer(sub.task)
+    try:
+        ev_id = create_evaluation(current_app.config["ARENA"], sub.id)
+    except (ValueError, LookupError) as e:
+        flash(str(e), "error")
+        return redirect(request.referrer or url_for("manage.queue"))
+    except Exception as e:
+        flash(f"the queue is unreachable: {e}", "error")
+        return redirect(request.referrer or url_for("manage.queue"))
+    audit.record(g.db, user, "evaluation.rerun", "submission", sub.id, evaluation_id=ev_id)
+    g.db.commit()
+    flash(f"Submission {sub.id}: evaluation {ev_id} queued (earlier results kept).")
+    return redirect(request.referrer or url_for("manage.queue"))
+
+
+# -- exports and audit ------------------------------------------------------------------------
+@manage.get("/tasks/<slug>/export/<kind>.<fmt>")
+def export_rows(slug: str, kind: str, fmt: str):
+    task = _task(slug)
+    if kind not in export.KINDS or fmt not in ("csv", "json"):
+        abort(404, description=f"exports: {', '.join(export.KINDS)} as .csv or .json")
+    rows = export.rows_for(g.db, task, kind)
+    body = export.to_csv(rows) if fmt == "csv" else export.to_json(rows)
+    return Response(body, mimetype="text/csv" if fmt == "csv" else "application/json",
+                    headers={"Content-Disposition": f"attachment; filename={slug}-{kind}.{fmt}"})
+
+
+@manage.get("/audit")
+def audit_log():
+    user = me()
+    if not user.is_admin and not organizer_tasks(user):
+        abort(403, description="only organizers see the audit trail")
+    events = g.db.scalars(select(AuditEvent).options(selectinload(AuditEvent.actor))
+                          .order_by(AuditEvent.id.desc()).limit(300)).all()
+    if not user.is_admin:
+        mine = {t.slug for t in organizer_tasks(user)}
+        events = [e for e in events if (e.target_id or "").split("/")[0] in mine or e.actor_user_id == user.id]
+    return render_template("manage/audit.html", events=events)
