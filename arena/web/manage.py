@@ -67,17 +67,21 @@ def upload_task():
     data = f.read(256 * 1024 + 1)
     if len(data) > 256 * 1024:
         return _index_error(["task.yaml is larger than 256 KiB"])
-    with tempfile.TemporaryDirectory(dir=_tasks_root()) as tmp:
-        tmp_dir = Path(tmp)
+    try:
+        import yaml
+
+        raw = yaml.safe_load(data.decode("utf-8", "replace"))
+        slug = raw.get("slug") if isinstance(raw, dict) else None
+    except Exception:
+        slug = None
+    import re
+
+    folder = slug if isinstance(slug, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", slug) else "task"
+    with tempfile.TemporaryDirectory(dir=_tasks_root(), prefix=".upload-") as tmp:
+        tmp_dir = Path(tmp) / folder  # the spec wants its folder named after its slug
+        tmp_dir.mkdir()
         (tmp_dir / "task.yaml").write_bytes(data)
         lit = request.files.get("literature")
-        try:
-            import yaml
-
-            raw = yaml.safe_load(data.decode("utf-8", "replace"))
-            slug = raw.get("slug") if isinstance(raw, dict) else None
-        except Exception:
-            slug = None
         existing = g.db.scalar(select(Task).where(Task.slug == slug)) if isinstance(slug, str) else None
         if existing is not None:
             require_organizer(existing)
