@@ -317,9 +317,38 @@ def _owns(ev: Evaluation, worker: str) -> bool:
     return ev.status in (EvaluationStatus.RUNNING, EvaluationStatus.SCORING) and ev.worker == worker
 
 
+DB_RETRY_S = 120.0
+
+
+def _db_retry(fn, what: str, budget_s: float | None = None):
+    """Call ``fn()`` (one whole transaction) again while the database is unreachable (a restart, a
+    fail-over), for up to ``budget_s`` seconds (default DB_RETRY_S); then let the error through.
+    A transaction that failed was rolled back, so retrying never writes anything twice."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    budget_s = DB_RETRY_S if budget_s is None else budget_s
+    deadline = time.monotonic() + budget_s
+    pause = 0.5
+    while True:
+        try:
+            return fn()
+        except (OperationalError, DBAPIError) as e:
+            if not (isinstance(e, OperationalError) or e.connection_invalidated) or time.monotonic() > deadline:
+                raise
+            log.warning("%s: database unavailable (%s); retrying in %.1f s", what, str(e).splitlines()[0], pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+
 def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int, worker: str) -> bool:
     """Store one case's outcome (one transaction: the case row with all its metrics, or nothing); returns
-    False, storing nothing, when the evaluation was cancelled or taken over meanwhile."""
+    False, storing nothing, when the evaluation was cancelled or taken over meanwhile. Waits out a
+    database outage (see _db_retry)."""
+    return _db_retry(lambda: _record_once(settings, evaluation_id, case_id, out, done, worker),
+                     f"evaluation {evaluation_id}: recording a case")
+
+
+def _record_once(settings: Settings, evaluation_id: int, case_id: int, out, done: int, worker: str) -> bool:
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
         if not _owns(ev, worker):
@@ -479,23 +508,25 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 log.info("image cache: removed %d least recently used image(s)", len(removed))
         except Exception:  # the cache must never fail an evaluation
             log.exception("image cache eviction failed")
-        with session_scope(settings.database_url) as s:
-            ev = s.get(Evaluation, evaluation_id)
-            if not _owns(ev, worker):
-                return _lost(settings, evaluation_id)
-            ev.set_status(EvaluationStatus.SCORING)
-        with session_scope(settings.database_url) as s:
-            ev = s.get(Evaluation, evaluation_id)
-            if not _owns(ev, worker):
-                return _lost(settings, evaluation_id)
-            if cases and n_failed == len(cases):
-                first = next((cr.error for cr in ev.case_results if cr.error), "unknown")
-                ev.set_status(EvaluationStatus.FAILED, error=f"all {len(cases)} cases failed; first: {first}")
-            elif stop is not None:
-                ev.set_status(EvaluationStatus.FAILED, error=stop[1].replace("not run: ", "stopped: ", 1))
-            else:
-                ev.set_status(EvaluationStatus.SUCCEEDED)
-            return ev.status.value
+        def finish() -> str | None:
+            with session_scope(settings.database_url) as s:
+                ev = s.get(Evaluation, evaluation_id)
+                if not _owns(ev, worker):
+                    return None
+                if ev.status == EvaluationStatus.RUNNING:
+                    ev.set_status(EvaluationStatus.SCORING)
+                    s.flush()
+                if cases and n_failed == len(cases):
+                    first = next((cr.error for cr in ev.case_results if cr.error), "unknown")
+                    ev.set_status(EvaluationStatus.FAILED, error=f"all {len(cases)} cases failed; first: {first}")
+                elif stop is not None:
+                    ev.set_status(EvaluationStatus.FAILED, error=stop[1].replace("not run: ", "stopped: ", 1))
+                else:
+                    ev.set_status(EvaluationStatus.SUCCEEDED)
+                return ev.status.value
+
+        final = _db_retry(finish, f"evaluation {evaluation_id}: final status")
+        return final if final is not None else _lost(settings, evaluation_id)
     except Exception as e:
         log.exception("evaluation %s failed", evaluation_id)
         with session_scope(settings.database_url) as s:
