@@ -57,7 +57,11 @@ SCRIPTS = {
 
 
 def available() -> bool:
-    return BUSYBOX.is_file() and shutil.which("docker") is not None
+    """A static busybox (Debian's busybox-static: the image has no libc) and a docker CLI."""
+    if not BUSYBOX.is_file() or shutil.which("docker") is None:
+        return False
+    r = subprocess.run(["ldd", str(BUSYBOX)], capture_output=True, text=True)
+    return r.returncode != 0 or "not a dynamic executable" in (r.stdout + r.stderr)
 
 
 def _rootfs_tar(script: str) -> bytes:
