@@ -41,3 +41,44 @@ def test_stepwise_upgrade_keeps_data(arena_env):
     assert "is_reference" not in {c["name"] for c in inspect(engine).get_columns("teams")}
     engine.dispose()
     dispose_engines()
+
+
+def test_0004_moves_tokens_into_api_tokens(arena_env):
+    """users.token_sha256 (0001–0003) becomes an api_tokens row; the token keeps working; down and up again."""
+    from alembic import command
+
+    from arena.db import alembic_config, dispose_engines, session_factory
+
+    url = arena_env["ARENA_DATABASE_URL"]
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0003")
+    engine = create_engine(url)
+    from arena.users import hash_token
+
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO teams (id, name, created_at, is_reference) VALUES (1, 'T', '2026-01-01 00:00:00', "
+                       "false)"))
+        c.execute(text("INSERT INTO users (id, name, team_id, is_admin, token_sha256, created_at) VALUES "
+                       "(1, 'old', 1, false, :h, '2026-01-01 00:00:00'), (2, 'none', NULL, false, NULL, "
+                       "'2026-01-01 00:00:00')"), {"h": hash_token("arena_old-token")})
+    command.upgrade(cfg, "0004")
+    with engine.connect() as c:
+        assert c.execute(text("SELECT user_id, name, token_sha256 FROM api_tokens")).all() == [
+            (1, "cli", hash_token("arena_old-token"))]
+        assert c.execute(text("SELECT visibility FROM phases")).all() == []
+    cols = {col["name"] for col in inspect(engine).get_columns("users")}
+    assert "token_sha256" not in cols and "password_hash" in cols
+    assert {"audit_events", "api_tokens", "task_organizers", "rate_hits"} <= set(inspect(engine).get_table_names())
+    from arena.users import user_for_token
+
+    s = session_factory(url)()
+    assert user_for_token(s, "arena_old-token").name == "old"
+    s.close()
+    dispose_engines()
+    command.downgrade(cfg, "0003")
+    with engine.connect() as c:
+        assert c.execute(text("SELECT token_sha256 FROM users WHERE id = 1")).scalar() == hash_token("arena_old-token")
+    assert "api_tokens" not in inspect(engine).get_table_names()
+    command.upgrade(cfg, "head")
+    engine.dispose()
+    dispose_engines()
