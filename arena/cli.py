@@ -197,11 +197,20 @@ def _watch(settings, submission_id: int, timeout: float | None = None) -> str:
 @click.argument("tarball", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--task", "task_slug", required=True)
 @click.option("--phase", "phase_slug", required=True)
-@click.option("--user", "user_name", envvar="ARENA_USER", required=True, help="submitting user (env ARENA_USER)")
+@click.option("--user", "user_name", envvar="ARENA_USER", help="submitting user, local mode (env ARENA_USER)")
 @click.option("--label", help="algorithm name / version shown on the leaderboard")
 @click.option("--wait/--no-wait", default=False, help="follow the evaluation until it finishes")
-def submit(tarball: Path, task_slug: str, phase_slug: str, user_name: str, label: str | None, wait: bool) -> None:
-    """Submit a `docker save` TARBALL (optionally gzipped) to a task's phase."""
+@click.option("--server", default=None, help="upload over HTTP to this server (default without --user: arena login's)")
+def submit(tarball: Path, task_slug: str, phase_slug: str, user_name: str | None, label: str | None, wait: bool,
+           server: str | None = None) -> None:
+    """Submit a `docker save` TARBALL (optionally gzipped) to a task's phase (over HTTP without --user)."""
+    if user_name is None:
+        from arena.cli_client import client_settings, submit_http
+
+        conf = client_settings(server)
+        if conf is None:
+            _fail("give --user NAME (local mode) or run `arena login` / pass --server (HTTP mode)")
+        return submit_http(*conf, tarball, task_slug, phase_slug, label, wait)
     from sqlalchemy import select
 
     from arena.db import session_scope
@@ -234,9 +243,20 @@ def submit(tarball: Path, task_slug: str, phase_slug: str, user_name: str, label
 
 
 @main.command()
-@click.argument("submission_id", type=int)
-def status(submission_id: int) -> None:
-    """Show a submission's status and per-case results."""
+@click.argument("submission_id", type=int, required=False)
+@click.option("--watch", "follow", is_flag=True, help="follow it until it finishes (case i/N)")
+@click.option("--server", default=None, help="ask this server (default: arena login's; none: the local database)")
+def status(submission_id: int | None, follow: bool = False, server: str | None = None) -> None:
+    """Show a submission's status and per-case results (no ID: your recent submissions, over HTTP)."""
+    from arena.cli_client import client_settings, status_http
+
+    conf = client_settings(server)
+    if conf is not None:
+        return status_http(*conf, submission_id, follow)
+    if submission_id is None:
+        _fail("give a submission ID (listing needs a server: arena login)")
+    if follow:
+        _watch(load_settings(), submission_id)
     from arena.db import session_scope
     from arena.models import Submission
     from arena.web.views import submission_view
@@ -652,6 +672,11 @@ from arena.cli_backup import export_cmd, import_cmd  # noqa: E402
 
 main.add_command(export_cmd)
 main.add_command(import_cmd)
+
+from arena.cli_client import login, results  # noqa: E402
+
+main.add_command(login)
+main.add_command(results)
 
 
 if __name__ == "__main__":
