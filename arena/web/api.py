@@ -19,7 +19,6 @@ from sqlalchemy.orm import selectinload
 from arena import audit
 from arena.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, upload_rate_limited, \
     visible_submission_view
-from arena.leaderboard.query import leaderboard, result_version
 from arena.lifecycle import EvaluationStatus
 from arena.models import ApiToken, Evaluation, Submission, Task, User
 from arena.submissions.intake import UploadError, create_submission, find_task_phase, quota, store_upload
@@ -27,6 +26,18 @@ from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
 
 api = Blueprint("api", __name__)
+
+
+def leaderboard(*a, **kw):  # imported on first use: pandas/scipy stay out of processes that only take uploads
+    from arena.leaderboard.query import leaderboard as _leaderboard
+
+    return _leaderboard(*a, **kw)
+
+
+def result_version(*a, **kw):
+    from arena.leaderboard.query import result_version as _result_version
+
+    return _result_version(*a, **kw)
 
 
 def _error(message: str, status: int):

@@ -11,12 +11,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from arena.auth import can_view_board, can_view_submission, me, visible_submission_view
-from arena.leaderboard.query import leaderboard, result_version
 from arena.models import Submission, Task
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
 
 pages = Blueprint("pages", __name__)
+
+
+def leaderboard(*a, **kw):  # imported on first use: pandas/scipy stay out of processes that only take uploads
+    from arena.leaderboard.query import leaderboard as _leaderboard
+
+    return _leaderboard(*a, **kw)
+
+
+def result_version(*a, **kw):
+    from arena.leaderboard.query import result_version as _result_version
+
+    return _result_version(*a, **kw)
 
 
 def _task_or_404(slug: str) -> Task:
