@@ -584,8 +584,9 @@ def _print_board(settings, slug: str, phase_slug: str, step) -> None:
     step(f"leaderboard {slug} ({phase_slug})")
     for row in board.to_dict(orient="records"):
         hd = f", mean HD95 {row['hd95']:.1f} mm" if isinstance(row.get("hd95"), float) else ""
-        click.echo(f"  #{row['rank']} {row['team']} — {row['label']}: mean Dice {row['dice']:.3f}{hd} "
-                   f"over {row['cases']} cases")
+        dice = f"mean Dice {row['dice']:.3f}" if isinstance(row.get("dice"), float) else ""
+        click.echo(f"  #{row.get('rank')} {row.get('team')} — {row.get('label')}: {dice}{hd} "
+                   f"over {row.get('cases')} cases")
 
 
 @main.command()
