@@ -516,7 +516,9 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 if ev.status == EvaluationStatus.RUNNING:
                     ev.set_status(EvaluationStatus.SCORING)
                     s.flush()
-                if cases and n_failed == len(cases):
+                # count from the database: a re-queued run skipped the cases an earlier run recorded
+                n_failed_all = sum(cr.status != CaseStatus.SUCCEEDED for cr in ev.case_results)
+                if cases and n_failed_all >= len(cases):
                     first = next((cr.error for cr in ev.case_results if cr.error), "unknown")
                     ev.set_status(EvaluationStatus.FAILED, error=f"all {len(cases)} cases failed; first: {first}")
                 elif stop is not None:
