@@ -63,6 +63,7 @@ need docker.io dockerd          # docker-ce also provides dockerd: fine
 need redis-server redis-server  # pulls redis-tools (redis-cli)
 need mmdebstrap mmdebstrap
 need make make
+need chromium chromium  # headless browser tests (tests/test_browser.py, driven by Playwright)
 need busybox-static  # static busybox: tiny algorithm images for the soak/throughput benchmarks
 command -v python3 >/dev/null 2>&1 || need python3
 if ! python3 -m pip --version >/dev/null 2>&1; then need python3-pip; fi

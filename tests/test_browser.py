@@ -1,0 +1,149 @@
+"""The main flows in a real browser (Debian's chromium, headless, driven by Playwright) against a real
+server on 127.0.0.1, the real Docker engine, Redis and an RQ worker: sign up, create a team, upload the
+example algorithm, watch it finish, find it on the board; as organizer: open a phase, re-run an
+evaluation. Screenshots of the main pages go to docs/screenshots/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from web_helpers import PASSWORD, make_user
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"chromium not installed at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright (python) not installed: pip install playwright")
+    return CHROMIUM
+
+
+@pytest.fixture
+def live(settings, db, arena_env, redis_url):
+    from werkzeug.serving import make_server
+
+    from arena.models import utcnow
+    from arena.tasks.store import load_demo_cases, upsert_task
+    from arena.web import create_app
+
+    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
+    load_demo_cases(db, settings, task, 4, size="small")
+    test = next(p for p in task.phases if p.slug == "test")
+    test.closes_at = utcnow() - dt.timedelta(days=1)  # closed: the organizer opens it
+    make_user(db, "organizer", admin=True)
+    db.commit()
+    srv = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url}
+    yield f"http://127.0.0.1:{srv.server_port}", env
+    srv.shutdown()
+
+
+def _worker(env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "arena.cli", "worker", "--burst"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    assert path.stat().st_size < 300_000, f"{path} is larger than 300 KB"
+
+
+def test_participant_and_organizer_flows(chromium, live, docker_engine, base_image, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from arena.images.build import build_image, save_image
+
+    base, env = live
+    tarball = tmp_path / "threshold-segmenter.tar.gz"
+    build_image(str(REPO / "examples" / "threshold-segmenter"), "arena-test/threshold:browser", base_image)
+    save_image("arena-test/threshold:browser", str(tarball))
+    profile = tempfile.mkdtemp(prefix="arena-chromium-")
+    workers = []
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, args=ARGS, headless=True,
+                                                       viewport={"width": 1280, "height": 800})
+            page = ctx.new_page()
+            page.set_default_timeout(30_000)
+            # participant: sign up, create a team
+            page.goto(f"{base}/signup")
+            page.fill("#name", "alice")
+            page.fill("#password", PASSWORD)
+            page.fill("#password2", PASSWORD)
+            _shot(page, "signup")
+            page.click("button[type=submit]")
+            expect(page).to_have_url(f"{base}/account")
+            page.fill("input[name=name][placeholder='Team name']", "Team Alice")
+            page.click("text=Create team")
+            expect(page.locator("#team")).to_contain_text("You submit as Team Alice")
+            _shot(page, "account")
+            # upload the example from the browser, with the progress bar
+            page.goto(f"{base}/tasks/han-oar-22/submit?phase=validation")
+            page.fill("#label", "threshold-segmenter 0.1")
+            page.set_input_files("#file", str(tarball))
+            _shot(page, "submit")
+            page.click("#upload-button")
+            page.wait_for_url(f"{base}/submissions/*", timeout=120_000)
+            sub_url = page.url
+            workers.append(_worker(env))
+            expect(page.locator("#status")).to_have_text("succeeded", timeout=600_000)  # live polling
+            expect(page.locator("body")).to_contain_text("demo-000")
+            _shot(page, "submission")
+            page.goto(f"{base}/tasks/han-oar-22?phase=validation")
+            expect(page.locator("#leaderboard")).to_contain_text("Team Alice")
+            expect(page.locator("#leaderboard")).to_contain_text("threshold-segmenter 0.1")
+            _shot(page, "leaderboard")
+            page.click("button:has-text('Sign out')")
+            # organizer: open the closed test phase, re-run the evaluation from the queue
+            page.goto(f"{base}/signin")
+            page.fill("#name", "organizer")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.goto(f"{base}/manage/tasks/han-oar-22")
+            phase = page.locator("#phase-test")
+            expect(phase.locator(".badge.closed")).to_be_visible()
+            phase.locator("button:has-text('Open now')").click()
+            expect(page.locator("#phase-test .badge.open")).to_be_visible()
+            _shot(page, "manage-task")
+            page.goto(f"{base}/manage/queue")
+            page.locator("#queue button:has-text('Re-run')").first.click()
+            expect(page.locator(".flash")).to_contain_text("queued (earlier results kept)")
+            expect(page.locator("#queue tr[data-evaluation]")).to_have_count(2)
+            workers[-1].wait(timeout=600)
+            workers.append(_worker(env))
+            assert workers[-1].wait(timeout=600) == 0
+            page.goto(f"{base}/manage/queue?status=succeeded")
+            expect(page.locator("#queue tr[data-evaluation]")).to_have_count(2)
+            _shot(page, "queue")
+            page.goto(sub_url)
+            expect(page.locator("h2:has-text('Evaluation')")).to_have_count(2)
+            ctx.close()
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(timeout=30)
+        shutil.rmtree(profile, ignore_errors=True)
