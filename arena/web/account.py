@@ -134,7 +134,7 @@ def new_token():
     return render_template("account.html", user=user, subs=subs, new_token=token)
 
 
-@account.post("/account/tokens/<int:token_id>/revoke")
+@account.post("/account/tokens/<int(max=2147483647):token_id>/revoke")
 @login_required
 def revoke(token_id: int):
     user = me()

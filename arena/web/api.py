@@ -226,13 +226,13 @@ def _visible_submission(submission_id: int) -> tuple[Submission, User]:
     return sub, user
 
 
-@api.get("/submissions/<int:submission_id>")
+@api.get("/submissions/<int(max=2147483647):submission_id>")
 def get_submission(submission_id: int):
     sub, user = _visible_submission(submission_id)
     return jsonify(visible_submission_view(sub, user))
 
 
-@api.get("/submissions/<int:submission_id>/results")
+@api.get("/submissions/<int(max=2147483647):submission_id>/results")
 def get_results(submission_id: int):
     """Per case, per label: every metric and the run statistics (?format=csv for CSV)."""
     from arena.web.export import result_rows, to_csv
@@ -249,7 +249,7 @@ def get_results(submission_id: int):
     return jsonify(submission_id=sub.id, rows=rows, hidden=len(shown) < len(view["evaluations"]))
 
 
-@api.post("/submissions/<int:submission_id>/evaluations")
+@api.post("/submissions/<int(max=2147483647):submission_id>/evaluations")
 def rerun(submission_id: int):
     """Organizers: evaluate a submission again (a new evaluation; earlier results stay)."""
     from arena.runner.jobs import create_evaluation
@@ -303,7 +303,7 @@ def list_evaluations():
     return _paginate(q.order_by(Evaluation.id.desc()), cq, _evaluation_dict, "api.list_evaluations", **values)
 
 
-@api.post("/evaluations/<int:evaluation_id>/cancel")
+@api.post("/evaluations/<int(max=2147483647):evaluation_id>/cancel")
 def cancel(evaluation_id: int):
     """Organizers: cancel a queued or running evaluation (its results so far are kept)."""
     from arena.runner.cancel import cancel_evaluation
@@ -348,7 +348,7 @@ def new_token():
     return jsonify(id=row.id, name=row.name, token=token), 201
 
 
-@api.delete("/tokens/<int:token_id>")
+@api.delete("/tokens/<int(max=2147483647):token_id>")
 def delete_token(token_id: int):
     user = _require_user()
     try:

@@ -361,7 +361,7 @@ def queue():
                            statuses=[s.value for s in EvaluationStatus], now=utcnow())
 
 
-@manage.post("/evaluations/<int:evaluation_id>/cancel")
+@manage.post("/evaluations/<int(max=2147483647):evaluation_id>/cancel")
 def cancel(evaluation_id: int):
     from arena.runner.cancel import cancel_evaluation
 
@@ -382,7 +382,7 @@ def cancel(evaluation_id: int):
     return redirect(request.referrer or url_for("manage.queue"))
 
 
-@manage.post("/submissions/<int:submission_id>/rerun")
+@manage.post("/submissions/<int(max=2147483647):submission_id>/rerun")
 def rerun(submission_id: int):
     from arena.runner.jobs import create_evaluation
 

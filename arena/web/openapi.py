@@ -30,7 +30,8 @@ def _page_of(item: dict) -> dict:
 
 
 def _path_int(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1,
+                                                                       "maximum": 2147483647}}
 
 
 def _path_str(name: str) -> dict:

@@ -226,7 +226,7 @@ def _visible_submission(submission_id: int) -> Submission:
     return sub
 
 
-@pages.get("/submissions/<int:submission_id>")
+@pages.get("/submissions/<int(max=2147483647):submission_id>")
 def submission(submission_id: int):
     if me() is None:
         return redirect(url_for("account.signin", next=request.full_path))
@@ -240,7 +240,7 @@ def submission(submission_id: int):
                            metrics=[m.name for m in spec.metrics], organizer=is_organizer(me(), sub.task))
 
 
-@pages.get("/submissions/<int:submission_id>/upload")
+@pages.get("/submissions/<int(max=2147483647):submission_id>/upload")
 def submission_upload(submission_id: int):
     """The uploaded image archive, for its team and the task's organizers."""
     sub = _visible_submission(submission_id)
