@@ -467,6 +467,9 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
         if spec.io_mode == "batch" and todo and stop is None:
             from dataclasses import replace
 
+            if not _still_owned(settings, evaluation_id, worker):
+                return _lost(settings, evaluation_id)
+
             budget = limits.time_s * len(todo)
             if deadline:
                 budget = min(budget, max(1.0, deadline - time.monotonic()))
@@ -486,6 +489,8 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
             if stop is not None:
                 out = skipped_case(spec, c.reference, *stop)
             else:
+                if not _still_owned(settings, evaluation_id, worker):  # cancelled or re-queued meanwhile
+                    return _lost(settings, evaluation_id)
                 log.info("evaluation %s: case %d/%d (%s)", evaluation_id, index, len(cases), c.key)
                 case_limits = limits
                 if deadline:
@@ -537,6 +542,15 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 return _lost(settings, evaluation_id)
             ev.set_status(EvaluationStatus.FAILED, error=f"{e.__class__.__name__}: {e}")
         return EvaluationStatus.FAILED.value
+
+
+def _still_owned(settings: Settings, evaluation_id: int, worker: str) -> bool:
+    """Checked before each case starts: a cancel (from any host) stops the run between cases."""
+    def check() -> bool:
+        with session_scope(settings.database_url) as s:
+            return _owns(s.get(Evaluation, evaluation_id), worker)
+
+    return _db_retry(check, f"evaluation {evaluation_id}: ownership check")
 
 
 def _lost(settings: Settings, evaluation_id: int) -> str:

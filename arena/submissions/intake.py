@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from arena.config import Settings
-from arena.lifecycle import SubmissionStatus
+from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from arena.models import Phase, Submission, Task, Team, User, utcnow
 from arena.runner.sandbox import NOBODY, effective_user
 from arena.submissions.archive import ImageArchiveInfo, InvalidImageArchive, inspect_image_archive
@@ -99,10 +99,26 @@ def quota(session: Session, task: Task, phase: Phase, team: Team) -> tuple[int, 
     limit = phase.submission_limit if phase.submission_limit is not None else \
         spec_of(task).phase(phase.slug).submission_limit
     since = utcnow() - dt.timedelta(days=1)
-    used = session.scalar(select(func.count(Submission.id)).where(
+    subs = session.scalars(select(Submission).where(
         Submission.phase_id == phase.id, Submission.team_id == team.id, Submission.created_at >= since,
-        Submission.status != SubmissionStatus.FAILED))
+        Submission.status != SubmissionStatus.FAILED)).all()
+    used = sum(not _not_charged(sub) for sub in subs)
     return limit, used
+
+
+# Evaluation errors that mean the platform, not the submission, failed (see arena/runner/jobs.py).
+PLATFORM_FAILURES = ("gave up after", "the smoke case could not be run", "this worker has none")
+
+
+def _not_charged(sub: Submission) -> bool:
+    """A submission whose latest evaluation was cancelled, or failed because of the platform (workers kept
+    dying, the engine could not start the container, no GPU), does not use the team's quota."""
+    ev = sub.latest_evaluation
+    if ev is None:
+        return False
+    if ev.status == EvaluationStatus.CANCELLED:
+        return True
+    return ev.status == EvaluationStatus.FAILED and any(m in (ev.error or "") for m in PLATFORM_FAILURES)
 
 
 def check_archive(session: Session, settings: Settings, phase: Phase, team: Team, path: Path) -> ImageArchiveInfo:
