@@ -122,7 +122,7 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
     spec = load_spec(REPO / "tasks" / "han-oar-22")
     checked = 0
     for case in ev["cases"]:
-        assert case["status"] == "succeeded" and case["runtime_s"] > 0
+        assert case["status"] == "succeeded" and case["runtime_s"] > 0, case
         out_dir = settings.results_dir / f"evaluation-{ev['id']}" / case["case"] / "images" / "oar-segmentation"
         (out_file,) = list(out_dir.glob("*.mha"))
         pred_img = sitk.ReadImage(str(out_file))

@@ -46,7 +46,7 @@ def cancel_evaluation(settings: Settings, evaluation_id: int, *, docker=None) ->
     result = CancelResult(evaluation_id, previous.value)
     if job_id:
         result.job = _cancel_job(settings, job_id, result)
-    result.containers_stopped = _stop_containers(evaluation_id, docker, result)
+    result.containers_stopped = _stop_containers(evaluation_id, settings.queue_name, docker, result)
     log.info("evaluation %s cancelled (was %s; job %s; containers %s)", evaluation_id, previous.value, result.job,
              result.containers_stopped)
     return result
@@ -81,13 +81,14 @@ def _cancel_job(settings: Settings, job_id: str, result: CancelResult) -> str:
         return "unreachable"
 
 
-def _stop_containers(evaluation_id: int, docker, result: CancelResult) -> list[str]:
+def _stop_containers(evaluation_id: int, queue: str, docker, result: CancelResult) -> list[str]:
     try:
         if docker is None:
             from arena.images.docker_client import docker_client
 
             docker = docker_client()
-        containers = docker.containers.list(all=True, filters={"label": f"arena.evaluation={evaluation_id}"})
+        containers = docker.containers.list(all=True, filters={"label": [f"arena.evaluation={evaluation_id}",
+                                                                        f"arena.queue={queue}"]})
     except Exception as e:  # no engine on the web host: the worker's own checks stop it
         result.notes.append(f"docker engine unreachable here: {e}")
         return []

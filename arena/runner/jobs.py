@@ -452,7 +452,8 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
     # cannot trample the new run's inputs and outputs.
     work = settings.work_dir / f"evaluation-{evaluation_id}" / worker.replace(":", "-")
     results = settings.results_dir / f"evaluation-{evaluation_id}"
-    labels = {"arena.evaluation": str(evaluation_id), "arena.worker": worker}
+    # arena.queue tells apart evaluations of several Arena instances (or test runs) sharing one engine
+    labels = {"arena.evaluation": str(evaluation_id), "arena.worker": worker, "arena.queue": settings.queue_name}
     try:
         client = docker_client()
         with session_scope(settings.database_url) as s:
