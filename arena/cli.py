@@ -678,6 +678,8 @@ from arena.cli_client import login, results  # noqa: E402
 
 main.add_command(login)
 main.add_command(results)
+from arena.cli_reference import reference as _reference  # noqa: E402
+main.add_command(_reference)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,194 @@
+"""Bundled reference models (reference_models/<name>/): build their images and submit them to a task.
+
+They are packaged exactly as a participant would package them (a Dockerfile taking ``ARG BASE_IMAGE``,
+the container contract of DESIGN.md) and go through the normal path: ``docker save`` tarball ->
+upload store -> archive check -> intake job -> runner. They are submitted by a reserved user of the
+reserved team "Reference models" (``Team.is_reference``), so boards mark them with the reference badge.
+The team's daily quota does not apply (one task may get several reference models per phase), and a
+re-run is idempotent: an image (by ID) that the team already has in a phase is not submitted again.
+
+Python packages a model needs (its ``requirements.txt``) are installed from the host into ``_site/``
+of a temporary copy of the model's folder (no pip inside ``docker build``; SANDBOX-NOTES.md), which the
+Dockerfile copies into the image's ``dist-packages``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import arena
+
+REFERENCE_TEAM = "Reference models"
+REFERENCE_USER = "reference-models"
+REPO = Path(__file__).resolve().parents[1]
+MODELS_DIR = Path(os.environ.get("ARENA_REFERENCE_MODELS", REPO / "reference_models"))
+TAG_PREFIX = "arena-reference/"
+PIP_PLATFORM = ("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+                "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+                "--platform", "manylinux2014_x86_64")
+STAGE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pt", "*_log.txt", "train.py", "phantom_data.py",
+                                      "make_atlases.py", "README.md", "_site")
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BuiltModel:
+    name: str
+    tag: str
+    image_id: str
+
+
+def discover(models_dir: Path | None = None, names: list[str] | tuple[str, ...] | None = None) -> list[Path]:
+    """Folders of ``reference_models/`` that have a Dockerfile (optionally only ``names``)."""
+    root = Path(models_dir or MODELS_DIR)
+    found = sorted(p for p in root.iterdir() if p.is_dir() and (p / "Dockerfile").is_file()) if root.is_dir() else []
+    if names:
+        unknown = set(names) - {p.name for p in found}
+        if unknown:
+            raise ValueError(f"no reference model(s) {sorted(unknown)} in {root} (have {[p.name for p in found]})")
+        found = [p for p in found if p.name in names]
+    return found
+
+
+def tag_for(name: str) -> str:
+    return f"{TAG_PREFIX}{name}:{arena.__version__}"
+
+
+def stage(model_dir: Path, dest: Path, log: Log = print) -> Path:
+    """Copy ``model_dir`` to ``dest`` (training-only files left out) with its packages in ``dest/_site``."""
+    shutil.copytree(model_dir, dest, ignore=STAGE_IGNORE)
+    site = dest / "_site"
+    site.mkdir()
+    req = model_dir / "requirements.txt"
+    pkgs = [ln.split("#")[0].strip() for ln in req.read_text().splitlines()] if req.is_file() else []
+    pkgs = [p for p in pkgs if p]
+    if pkgs:
+        log(f"{model_dir.name}: installing {', '.join(pkgs)} from the host into the build context")
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
+               *PIP_PLATFORM, "--target", str(site), *pkgs]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"pip install for {model_dir.name} failed:\n{res.stderr[-2000:]}")
+        # numpy comes from the base image (Debian's); a second copy would shadow it
+        for p in list(site.iterdir()):
+            if p.name.startswith(("numpy", "bin")):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    return dest
+
+
+def build(base_image: str, names=None, models_dir: Path | None = None, log: Log = print, client=None) -> list[BuiltModel]:
+    """Build every reference model image (``arena-reference/<name>:<version>``); returns what was built."""
+    from arena.images.build import build_image
+
+    out = []
+    for d in discover(models_dir, names):
+        with tempfile.TemporaryDirectory(prefix=f"arena-ref-{d.name}-") as tmp:
+            ctx = stage(d, Path(tmp) / d.name, log)
+            image_id = build_image(str(ctx), tag_for(d.name), base_image, log=lambda line: None, client=client)
+        log(f"{d.name}: built {tag_for(d.name)} ({image_id[:19]})")
+        out.append(BuiltModel(d.name, tag_for(d.name), image_id))
+    return out
+
+
+def reference_user(session):
+    """The reserved user of the reserved "Reference models" team (created if missing)."""
+    from sqlalchemy import select
+
+    from arena.models import User
+    from arena.users import create_user, get_or_create_team
+
+    team = get_or_create_team(session, REFERENCE_TEAM, is_reference=True)
+    user = session.scalar(select(User).where(User.name == REFERENCE_USER))
+    if user is None:
+        user, _ = create_user(session, REFERENCE_USER, team=REFERENCE_TEAM, reference_team=True)
+    elif user.team_id != team.id:
+        user.team = team
+    return user
+
+
+@dataclass
+class RunResult:
+    name: str
+    phase: str
+    submission_id: int
+    created: bool  # False: this image was already submitted to the phase
+
+
+def submit(settings, task_slug: str, phases: list[str] | None = None, names=None, models_dir: Path | None = None,
+           log: Log = print, client=None, enqueue: bool = True) -> list[RunResult]:
+    """Submit the built reference images to ``task_slug`` (each phase, or ``phases``) as reference entries."""
+    from sqlalchemy import select
+
+    from arena.db import session_scope
+    from arena.images.build import save_image
+    from arena.images.docker_client import docker_client
+    from arena.lifecycle import SubmissionStatus
+    from arena.models import Submission
+    from arena.runner.jobs import enqueue_intake
+    from arena.submissions.intake import check_archive, find_task_phase, store_upload
+
+    client = client or docker_client()
+    results: list[RunResult] = []
+    queued: list[int] = []
+    for d in discover(models_dir, names):
+        try:
+            image = client.images.get(tag_for(d.name))
+        except Exception:
+            raise RuntimeError(f"no image {tag_for(d.name)}: run `arena reference build` first") from None
+        tar = settings.home / "reference" / f"{d.name}-{image.id[7:19]}.tar.gz"
+        with session_scope(settings.database_url) as s:
+            user = reference_user(s)
+            task, _ = find_task_phase(s, task_slug, phases[0]) if phases else find_task_phase(
+                s, task_slug, _first_phase(s, task_slug))
+            for phase in [p for p in task.phases if not phases or p.slug in phases]:
+                dup = s.scalar(select(Submission.id).where(
+                    Submission.phase_id == phase.id, Submission.team_id == user.team_id,
+                    Submission.image_id == image.id, Submission.status != SubmissionStatus.FAILED))
+                if dup is not None:
+                    log(f"{d.name}: already submitted to {task_slug}/{phase.slug} as submission {dup}")
+                    results.append(RunResult(d.name, phase.slug, dup, False))
+                    continue
+                if not tar.is_file():
+                    log(f"{d.name}: docker save -> {tar}")
+                    save_image(tag_for(d.name), str(tar), client=client)
+                with open(tar, "rb") as f:
+                    upload = store_upload(f, settings)
+                try:
+                    info = check_archive(s, settings, phase, user.team, upload.path)
+                    sub = Submission(task=task, phase=phase, team=user.team, user=user, label=f"{d.name} (reference)",
+                                     status=SubmissionStatus.UPLOADED, upload_name=tar.name,
+                                     upload_path=str(upload.path), upload_sha256=upload.sha256,
+                                     upload_bytes=upload.size, image_id=info.image_id, image_user=info.user,
+                                     image_bytes=info.uncompressed_bytes)
+                    s.add(sub)
+                    s.flush()
+                except BaseException:
+                    upload.path.unlink(missing_ok=True)
+                    raise
+                log(f"{d.name}: submitted to {task_slug}/{phase.slug} as submission {sub.id}")
+                results.append(RunResult(d.name, phase.slug, sub.id, True))
+                queued.append(sub.id)
+    if enqueue:
+        for sid in queued:
+            enqueue_intake(settings, sid)
+    return results
+
+
+def _first_phase(session, task_slug: str) -> str:
+    from sqlalchemy import select
+
+    from arena.models import Task
+    from arena.submissions.intake import UploadError
+
+    task = session.scalar(select(Task).where(Task.slug == task_slug))
+    if task is None or not task.phases:
+        raise UploadError(f"no task {task_slug!r}", status=404)
+    return task.phases[0].slug
