@@ -568,6 +568,19 @@ def _demo_all_tasks(settings, ctx, cases: int, size: str, step) -> list[tuple[st
     else:
         with session_scope(settings.database_url) as s:
             demo_pathology(s, settings, REPO_ROOT, n=max(cases, 8), size="small", log=click.echo)
+        step("cell_detector (classical baseline) on signet-ring-cells")
+        from arena.images.base import BASE_TAG
+        from arena.images.build import build_image, save_image
+
+        tag = f"arena/reference-cell-detector:{__version__}"
+        build_image(str(REPO_ROOT / "reference_models" / "cell_detector"), tag, BASE_TAG, log=lambda line: None)
+        tarball = settings.home / "examples" / "cell-detector.tar.gz"
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        save_image(tag, str(tarball), compress=True)
+        ctx.invoke(submit, tarball=tarball, task_slug="signet-ring-cells", phase_slug="validation", user_name="demo",
+                   label="cell_detector (classical baseline)", wait=False)
+        with session_scope(settings.database_url) as s:
+            out.append(("signet-ring-cells", "validation", s.scalar(select(Submission.id).order_by(Submission.id.desc()))))
     return out
 
 
@@ -585,7 +598,9 @@ def _print_board(settings, slug: str, phase_slug: str, step) -> None:
     for row in board.to_dict(orient="records"):
         hd = f", mean HD95 {row['hd95']:.1f} mm" if isinstance(row.get("hd95"), float) else ""
         dice = f"mean Dice {row['dice']:.3f}" if isinstance(row.get("dice"), float) else ""
-        click.echo(f"  #{row.get('rank')} {row.get('team')} — {row.get('label')}: {dice}{hd} "
+        set_level = ", ".join(f"{m} {row[m]:.3g}" for m in ("recall", "fp_score", "froc", "auc")
+                              if isinstance(row.get(m), (int, float)) and m in row)
+        click.echo(f"  #{row.get('rank')} {row.get('team')} — {row.get('label')}: {dice}{hd}{set_level} "
                    f"over {row.get('cases')} cases")
 
 
