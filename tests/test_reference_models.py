@@ -1,0 +1,223 @@
+"""Reference models (reference_models/): networks, losses, ONNX exports, the multi-atlas baseline, the
+containers through the real runner, and `arena reference run` through intake."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "reference_models"
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    for m in ("model", "refio", "phantom_data"):  # each folder has its own model.py
+        sys.modules.pop(m, None)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod
+
+
+@pytest.fixture(scope="module")
+def an():
+    return _load("ref_anatomynet_model", MODELS / "anatomynet" / "model.py")
+
+
+@pytest.fixture(scope="module")
+def fn():
+    return _load("ref_focusnetv2_model", MODELS / "focusnetv2" / "model.py")
+
+
+def test_refio_copies_identical():
+    assert filecmp.cmp(MODELS / "anatomynet" / "refio.py", MODELS / "focusnetv2" / "refio.py", shallow=False)
+    assert filecmp.cmp(MODELS / "anatomynet" / "refio.py", MODELS / "multiatlas" / "refio.py", shallow=False)
+
+
+def test_anatomynet_parameters_and_forward(an):
+    assert an.count_parameters(an.AnatomyNet(n_classes=10)) == 734_417  # the paper's 0.73M for 9 organs
+    model = an.AnatomyNet(n_classes=23).eval()
+    with torch.no_grad():
+        p = model(torch.randn(1, 1, 8, 16, 16))
+    assert p.shape == (1, 23, 8, 16, 16)
+    torch.testing.assert_close(p.sum(1), torch.ones(1, 8, 16, 16))
+    lab = p.argmax(1)
+    assert int(lab.min()) >= 0 and int(lab.max()) <= 22
+
+
+def test_focusnetv2_parameters_and_forward(fn):
+    snet = fn.SNet(n_classes=10)
+    assert abs(snet.snet_parameters() - 1_960_000) < 20_000  # the paper's 1.96M (S-Net, 9 organs)
+    model = fn.SNet(n_classes=23).eval()
+    with torch.no_grad():
+        p, heat = model(torch.randn(1, 1, 8, 16, 16))
+    assert p.shape == (1, 23, 8, 16, 16) and heat.shape == (1, len(fn.SMALL_ORGANS), 4, 8, 8)
+    assert 0 <= int(p.argmax(1).min()) and int(p.argmax(1).max()) <= 22
+    sos = fn.SOSNet().eval()
+    with torch.no_grad():
+        fg = sos(torch.randn(len(fn.SMALL_ORGANS), 1, *fn.ROI_SIZE_XYZ[::-1]))
+    assert fg.shape == (len(fn.SMALL_ORGANS), 1, 8, 64, 64) and float(fg.min()) >= 0 and float(fg.max()) <= 1
+
+
+def test_hybrid_loss_masks_missing_annotations(an):
+    logits = torch.randn(2, 4, 4, 8, 8)
+    target = torch.randint(0, 4, (2, 4, 8, 8))
+    full = an.hybrid_loss(logits, target)
+    present = torch.ones(2, 4)
+    present[0, 2] = 0  # organ 2 not annotated in sample 0
+    masked = an.hybrid_loss(logits, target, present=present)
+    assert torch.isfinite(full) and torch.isfinite(masked) and not torch.isclose(full, masked)
+    # a masked class does not contribute: changing its target changes nothing
+    t2 = target.clone()
+    t2[0][t2[0] == 2] = 3
+    present2 = present.clone()
+    assert torch.isfinite(an.hybrid_loss(logits, t2, present=present2))
+
+
+@pytest.mark.parametrize("which", ["anatomynet", "snet"])
+def test_training_step_reduces_loss(an, fn, which):
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 8, 16, 16)
+    y = (x[:, 0] > 0.5).long() + (x[:, 0] > 1.2).long()
+    model = an.AnatomyNet(n_classes=3) if which == "anatomynet" else fn.SNet(n_classes=3)
+    opt = torch.optim.RMSprop(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(8):
+        out = model.logits(x)
+        seg = out[0] if isinstance(out, tuple) else out
+        loss = an.hybrid_loss(seg, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def _onnx_agrees(model, inputs: dict, path: Path, atol=1e-4):
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {k: v.numpy() for k, v in inputs.items()})
+    with torch.no_grad():
+        want = model(*inputs.values())
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.numpy(), atol=atol)
+
+
+def test_shipped_onnx_matches_torch_weights():
+    pytest.importorskip("onnxruntime")
+    tr_an = _load("ref_anatomynet_train", MODELS / "anatomynet" / "train.py")
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (1, 1, 16, 32, 32)).astype(np.float32))
+    model = tr_an.load(str(MODELS / "anatomynet" / "weights" / "anatomynet.pt"))
+    _onnx_agrees(model, {"ct": x}, MODELS / "anatomynet" / "weights" / "anatomynet.onnx")
+    tr_fn = _load("ref_focusnetv2_train", MODELS / "focusnetv2" / "train.py")
+    w = MODELS / "focusnetv2" / "weights"
+    _onnx_agrees(tr_fn.load_snet(str(w / "snet.pt")), {"ct": x}, w / "snet.onnx")
+    rois = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (10, 1, 8, 64, 64)).astype(np.float32))
+    _onnx_agrees(tr_fn.load_sos(str(w / "sos.pt")), {"rois": rois}, w / "sos.onnx")
+
+
+def test_weights_are_small():
+    for f in MODELS.glob("*/weights/*"):
+        assert f.stat().st_size < 20 * 2**20, f
+    for f in MODELS.glob("multiatlas/atlases/*"):
+        assert f.stat().st_size < 20 * 2**20, f
+
+
+def _mean_dice(pred, ref, labels=range(1, 23)):
+    out = []
+    for lab in labels:
+        p, r = pred == lab, ref == lab
+        s = p.sum() + r.sum()
+        if s:
+            out.append(2.0 * (p & r).sum() / s)
+    return float(np.mean(out))
+
+
+def test_multiatlas_beats_trivial_baselines():
+    import SimpleITK as sitk
+
+    from arena.datasets.phantom import generate_case
+
+    ma = _load("ref_multiatlas", MODELS / "multiatlas" / "multiatlas.py")
+    atlases = ma.load_atlases(3)
+    ct, lab = generate_case(1003, "small")
+    ref = sitk.GetArrayFromImage(lab)
+    fused = sitk.GetArrayFromImage(ma.segment(ct, atlases))
+    assert set(np.unique(fused)) <= set(range(23))
+    # trivial baselines: all background (Dice 0) and a single atlas copied without registration
+    atlas_lab = sitk.Resample(atlases[0][1], ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    copy = _mean_dice(sitk.GetArrayFromImage(atlas_lab), ref)
+    got = _mean_dice(fused, ref)
+    assert got > copy + 0.1 and got > 0.6, (got, copy)
+
+
+# ---------------------------------------------------------------- containers through the real runner
+
+
+@pytest.fixture(scope="module")
+def reference_images(docker_engine, base_image):
+    from arena import reference
+
+    return {b.name: b for b in reference.build(base_image, ["anatomynet", "focusnetv2", "multiatlas"],
+                                               log=lambda m: None)}
+
+
+@pytest.fixture(scope="module")
+def batch_task(tmp_path_factory):
+    d = tmp_path_factory.mktemp("task") / "han-oar-22"
+    shutil.copytree(REPO / "tasks" / "han-oar-22", d)
+    y = (d / "task.yaml").read_text().replace("io_mode: per-case", "io_mode: batch")
+    (d / "task.yaml").write_text(y)
+    return d
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.parametrize("name,min_dice", [("anatomynet", 0.5), ("focusnetv2", 0.3), ("multiatlas", 0.6)])
+def test_container_batch_mode_through_runner(reference_images, batch_task, name, min_dice):
+    from arena.runner.harness import try_image
+
+    res = try_image(reference_images[name].image_id, batch_task, n_cases=2, size="small", log=lambda m: None)
+    assert len(res.cases) == 2
+    for key, outcome in res.cases:
+        assert outcome.ok, (key, outcome.error, outcome.log_tail[-2000:])
+        dice = [s["dice"] for s in outcome.scores.values() if s.get("dice") is not None]
+        assert len(outcome.scores) == 22 and np.mean(dice) > min_dice, (key, np.mean(dice))
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_reference_run_is_idempotent(reference_images, settings, db):
+    from sqlalchemy import select
+
+    from arena import reference
+    from arena.models import Submission, Team
+    from arena.tasks.store import upsert_task
+
+    upsert_task(db, REPO / "tasks" / "han-oar-22")
+    db.commit()
+    first = reference.submit(settings, "han-oar-22", ["validation", "test"], ["multiatlas", "anatomynet"],
+                             log=lambda m: None, enqueue=False)
+    assert len(first) == 4 and all(r.created for r in first)  # quota (2 in test) does not apply
+    again = reference.submit(settings, "han-oar-22", None, ["multiatlas", "anatomynet"], log=lambda m: None,
+                             enqueue=False)
+    assert not any(r.created for r in again)
+    assert {r.submission_id for r in again} == {r.submission_id for r in first}
+    db.expire_all()
+    subs = db.scalars(select(Submission)).all()
+    assert len(subs) == 4
+    team = db.scalar(select(Team).where(Team.name == reference.REFERENCE_TEAM))
+    assert team.is_reference and all(s.team_id == team.id for s in subs)
+    assert {s.image_id for s in subs} == {reference_images[n].image_id for n in ("multiatlas", "anatomynet")}
