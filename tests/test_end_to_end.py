@@ -179,4 +179,4 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
     first, second = again["evaluations"]
     for a, b in zip(first["cases"], second["cases"]):
         assert a["scores"] == b["scores"]  # deterministic algorithm, same numbers, separate records
-    assert not docker_engine.containers.list(all=True, filters={"label": "arena.managed"})
+    assert not docker_engine.containers.list(all=True, filters={"label": f"arena.queue={settings.queue_name}"})

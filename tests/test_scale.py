@@ -41,4 +41,4 @@ def test_two_workers_burst(settings, db, redis_url, docker_engine, base_image, t
                                .where(CaseResult.evaluation_id.in_(ev_ids)).group_by(CaseResult.evaluation_id)).all())
     assert per_eval == {e: 3 for e in ev_ids}  # every case exactly once, no evaluation lost
     assert all("arena.runner evaluation" in out for out in outputs), outputs  # both workers ran cases
-    assert not docker_engine.containers.list(all=True, filters={"label": "arena.managed"})
+    assert not docker_engine.containers.list(all=True, filters={"label": f"arena.queue={settings.queue_name}"})
