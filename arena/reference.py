@@ -7,7 +7,8 @@ reserved team "Reference models" (``Team.is_reference``), so boards mark them wi
 The team's daily quota does not apply (one task may get several reference models per phase), and a
 re-run is idempotent: an image (by ID) that the team already has in a phase is not submitted again.
 
-Python packages a model needs (its ``requirements.txt``) are installed from the host into ``_site/``
+Modules shared by several models live once in ``reference_models/_shared/`` and are copied into each
+model's build context. Python packages a model needs (its ``requirements.txt``) are installed from the host into ``_site/``
 of a temporary copy of the model's folder (no pip inside ``docker build``; SANDBOX-NOTES.md), which the
 Dockerfile copies into the image's ``dist-packages``.
 """
@@ -30,6 +31,7 @@ REFERENCE_USER = "reference-models"
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = Path(os.environ.get("ARENA_REFERENCE_MODELS", REPO / "reference_models"))
 TAG_PREFIX = "arena-reference/"
+SHARED_DIR = "_shared"  # modules several models use (refio.py), copied into each build context
 PIP_PLATFORM = ("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                 "--platform", "manylinux2014_x86_64")
@@ -65,6 +67,8 @@ def tag_for(name: str) -> str:
 def stage(model_dir: Path, dest: Path, log: Log = print) -> Path:
     """Copy ``model_dir`` to ``dest`` (training-only files left out) with its packages in ``dest/_site``."""
     shutil.copytree(model_dir, dest, ignore=STAGE_IGNORE)
+    for shared in sorted((model_dir.parent / SHARED_DIR).glob("*.py")):  # one copy in the repo, one per image
+        shutil.copy2(shared, dest / shared.name)
     site = dest / "_site"
     site.mkdir()
     req = model_dir / "requirements.txt"

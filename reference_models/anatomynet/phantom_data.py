@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-for _p in (HERE, os.path.abspath(os.path.join(HERE, "..", ".."))):  # refio; the repo, for arena.datasets
+for _p in (HERE, os.path.abspath(os.path.join(HERE, "..", "_shared")),  # refio
+           os.path.abspath(os.path.join(HERE, "..", ".."))):  # the repo, for arena.datasets
     if _p not in sys.path:
         sys.path.append(_p)
 

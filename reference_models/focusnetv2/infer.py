@@ -16,6 +16,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.join(HERE, "..", "_shared"))  # refio.py in the repo; beside infer.py in the image
 import refio  # noqa: E402
 
 NAME = "focusnetv2"

@@ -28,6 +28,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.join(HERE, "..", "_shared"))  # refio.py
 sys.path.append(os.path.join(HERE, "..", "anatomynet"))  # phantom_data.py: the training data
 
 import importlib.util  # noqa: E402

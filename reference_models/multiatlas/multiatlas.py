@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.join(HERE, "..", "_shared"))  # refio.py in the repo; beside it in the image
 import refio  # noqa: E402
 
 NAME = "multiatlas"
