@@ -12,10 +12,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select
 
 from arena.lifecycle import EvaluationStatus
-from arena.models import CaseResult, Evaluation, Submission
+from arena.models import Evaluation, Submission
 
 pytestmark = [pytest.mark.redis]
 
@@ -80,6 +79,7 @@ def test_abandoned_job_is_requeued_and_timeout_fails(settings, db, redis_url, mo
     """RQ reports a job whose worker vanished (another host) as AbandonedJobError: platform-caused, so the
     evaluation goes back on the queue (finished cases kept); after MAX_REQUEUES it fails with the reason.
     A job timeout fails it at once."""
+    from redis import Redis
     from rq.exceptions import AbandonedJobError
     from rq.job import Job
 
@@ -99,9 +99,21 @@ def test_abandoned_job_is_requeued_and_timeout_fails(settings, db, redis_url, mo
         ev = db.get(Evaluation, ev_id)
         if attempt < MAX_REQUEUES:
             assert ev.status == EvaluationStatus.QUEUED and ev.worker is None
-            assert Job.exists(ev.job_id, connection=__import__("redis").Redis.from_url(redis_url))
+            assert Job.exists(ev.job_id, connection=Redis.from_url(redis_url))
         else:
             assert ev.status == EvaluationStatus.FAILED and "gave up after 2 re-queues" in ev.error
+    # abandoned before its evaluation was even claimed: the job goes back on the queue, nothing is failed
+    queued, = _queued_evaluations(db, settings, ["C"])
+    ev = db.get(Evaluation, queued)
+    ev.job_id = "lost-before-start"
+    db.commit()
+    evaluation_job_failed(SimpleNamespace(args=(queued,), id="lost-before-start"), None, AbandonedJobError,
+                          AbandonedJobError())
+    db.expire_all()
+    ev = db.get(Evaluation, queued)
+    assert ev.status == EvaluationStatus.QUEUED and ev.job_id != "lost-before-start"
+    assert Job.exists(ev.job_id, connection=Redis.from_url(redis_url))
+
     ev = db.get(Evaluation, other)
     ev.set_status(EvaluationStatus.RUNNING)
     db.commit()
@@ -201,7 +213,8 @@ def test_silent_worker_is_swept_and_cannot_write_later(settings, db, redis_url, 
     longer its own and writes nothing: every case is recorded exactly once."""
     from arena.config import load_settings
     from arena.runner.jobs import create_evaluation
-    from runner_helpers import build_writer_image, validated_submissions
+    from runner_helpers import (build_writer_image, case_counts, validated_submissions, wait_finished,
+                                wait_for_case_container)
 
     image_id = build_writer_image(tmp_path, base_image, 5, "arena-test/slow-writer:silent")
     (sub_id,) = validated_submissions(db, settings, image_id, 1, 2)
@@ -213,29 +226,17 @@ def test_silent_worker_is_swept_and_cannot_write_later(settings, db, redis_url, 
                               stderr=subprocess.DEVNULL, start_new_session=True)
     rescuer = None
     try:
-        label = f"arena.evaluation={ev_id}"
-        deadline = time.monotonic() + 90
-        while not docker_engine.containers.list(filters={"label": label}) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert docker_engine.containers.list(filters={"label": label}), "the first case never started"
+        wait_for_case_container(docker_engine, ev_id)
         _signal_session(frozen.pid, signal.SIGSTOP)  # the worker, its horse, its heartbeat thread: all frozen
         rescuer = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            db.expire_all()
-            if db.get(Evaluation, ev_id).status.finished:
-                break
-            time.sleep(0.5)
-        ev = db.get(Evaluation, ev_id)
+        ev = wait_finished(db, ev_id)
         assert ev.status == EvaluationStatus.SUCCEEDED, ev.error
         assert "re-queued: no heartbeat for 4 s" in ev.error
         _signal_session(frozen.pid, signal.SIGCONT)  # the old horse wakes, finishes its container, tries to record
         time.sleep(8)
         db.expire_all()
-        counts = db.execute(select(CaseResult.case_id, func.count()).where(CaseResult.evaluation_id == ev_id)
-                            .group_by(CaseResult.case_id)).all()
-        assert len(counts) == 2 and all(n == 1 for _, n in counts), counts
+        assert case_counts(db, ev_id) == [1, 1]
         assert db.get(Evaluation, ev_id).status == EvaluationStatus.SUCCEEDED
     finally:
         for p in (frozen, rescuer):

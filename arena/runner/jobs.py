@@ -94,18 +94,25 @@ def evaluation_job_failed(job, connection, exc_type=None, exc_value=None, tb=Non
     evaluation_id = job.args[0]
     reason = f"{exc_type.__name__}: {exc_value}" if exc_type else "the worker running it died"
     settings = load_settings()
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
+        if requeue_evaluation(settings, evaluation_id, "its job was abandoned (worker lost)", only_job=job_id_of(job)):
+            return
+        with session_scope(settings.database_url) as s:  # lost before it even started: put the job back
+            ev = s.get(Evaluation, evaluation_id)
+            again = ev is not None and ev.status == EvaluationStatus.QUEUED and not _stale_job(ev, job)
+        if again:
+            enqueue_evaluation(settings, evaluation_id)
+        return
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
-        if ev is not None and ev.job_id and job_id_of(job) and ev.job_id != job_id_of(job):
-            return  # a stale job: the evaluation was re-queued as another job meanwhile
-        if ev is None or ev.status.finished:
+        if ev is None or ev.status.finished or _stale_job(ev, job):
             return
-        if exc_type is not None and issubclass(exc_type, AbandonedJobError) and ev.status != EvaluationStatus.QUEUED:
-            pass  # re-queued below, outside this transaction
-        else:
-            ev.set_status(EvaluationStatus.FAILED, error=f"evaluation job failed: {reason}")
-            return
-    requeue_evaluation(settings, evaluation_id, "its job was abandoned (worker lost)")
+        ev.set_status(EvaluationStatus.FAILED, error=f"evaluation job failed: {reason}")
+
+
+def _stale_job(ev: Evaluation, job) -> bool:
+    """The evaluation was re-queued as another job since ``job`` started."""
+    return bool(ev.job_id and job_id_of(job) and ev.job_id != job_id_of(job))
 
 
 def job_id_of(job) -> str | None:
@@ -223,16 +230,19 @@ def _clean_work_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def requeue_evaluation(settings: Settings, evaluation_id: int, reason: str, only_worker: str | None = None) -> bool:
+def requeue_evaluation(settings: Settings, evaluation_id: int, reason: str, only_worker: str | None = None,
+                       only_job: str | None = None) -> bool:
     """Put a running (or scoring) evaluation whose worker is gone back on the queue; finished cases are
     kept and skipped by the next run. After MAX_REQUEUES re-queues it fails with the reason instead (a
-    submission that kills every worker must not loop). With ``only_worker`` it acts only while that worker
-    still owns the evaluation. Returns True when re-queued."""
+    submission that kills every worker must not loop). With ``only_worker`` / ``only_job`` it acts only while
+    that worker still owns the evaluation / that job is still its job. Returns True when re-queued."""
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
         if ev is None or ev.status not in (EvaluationStatus.RUNNING, EvaluationStatus.SCORING):
             return False
         if only_worker is not None and ev.worker != only_worker:
+            return False
+        if only_job is not None and ev.job_id and ev.job_id != only_job:
             return False
         tries = (ev.error or "").count("re-queued")
         if tries >= MAX_REQUEUES:
@@ -280,16 +290,24 @@ def recover_dead_workers(settings: Settings, client, log=log.info) -> tuple[int,
     return n_containers, len(requeue)
 
 
-def requeue_lost_jobs(settings: Settings, log=log.info) -> tuple[int, int]:
+def requeue_lost_jobs(settings: Settings, log=log.info, min_age_s: float = 0.0) -> tuple[int, int]:
     """Put back on the queue what Redis lost (a restart without persistence, a flushed database):
     queued evaluations whose job no longer exists, and uploaded submissions whose intake job is gone.
-    Returns (evaluations, submissions) re-queued. Idempotent; run at worker start."""
+    Rows younger than ``min_age_s`` are left alone (their creator may not have enqueued them yet: the
+    periodic sweep passes a few seconds; worker start passes 0). Returns (evaluations, submissions)
+    re-queued. Idempotent."""
+    import datetime as dt
+
     from rq.job import Job
 
+    from arena.models import utcnow
+
     conn = Redis.from_url(settings.redis_url)
+    born_before = utcnow() - dt.timedelta(seconds=min_age_s)
     lost_evals, lost_subs = [], []
     with session_scope(settings.database_url) as s:
-        for ev in s.scalars(select(Evaluation).where(Evaluation.status == EvaluationStatus.QUEUED)):
+        for ev in s.scalars(select(Evaluation).where(Evaluation.status == EvaluationStatus.QUEUED,
+                                                      Evaluation.created_at <= born_before)):
             if not ev.job_id or not Job.exists(ev.job_id, connection=conn):
                 lost_evals.append(ev.id)
         queued_intakes = {j.args[0] for j in get_queue(settings).jobs if j.func_name.endswith("intake_submission")}
@@ -300,7 +318,8 @@ def requeue_lost_jobs(settings: Settings, log=log.info) -> tuple[int, int]:
             job = Job.fetch(jid, connection=conn) if Job.exists(jid, connection=conn) else None
             if job is not None and job.func_name.endswith("intake_submission"):
                 started.add(job.args[0])
-        for sub in s.scalars(select(Submission).where(Submission.status == SubmissionStatus.UPLOADED)):
+        for sub in s.scalars(select(Submission).where(Submission.status == SubmissionStatus.UPLOADED,
+                                                      Submission.created_at <= born_before)):
             if sub.id not in queued_intakes and sub.id not in started:
                 lost_subs.append(sub.id)
     for ev_id in lost_evals:
@@ -326,13 +345,12 @@ def _db_retry(fn, what: str, budget_s: float | None = None):
     A transaction that failed was rolled back, so retrying never writes anything twice."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    budget_s = DB_RETRY_S if budget_s is None else budget_s
-    deadline = time.monotonic() + budget_s
+    deadline = time.monotonic() + (DB_RETRY_S if budget_s is None else budget_s)
     pause = 0.5
     while True:
         try:
             return fn()
-        except (OperationalError, DBAPIError) as e:
+        except DBAPIError as e:  # OperationalError: server gone; others only when the connection broke
             if not (isinstance(e, OperationalError) or e.connection_invalidated) or time.monotonic() > deadline:
                 raise
             log.warning("%s: database unavailable (%s); retrying in %.1f s", what, str(e).splitlines()[0], pause)

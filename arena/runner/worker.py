@@ -19,16 +19,20 @@ from arena.config import Settings
 
 log = logging.getLogger("arena.worker")
 
+SWEEP_MIN_AGE_S = 30.0  # a job younger than this may be in the middle of being enqueued: not "lost"
+
 
 def sweep_once(settings: Settings, say: Callable[[str], None] = log.info) -> None:
     """One maintenance pass; errors (Redis or the database briefly down) are logged, never raised."""
     from arena.runner.jobs import requeue_lost_jobs, sweep_silent_evaluations
 
-    for step in (sweep_silent_evaluations, requeue_lost_jobs):
+    steps = (lambda: sweep_silent_evaluations(settings, log=say),
+             lambda: requeue_lost_jobs(settings, log=say, min_age_s=SWEEP_MIN_AGE_S))
+    for name, step in zip(("silent evaluations", "lost jobs"), steps):
         try:
-            step(settings, log=say)
-        except Exception as e:  # noqa: BLE001 - keep sweeping next period
-            log.warning("maintenance step %s failed: %s", step.__name__, e)
+            step()
+        except Exception as e:  # noqa: BLE001 - Redis or the database down: keep sweeping next period
+            log.warning("maintenance (%s) failed: %s", name, e)
 
 
 def start_sweeper(settings: Settings, period_s: float | None = None,
