@@ -126,13 +126,18 @@ def _board_fragment(task: Task, phase, spec, organs: str) -> Markup:
     return html
 
 
-@pages.get("/tasks/<slug>/leaderboard.csv")
-def leaderboard_csv(slug: str):
+def _live_board(slug: str):
+    """(task, phase, board) for ?phase=; a frozen board's live standings are for organizers only (404)."""
     task = _task_or_404(slug)
     phase = _board_phase(task, request.args.get("phase"))
     if phase.frozen() and not is_organizer(me(), task):
         abort(404, description="the board is frozen until its reveal; the page shows the frozen standings")
-    board = leaderboard(g.db, task, phase)
+    return task, phase, leaderboard(g.db, task, phase)
+
+
+@pages.get("/tasks/<slug>/leaderboard.csv")
+def leaderboard_csv(slug: str):
+    _, phase, board = _live_board(slug)
     buf = io.StringIO()
     board.table.to_csv(buf, index=False)
     return Response(buf.getvalue(), mimetype="text/csv",
@@ -147,11 +152,7 @@ def _svg(svg: str) -> Response:
 def rank_distribution(slug: str):
     from arena.leaderboard.plots import rank_distribution_svg
 
-    task = _task_or_404(slug)
-    phase = _board_phase(task, request.args.get("phase"))
-    if phase.frozen() and not is_organizer(me(), task):
-        abort(404, description="the board is frozen until its reveal")
-    board = leaderboard(g.db, task, phase)
+    _, phase, board = _live_board(slug)
     if board.bootstrap is None:
         abort(404, description="no rank distribution: fewer than two entries or cases")
     teams = dict(zip(board.entries["entry"], board.entries["team"]))
@@ -162,15 +163,11 @@ def rank_distribution(slug: str):
 def _board_request(slug: str):
     """(task, phase, spec, metric, board, entries) from the URL: ?phase=, ?metric= (default: the task's
     primary metric), ?entry= (repeatable; only entries on the board are kept)."""
-    task = _task_or_404(slug)
-    phase = _board_phase(task, request.args.get("phase"))
-    if phase.frozen() and not is_organizer(me(), task):
-        abort(404, description="the board is frozen until its reveal")
+    task, phase, board = _live_board(slug)
     spec = spec_of(task)
     metric = request.args.get("metric") or spec.ranking.primary
     if metric not in [m.name for m in spec.metrics]:
         abort(404, description=f"no metric {metric!r}")
-    board = leaderboard(g.db, task, phase)
     entries = [int(e) for e in request.args.getlist("entry") if e.isdigit() and int(e) in board.names]
     return task, phase, spec, metric, board, entries
 
