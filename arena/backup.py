@@ -98,9 +98,8 @@ def collect_task_rows(conn: Connection, task_id: int) -> dict[str, list[dict[str
     if "audit_events" in tables:  # events about the exported objects (their target is not a foreign key)
         t = tables["audit_events"]
         for kind, tname in AUDIT_TARGETS.items():
-            if ids[tname]:
-                found = [dict(r._mapping) for r in conn.execute(select(t).where(t.c.target_type == kind))]
-                add(t, [r for r in found if str(r["target_id"]) in {str(i) for i in ids[tname]}])
+            found = _fetch(conn, t, t.c.target_id, {str(i) for i in ids[tname]})
+            add(t, [r for r in found if r["target_type"] == kind])
     changed = True
     while changed:  # parents they refer to
         changed = False
