@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -119,8 +119,6 @@ def broken_archives(d: Path) -> dict[str, Path]:
         info = tarfile.TarInfo("../../etc/cron.d/evil")
         data = b"* * * * * root id\n"
         info.size = len(data)
-        import io
-
         tar.addfile(info, io.BytesIO(data))
     return {"junk": junk, "traversal": trav}
 

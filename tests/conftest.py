@@ -85,6 +85,14 @@ def db(settings):
     session.close()
 
 
+@pytest.fixture
+def app(settings):
+    """The Flask app on the test's settings (its own database)."""
+    from arena.web import create_app
+
+    return create_app(settings)
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     from arena.services import redis_ok

@@ -49,3 +49,39 @@ def validated_submissions(db, settings, image_id: str, n_submissions: int, n_val
         ids.append(sub.id)
     db.commit()
     return ids
+
+
+def wait_for_case_container(docker_engine, evaluation_id: int, timeout_s: float = 90) -> None:
+    """Block until a container of the evaluation runs (a case has started); fail after ``timeout_s``."""
+    import time
+
+    label = f"arena.evaluation={evaluation_id}"
+    deadline = time.monotonic() + timeout_s
+    while not docker_engine.containers.list(filters={"label": label}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert docker_engine.containers.list(filters={"label": label}), "the first case never started"
+
+
+def wait_finished(db, evaluation_id: int, timeout_s: float = 180):
+    """The evaluation once it has finished (or as it is after ``timeout_s``)."""
+    import time
+
+    from arena.models import Evaluation
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        db.expire_all()
+        if db.get(Evaluation, evaluation_id).status.finished:
+            break
+        time.sleep(0.5)
+    return db.get(Evaluation, evaluation_id)
+
+
+def case_counts(db, evaluation_id: int) -> list[int]:
+    """How many result rows each case of the evaluation has (each must be 1: no case recorded twice)."""
+    from sqlalchemy import func, select
+
+    from arena.models import CaseResult
+
+    return [n for _, n in db.execute(select(CaseResult.case_id, func.count()).where(
+        CaseResult.evaluation_id == evaluation_id).group_by(CaseResult.case_id)).all()]

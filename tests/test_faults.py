@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
 from arena.lifecycle import EvaluationStatus
-from arena.models import CaseResult, Evaluation
+from arena.models import Evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
@@ -24,7 +23,7 @@ def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_ima
                                 monkeypatch):
     from arena.config import load_settings
     from arena.runner.jobs import create_evaluation
-    from runner_helpers import build_writer_image, validated_submissions
+    from runner_helpers import build_writer_image, case_counts, validated_submissions, wait_for_case_container
 
     image_id = build_writer_image(tmp_path, base_image, 4, "arena-test/slow-writer:faults")
     (sub_id,) = validated_submissions(db, settings, image_id, 1, 2)
@@ -35,10 +34,7 @@ def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_ima
     worker = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     label = f"arena.evaluation={ev_id}"
-    deadline = time.monotonic() + 60
-    while not docker_engine.containers.list(filters={"label": label}) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert docker_engine.containers.list(filters={"label": label}), "the first case never started"
+    wait_for_case_container(docker_engine, ev_id, timeout_s=60)
     # the worker and its work-horse (RQ gives the horse its own process group: kill the whole session)
     subprocess.run(["pkill", "-KILL", "-s", str(worker.pid)], check=False)
     worker.wait(timeout=10)
@@ -59,9 +55,7 @@ def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_ima
     ev = db.get(Evaluation, ev_id)
     assert ev.status == EvaluationStatus.SUCCEEDED, ev.error
     assert "re-queued: worker" in ev.error  # the history says what happened
-    counts = db.execute(select(CaseResult.case_id, func.count()).where(CaseResult.evaluation_id == ev_id)
-                        .group_by(CaseResult.case_id)).all()
-    assert len(counts) == 2 and all(n == 1 for _, n in counts)
+    assert case_counts(db, ev_id) == [1, 1]
     assert not docker_engine.containers.list(all=True, filters={"label": label})
     work = str(settings.work_dir / f"evaluation-{ev_id}")
     assert not [line for line in Path("/proc/mounts").read_text().splitlines() if work in line]  # no tmpfs left

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from arena.lifecycle import EvaluationStatus
 from arena.models import CaseResult, Evaluation
@@ -82,7 +82,8 @@ def test_database_restart_mid_evaluation(settings, redis_url, docker_engine, bas
     from arena.config import load_settings
     from arena.db import session_factory, upgrade
     from arena.runner.jobs import create_evaluation
-    from runner_helpers import build_writer_image, validated_submissions
+    from runner_helpers import (build_writer_image, case_counts, validated_submissions, wait_finished,
+                                wait_for_case_container)
 
     monkeypatch.setenv("ARENA_DATABASE_URL", private_pg.url)
     monkeypatch.setenv("ARENA_REDIS_URL", redis_url)
@@ -98,11 +99,7 @@ def test_database_restart_mid_evaluation(settings, redis_url, docker_engine, bas
     worker = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        label = f"arena.evaluation={ev_id}"
-        deadline = time.monotonic() + 90
-        while not docker_engine.containers.list(filters={"label": label}) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert docker_engine.containers.list(filters={"label": label}), "the first case never started"
+        wait_for_case_container(docker_engine, ev_id)
         private_pg.stop()  # the case finishes while the database is down
         time.sleep(8)
         private_pg.start()
@@ -110,17 +107,9 @@ def test_database_restart_mid_evaluation(settings, redis_url, docker_engine, bas
 
         dispose_engines()
         db = session_factory(private_pg.url)()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            db.expire_all()
-            if db.get(Evaluation, ev_id).status.finished:
-                break
-            time.sleep(0.5)
-        ev = db.get(Evaluation, ev_id)
+        ev = wait_finished(db, ev_id, timeout_s=120)
         assert ev.status == EvaluationStatus.SUCCEEDED, ev.error
-        counts = db.execute(select(CaseResult.case_id, func.count()).where(CaseResult.evaluation_id == ev_id)
-                            .group_by(CaseResult.case_id)).all()
-        assert len(counts) == 2 and all(n == 1 for _, n in counts), counts
+        assert case_counts(db, ev_id) == [1, 1]
         db.close()
     finally:
         subprocess.run(["pkill", "-TERM", "-s", str(worker.pid)], check=False)

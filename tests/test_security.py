@@ -5,14 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from web_helpers import bearer, csrf_of, fake_submission, form_post, make_task, make_user, sign_in
-
-
-@pytest.fixture
-def app(settings):
-    from arena.web import create_app
-
-    return create_app(settings)
+from web_helpers import bearer, csrf_of, fake_submission, make_task, make_user, sign_in
 
 
 @pytest.fixture

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 
 import pytest
 
 from web_helpers import PASSWORD, bearer, csrf_of, fake_submission, form_post, make_task, make_user, sign_in
-
-
-@pytest.fixture
-def app(settings):
-    from arena.web import create_app
-
-    app = create_app(settings)
-    return app
 
 
 @pytest.fixture
