@@ -74,6 +74,46 @@ def test_board_ranks_completes_and_places_published(board_db, db):
     assert "not evaluated on this test set" in anatomynet["note"]
 
 
+def _add_entry(db, task, phase, team_user: str, label: str, dice: float, runtime_s: float, memory_mb: float) -> int:
+    from arena.models import User
+
+    user = db.query(User).filter_by(name=team_user).one()
+    sub = Submission(task=task, phase=phase, team=user.team, user=user, label=label,
+                     status=SubmissionStatus.VALIDATED, image_id=f"sha256:{label}")
+    ev = Evaluation(submission=sub, status=EvaluationStatus.SUCCEEDED, cases_total=3, cases_done=3)
+    db.add_all([sub, ev])
+    db.flush()
+    for i, case in enumerate(phase.cases):
+        cr = CaseResult(evaluation_id=ev.id, case_id=case.id, status=CaseStatus.SUCCEEDED,
+                        runtime_s=runtime_s + i, peak_memory_mb=memory_mb + 10 * i)
+        cr.metrics = [MetricValue(label=lab, metric=m, value=dice if m == "dice" else 5.0)
+                      for lab in range(1, 10) for m in ("dice", "hd95")]
+        db.add(cr)
+    db.commit()
+    return ev.id
+
+
+def test_reference_models_are_each_a_row_and_runtimes_shown(board_db, db):
+    """A team shows one entry (its best); the reference team's models are each a row of their own. The
+    board carries each entry's mean seconds per case and largest peak memory."""
+    from arena.leaderboard.query import compute_leaderboard
+
+    task, val, _ = board_db
+    _add_entry(db, task, val, "alpha", "Alpha v2", 0.5, 10.0, 500.0)  # worse than Alpha v1: hidden
+    _add_entry(db, task, val, "beta", "multiatlas (reference)", 0.7, 30.0, 400.0)
+    _add_entry(db, task, val, "beta", "anatomynet (reference)", 0.8, 10.0, 1000.0)
+    t = compute_leaderboard(db, task, val).table
+    ranked = t[t["rank"].notna()]
+    assert sorted(ranked["label"]) == ["Alpha v1", "Beta v1", "Gamma v1", "anatomynet (reference)",
+                                       "multiatlas (reference)"]
+    refs = ranked[ranked["badge"] == "reference"].set_index("label")
+    assert len(refs) == 3 and set(refs["team"]) == {"Beta"}
+    assert refs.loc["anatomynet (reference)", "runtime_s"] == pytest.approx(11.0)  # mean of 10, 11, 12 s
+    assert refs.loc["anatomynet (reference)", "peak_memory_mb"] == pytest.approx(1020.0)  # the largest case
+    assert refs.loc["multiatlas (reference)", "runtime_s"] == pytest.approx(31.0)
+    assert np.isnan(ranked.set_index("label").loc["Alpha v1", "runtime_s"])  # not recorded for it
+
+
 def test_board_cache_invalidates_on_new_result(board_db, db):
     from arena.leaderboard.query import leaderboard
 

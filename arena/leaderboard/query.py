@@ -5,7 +5,8 @@ A board is computed by the pure functions in ranking.py / statistics.py:
 1. entries: each validated submission's latest succeeded evaluation in the phase;
 2. the long score table is completed (a failed or missing case gets the metric's worst value, never
    dropped) over the phase's cases × the task's labels × metrics;
-3. one entry per team (the phase's ``team_entry``: best or latest), ranked by the task's rule;
+3. one entry per team (the phase's ``team_entry``: best or latest) — the reference team's models each count as
+   a team of their own — ranked by the task's rule;
 4. bootstrap over cases → rank interval and probability of being first per entry;
 5. published results (tasks/<slug>/literature.csv) placed, not ranked.
 
@@ -86,6 +87,21 @@ def _diagonal_mm(path: str) -> float:
     return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(reader.GetSize(), reader.GetSpacing()))))
 
 
+ENTRY_COLUMNS = ["entry", "submission_id", "evaluation_id", "team", "competitor", "label", "submitted", "badge",
+                 "runtime_s", "peak_memory_mb"]
+
+
+def _resources(session: Session, evaluation_ids: list[int]) -> dict[int, tuple[float | None, float | None]]:
+    """Per evaluation: mean container wall time per case (seconds) and the largest peak memory of a case (MB),
+    over the cases that ran (None where no case recorded it)."""
+    if not evaluation_ids:
+        return {}
+    rows = session.execute(
+        select(CaseResult.evaluation_id, func.avg(CaseResult.runtime_s), func.max(CaseResult.peak_memory_mb))
+        .where(CaseResult.evaluation_id.in_(evaluation_ids)).group_by(CaseResult.evaluation_id)).all()
+    return {int(e): (None if rt is None else float(rt), None if mem is None else float(mem)) for e, rt, mem in rows}
+
+
 def _entries(session: Session, phase: Phase) -> pd.DataFrame:
     subs = session.scalars(select(Submission).where(Submission.phase_id == phase.id,
                                                     Submission.status == SubmissionStatus.VALIDATED)).all()
@@ -93,10 +109,16 @@ def _entries(session: Session, phase: Phase) -> pd.DataFrame:
     for sub in subs:
         ev = next((e for e in reversed(sub.evaluations) if e.status == EvaluationStatus.SUCCEEDED), None)
         if ev is not None:
+            label = sub.label or f"submission {sub.id}"
+            # one row per team on a board; the reference team's models are each a competitor of their own
             rows.append({"entry": ev.id, "submission_id": sub.id, "evaluation_id": ev.id, "team": sub.team.name,
-                         "label": sub.label or f"submission {sub.id}", "submitted": sub.created_at,
+                         "competitor": f"{sub.team.name}\x1f{label}" if sub.team.is_reference else sub.team.name,
+                         "label": label, "submitted": sub.created_at,
                          "badge": "reference" if sub.team.is_reference else ""})
-    return pd.DataFrame(rows, columns=["entry", "submission_id", "evaluation_id", "team", "label", "submitted", "badge"])
+    res = _resources(session, [r["evaluation_id"] for r in rows])
+    for r in rows:
+        r["runtime_s"], r["peak_memory_mb"] = res.get(r["evaluation_id"], (None, None))
+    return pd.DataFrame(rows, columns=ENTRY_COLUMNS)
 
 
 def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap: bool = True) -> Leaderboard:
@@ -113,12 +135,12 @@ def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap
     diagonals = {c.key: _diagonal_mm(c.reference_path) for c in phase.cases if Path(c.reference_path).is_file()}
     full = complete_scores(raw, entries["entry"].tolist(), cases, list(spec.labels), [m.name for m in spec.metrics],
                            worst_values(spec, diagonal_mm=diagonals))
-    if entries["team"].is_unique:
+    if entries["competitor"].is_unique:
         chosen = entries
     elif a["team_entry"] == "latest":
-        chosen = select_team_entries(entries, "latest")
+        chosen = select_team_entries(entries, "latest", team="competitor")
     else:
-        chosen = select_team_entries(entries, "best", board=rank_by_spec(full, spec, phase.slug))
+        chosen = select_team_entries(entries, "best", board=rank_by_spec(full, spec, phase.slug), team="competitor")
     full = full[full["entry"].isin(chosen["entry"])]
     table = rank_by_spec(full, spec, phase.slug)
     boot = None
@@ -166,12 +188,12 @@ def _set_level_board(task: Task, phase: Phase, spec: TaskSpec, a: dict, entries:
     def rank(ents: pd.DataFrame) -> pd.DataFrame:
         return set_level_rank(raw, spec, phase.slug, ents["entry"].tolist(), cases, info)
 
-    if entries["team"].is_unique:
+    if entries["competitor"].is_unique:
         chosen = entries
     elif a["team_entry"] == "latest":
-        chosen = select_team_entries(entries, "latest")
+        chosen = select_team_entries(entries, "latest", team="competitor")
     else:
-        chosen = select_team_entries(entries, "best", board=rank(entries))
+        chosen = select_team_entries(entries, "best", board=rank(entries), team="competitor")
     table = rank(chosen).merge(chosen, on="entry", how="left")
     per_case = raw[raw["entry"].isin(chosen["entry"]) & ~raw["metric"].astype(str).str.contains("#", regex=False)]
     names = {row["entry"]: f"{row['team']} — {row['label']}" for row in chosen.to_dict(orient="records")}

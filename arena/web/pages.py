@@ -155,7 +155,8 @@ def rank_distribution(slug: str):
     _, phase, board = _live_board(slug)
     if board.bootstrap is None:
         abort(404, description="no rank distribution: fewer than two entries or cases")
-    teams = dict(zip(board.entries["entry"], board.entries["team"]))
+    teams = {r["entry"]: r["label"] if r["badge"] == "reference" else r["team"]  # reference models: by model
+             for r in board.entries.to_dict(orient="records")}
     return _svg(rank_distribution_svg(board.bootstrap, names=teams,
                                       title=f"Rank distribution ({len(phase.cases)} cases bootstrapped)"))
 
