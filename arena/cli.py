@@ -568,20 +568,30 @@ def _demo_all_tasks(settings, ctx, cases: int, size: str, step) -> list[tuple[st
     else:
         with session_scope(settings.database_url) as s:
             demo_pathology(s, settings, REPO_ROOT, n=max(cases, 8), size="small", log=click.echo)
-        step("cell_detector (classical baseline) on signet-ring-cells")
-        from arena.images.base import BASE_TAG
-        from arena.images.build import build_image, save_image
-
-        tag = f"arena/reference-cell-detector:{__version__}"
-        build_image(str(REPO_ROOT / "reference_models" / "cell_detector"), tag, BASE_TAG, log=lambda line: None)
-        tarball = settings.home / "examples" / "cell-detector.tar.gz"
-        tarball.parent.mkdir(parents=True, exist_ok=True)
-        save_image(tag, str(tarball), compress=True)
-        ctx.invoke(submit, tarball=tarball, task_slug="signet-ring-cells", phase_slug="validation", user_name="demo",
-                   label="cell_detector (classical baseline)", wait=False)
-        with session_scope(settings.database_url) as s:
-            out.append(("signet-ring-cells", "validation", s.scalar(select(Submission.id).order_by(Submission.id.desc()))))
+        out.append(("signet-ring-cells", "validation", None))  # its entry: the cell_detector reference model
     return out
+
+
+#: The bundled reference models the demo runs, per task and phase (cell_detector only with --all-tasks).
+DEMO_REFERENCE = (("han-oar-22", "validation", ("anatomynet", "focusnetv2", "multiatlas")),
+                  ("signet-ring-cells", "validation", ("cell_detector",)))
+
+
+def _demo_reference(settings, tasks: set[str], step) -> list[int]:
+    """Build the reference models of the demo's tasks and submit them as "Reference models" entries
+    (idempotent: an image already submitted to the phase is not submitted again); returns submission IDs."""
+    from arena import reference
+    from arena.images.base import BASE_TAG
+
+    runs = [(slug, phase, names) for slug, phase, names in DEMO_REFERENCE if slug in tasks]
+    names = [n for _, _, ns in runs for n in ns]
+    step(f"reference models: building {', '.join(names)}")
+    reference.build(BASE_TAG, names, log=click.echo)
+    ids = []
+    for slug, phase, ns in runs:
+        step(f"reference models: submitting to {slug}/{phase}")
+        ids += [r.submission_id for r in reference.submit(settings, slug, [phase], list(ns), log=click.echo)]
+    return ids
 
 
 def _print_board(settings, slug: str, phase_slug: str, step) -> None:
@@ -596,12 +606,21 @@ def _print_board(settings, slug: str, phase_slug: str, step) -> None:
         board = leaderboard(s, t, next(p for p in t.phases if p.slug == phase_slug)).table
     step(f"leaderboard {slug} ({phase_slug})")
     for row in board.to_dict(orient="records"):
-        hd = f", mean HD95 {row['hd95']:.1f} mm" if isinstance(row.get("hd95"), float) else ""
+        hd = f", mean HD95 {row['hd95']:.1f} mm" if isinstance(row.get("hd95"), float) and row["hd95"] == row["hd95"] else ""
         dice = f"mean Dice {row['dice']:.3f}" if isinstance(row.get("dice"), float) else ""
         set_level = ", ".join(f"{m} {row[m]:.3g}" for m in ("recall", "fp_score", "froc", "auc")
                               if isinstance(row.get(m), (int, float)) and m in row)
-        click.echo(f"  #{row.get('rank')} {row.get('team')} — {row.get('label')}: {dice}{hd}{set_level} "
-                   f"over {row.get('cases')} cases")
+        if row.get("badge") == "published":
+            click.echo(f"  (published) {row.get('team')} — {row.get('label')}: {dice}{hd} on its own test set")
+            continue
+        click.echo(f"  #{int(row['rank'])} {row.get('team')} — {row.get('label')}: {dice}{hd}{set_level} "
+                   f"over {int(row['cases'])} cases{_runtime(row)}")
+
+
+def _runtime(row: dict) -> str:
+    """", 10.4 s/case" from a board row (mean container wall time per case), or "" when not recorded."""
+    rt = row.get("runtime_s")
+    return f", {rt:.1f} s/case" if isinstance(rt, float) and rt == rt else ""
 
 
 @main.command()
@@ -613,8 +632,12 @@ def _print_board(settings, slug: str, phase_slug: str, step) -> None:
 @click.option("--all-tasks", is_flag=True, help="also set up every shipped task with a board: han-oar-9, "
               "thoracic-oar-6 (synthetic), han-oar-openkbp, abdomen-totalseg (real shared data) and the pathology "
               "tasks, each with an example or replay submission where one exists")
-def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bool) -> None:
-    """Everything end to end: services, base image, demo task, example submission, run, leaderboard."""
+@click.option("--reference/--no-reference", "with_reference", default=True, show_default=True,
+              help="build the bundled reference models and run them as reference entries: AnatomyNet, FocusNetv2 "
+              "and the multi-atlas baseline on han-oar-22, cell_detector on signet-ring-cells (with --all-tasks)")
+def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bool, with_reference: bool) -> None:
+    """Everything end to end: services, base image, demo task, example submission, the bundled reference
+    models, run, leaderboard."""
     import subprocess
 
     from sqlalchemy import select
@@ -653,13 +676,13 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bo
 
         sub_id = s.scalar(select(Submission.id).order_by(Submission.id.desc()))
     more = _demo_all_tasks(settings, ctx, cases, size, step) if all_tasks else []
+    refs = _demo_reference(settings, {"han-oar-22", *(slug for slug, _, _ in more)}, step) if with_reference else []
     worker_log = settings.home / "demo-worker.log"
     step(f"running a worker until the queue is empty (log: {worker_log})")
     with open(worker_log, "ab") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker", "--burst"], stdout=logf,
                                 stderr=subprocess.STDOUT)
-        click.echo(f"submission {sub_id}: {_watch(settings, sub_id)}")
-        for _, _, other in more:
+        for other in [sub_id, *(o for _, _, o in more if o is not None), *refs]:
             click.echo(f"submission {other}: {_watch(settings, other)}")
         if proc.wait() != 0:
             _fail(f"the worker exited with code {proc.returncode}; see {worker_log}")
@@ -672,7 +695,7 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bo
         _fail("the example submission produced no result; see `arena status 1`")
     for row in board.to_dict(orient="records"):
         click.echo(f"  #{row['rank']} {row['team']} — {row['label']}: weighted mean Dice {row['dice']:.3f}, "
-                   f"mean HD95 {row['hd95']:.1f} mm over {row['cases']} cases")
+                   f"mean HD95 {row['hd95']:.1f} mm over {row['cases']} cases{_runtime(row)}")
     url = f"http://{host}:{port}/tasks/han-oar-22?phase=validation"
     for slug, phase_slug, _ in more:
         _print_board(settings, slug, phase_slug, step)

@@ -47,3 +47,34 @@ def run_cmd(task_slug: str, phases: tuple[str, ...], names: tuple[str, ...]) -> 
         raise click.ClickException(str(e)) from None
     new = sum(r.created for r in res)
     click.echo(f"{new} new reference submission(s) queued, {len(res) - new} already present; run `arena worker --burst`")
+
+
+@reference.command("report")
+@click.option("--task", "task_slug", required=True)
+@click.option("--phase", "phase_slug", default=None, help="phase slug (default: the task's first phase)")
+@click.option("--name", "names", multiple=True, help="only this model (repeatable)")
+def report_cmd(task_slug: str, phase_slug: str | None, names: tuple[str, ...]) -> None:
+    """Print the reference entries' board numbers and per-label tables (Markdown, as in the models' READMEs)."""
+    from sqlalchemy import select
+
+    from arena import reference
+    from arena.config import load_settings
+    from arena.db import session_scope, upgrade
+    from arena.leaderboard.query import leaderboard
+    from arena.models import Task
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as s:
+        task = s.scalar(select(Task).where(Task.slug == task_slug))
+        if task is None:
+            raise click.ClickException(f"no task {task_slug!r}")
+        phase = next((p for p in task.phases if phase_slug in (None, p.slug)), None)
+        if phase is None:
+            raise click.ClickException(f"task {task_slug!r} has no phase {phase_slug!r} "
+                                       f"(has {[p.slug for p in task.phases]})")
+        text = reference.report(leaderboard(s, task, phase), list(names) or None)
+    if not text:
+        raise click.ClickException(f"no reference entries on the {task_slug}/{phase.slug} board yet: "
+                                   f"`arena reference run --task {task_slug}` and a worker first")
+    click.echo(text)

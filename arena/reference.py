@@ -196,3 +196,46 @@ def _first_phase(session, task_slug: str) -> str:
     if task is None or not task.phases:
         raise UploadError(f"no task {task_slug!r}", status=404)
     return task.phases[0].slug
+
+
+def report(board, names=None) -> str:
+    """Markdown of the reference entries of a board (``arena.leaderboard.query.Leaderboard``): per entry its
+    board numbers (the task's aggregate metrics, seconds per case, peak MB) and a per-label table of the
+    mean of each metric over the phase's cases — the tables the models' READMEs quote.
+
+    ``names``: only entries whose label starts with one of these model names.
+    """
+    spec, table = board.spec, board.table
+    if table.empty or "badge" not in table:
+        return ""
+    rows = table[table["badge"].eq("reference")]
+    if names:
+        rows = rows[rows["label"].astype(str).str.startswith(tuple(names))]
+    metrics = [m.name for m in spec.metrics]
+    out = []
+    for row in rows.to_dict(orient="records"):
+        mean = "" if spec.has_set_metrics else f"{'weighted ' if spec.ranking.label_weights else ''}mean "
+        agg = ", ".join(f"{mean}{m} {_fmt(row.get(m), m)}" for m in metrics if row.get(m) is not None)
+        res = "".join(f", {v:.1f} s/case" if k == "runtime_s" else f", peak {v:.0f} MB"
+                      for k in ("runtime_s", "peak_memory_mb")
+                      if isinstance(v := row.get(k), float) and v == v)
+        out.append(f"**{row['label']}** on {board.task.slug}/{board.phase.slug} ({int(row['cases'])} cases): "
+                   f"{agg}{res}\n")
+        per_label = [m for m in metrics if any(f"{m}:{lab.name}" in row for lab in spec.labels.values())]
+        if per_label:
+            out.append("| label | " + " | ".join(per_label) + " |")
+            out.append("|---|" + "---:|" * len(per_label))
+            for lab in spec.labels.values():
+                out.append(f"| {lab.name} | " + " | ".join(_fmt(row.get(f"{m}:{lab.name}"), m) for m in per_label) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _fmt(v, metric: str) -> str:
+    if v is None or v != v:
+        return "–"
+    if metric == "fp_score":  # DigestPath's normal-region score, 0-100
+        return f"{v:.1f}"
+    if metric in ("dice", "nsd", "recall", "froc", "auc"):
+        return f"{v:.3f}"
+    return f"{v:.2f} mm" if metric.startswith(("hd", "assd", "masd")) else f"{v:.2f}"
