@@ -4,7 +4,10 @@ containers through the real runner, and `arena reference run` through intake."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -177,18 +180,60 @@ def batch_task(tmp_path_factory):
     return d
 
 
+README_ENTRY = re.compile(r"\*\*(?P<name>\w+) \(reference\)\*\* on (?P<task>[\w-]+)/(?P<phase>[\w-]+) "
+                          r"\((?P<cases>\d+) cases\): weighted mean dice (?P<dice>[\d.]+), "
+                          r"weighted mean hd95 (?P<hd95>[\d.]+) mm")
+
+
+def readme_board(name: str) -> tuple[dict, dict[str, float]]:
+    """What reference_models/<name>/README.md says the demo board shows: the entry line and per-organ Dice."""
+    text = (MODELS / name / "README.md").read_text()
+    block = text[text.index("<!-- board:begin -->"):text.index("<!-- board:end -->")]
+    m = README_ENTRY.search(block)
+    assert m, f"{name}/README.md: no board line in the board block"
+    organs = {a: float(b) for a, b in re.findall(r"^\| (\w+) \| ([\d.]+) \|", block, flags=re.M)}
+    return m.groupdict(), organs
+
+
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.parametrize("name,min_dice", [("anatomynet", 0.5), ("focusnetv2", 0.3), ("multiatlas", 0.6)])
-def test_container_batch_mode_through_runner(reference_images, batch_task, name, min_dice):
-    from arena.runner.harness import try_image
+def test_reference_entries_on_the_demo_board_match_their_readmes(reference_images, batch_task, settings, db,
+                                                                  redis_url, arena_env):
+    """The three CT reference models, submitted with `arena reference run`'s code and run by a real worker in
+    batch mode on the demo's validation cases (`arena demo`: 4 "small" cases, validation = seeds 1000, 1002),
+    are each a reference row of the board, and the numbers in their READMEs are the board's."""
+    from arena import reference
+    from arena.leaderboard.query import compute_leaderboard
+    from arena.models import Submission
+    from arena.tasks.store import load_demo_cases, upsert_task
 
-    res = try_image(reference_images[name].image_id, batch_task, n_cases=2, size="small", log=lambda m: None)
-    assert len(res.cases) == 2
-    for key, outcome in res.cases:
-        assert outcome.ok, (key, outcome.error, outcome.log_tail[-2000:])
-        dice = [s["dice"] for s in outcome.scores.values() if s.get("dice") is not None]
-        assert len(outcome.scores) == 22 and np.mean(dice) > min_dice, (key, np.mean(dice))
+    task = upsert_task(db, batch_task)
+    load_demo_cases(db, settings, task, 4, size="small")
+    db.commit()
+    names = ["anatomynet", "focusnetv2", "multiatlas"]
+    runs = reference.submit(settings, "han-oar-22", ["validation"], names, log=lambda m: None)
+    env = {**os.environ, **arena_env, "ARENA_REDIS_URL": redis_url}
+    res = subprocess.run([sys.executable, "-m", "arena.cli", "worker", "--burst"], env=env, capture_output=True,
+                         text=True, timeout=1200)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    db.expire_all()
+    for r in runs:
+        ev = db.get(Submission, r.submission_id).latest_evaluation
+        assert ev.status.value == "succeeded", (r.name, ev.error)
+        for cr in ev.case_results:
+            assert cr.status.value == "succeeded", (r.name, cr.error, (cr.log_tail or "")[-2000:])
+    val = next(p for p in task.phases if p.slug == "validation")
+    board = compute_leaderboard(db, task, val).table.set_index("label")
+    assert (board["badge"] == "reference").sum() == 3  # one row per model, not one for the team
+    for name in names:
+        row = board.loc[f"{name} (reference)"]
+        claimed, organs = readme_board(name)
+        assert (claimed["task"], claimed["phase"], int(claimed["cases"])) == ("han-oar-22", "validation", 2)
+        assert float(claimed["dice"]) == pytest.approx(row["dice"], abs=0.01), name
+        assert len(organs) == 22, name
+        for organ, dice in organs.items():
+            assert dice == pytest.approx(row[f"dice:{organ}"], abs=0.05), (name, organ)
+        assert row["runtime_s"] > 0 and row["peak_memory_mb"] > 0
 
 
 @pytest.mark.docker

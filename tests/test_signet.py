@@ -5,6 +5,7 @@ end to end through the real runner (docker)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -244,4 +245,12 @@ def test_cell_detector_end_to_end_through_the_runner(settings, db, cell_detector
     row = board.table.iloc[0]
     assert row["rank"] == 1 and row["cases"] == len(phase.cases) == 4
     assert row["recall"] >= 0.5 and row["froc"] >= 0.3 and row["fp_score"] >= 50, row.to_dict()
+    # its README quotes the `arena demo --all-tasks` board (the same 8 tiles): those numbers are these
+    readme = (REPO / "reference_models" / "cell_detector" / "README.md").read_text()
+    claimed = re.search(r"\*\*cell_detector \(reference\)\*\* on signet-ring-cells/validation \((\d+) cases\): "
+                        r"recall ([\d.]+), fp_score ([\d.]+), froc ([\d.]+)", readme)
+    assert claimed, "reference_models/cell_detector/README.md: no board line"
+    assert int(claimed[1]) == row["cases"]
+    assert (float(claimed[2]), float(claimed[3]), float(claimed[4])) == pytest.approx(
+        (row["recall"], row["fp_score"], row["froc"]), abs=1e-3)
     assert not docker_engine.containers.list(all=True, filters={"label": f"arena.evaluation={ev_id}"})
