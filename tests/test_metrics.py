@@ -293,6 +293,25 @@ def test_empty_policy():
     assert mean_over_labels({1: {"dice": 0.5}, 2: {"dice": None}, 3: {"dice": 1.0}}, "dice", {1: 1, 3: 3}) == 0.875
 
 
+def test_reference_empty_exclude():
+    """PDDCA's rule: a label the reference lacks is not scored, even where the prediction has it; a label the
+    reference has but the prediction misses still scores as missed."""
+    ref = np.zeros((4, 5, 6), np.uint8)
+    ref[1:3, 1:3, 1:3] = 1
+    pred = np.zeros_like(ref)
+    pred[0:2, 3:5, 3:5] = 2  # label 2 predicted, absent from the reference
+    for conv in ("medpy", "deepmind"):
+        scored = score_segmentation(pred, ref, (1.0, 1.0, 1.0), [1, 2, 3], conv)
+        assert scored[2]["dice"] == 0.0 and scored[2]["hd95"] > 0  # default: a hallucination
+        s = score_segmentation(pred, ref, (1.0, 1.0, 1.0), [1, 2, 3], conv,
+                               empty_policy=EmptyPolicy(reference_empty="exclude"))
+        assert all(v is None for v in s[2].values()) and all(v is None for v in s[3].values())
+        assert s[1]["dice"] == 0.0 and s[1]["hd95"] == scored[1]["hd95"]  # missed: still scored
+    # it overrides both_empty: perfect (absent from both is absent from the reference)
+    s = score_segmentation(pred, ref, (1.0, 1.0, 1.0), [3], empty_policy=EmptyPolicy("perfect", reference_empty="exclude"))
+    assert s[3]["dice"] is None
+
+
 def test_label_at_image_edge_and_other_labels_ignored():
     """Boundaries at the image edge count (outside is background); other labels never leak in."""
     ref = np.zeros((6, 6, 6), np.uint8)

@@ -54,7 +54,28 @@ def test_han_oar_9_spec_flags_small_organs_and_pddca_order():
     spec = load_spec(REPO / "tasks" / "han-oar-9")
     assert {k: v.name for k, v in spec.labels.items()} == HAN_OAR_9
     assert [v.name for v in spec.labels.values() if v.small] == ["Chiasm", "OpticNerve_L", "OpticNerve_R"]
-    assert spec.empty_policy.both_empty == "exclude"
+    assert spec.empty_policy.both_empty == "exclude" and spec.empty_policy.reference_empty == "exclude"
+
+
+def test_han_oar_9_gland_absent_from_the_reference_is_not_scored():
+    """A case without one submandibular gland (as four PDDCA cases): predicting it there neither costs nor
+    earns anything; the organs the reference has are scored as usual."""
+    import SimpleITK as sitk
+
+    from arena.datasets.phantom import generate_case_9, pddca_missing_gland
+    from arena.runner.evaluate import score_case
+    from arena.tasks.spec import load_spec
+
+    spec = load_spec(REPO / "tasks" / "han-oar-9")
+    missing = pddca_missing_gland(1002)
+    _, lab, _ = generate_case_9(1002, "small")
+    ref = sitk.GetImageFromArray(lab)
+    pred = lab.copy()
+    pred[(lab == 17 - missing)] = missing  # the other gland, labelled as the missing one
+    scores = score_case(spec, pred, ref)
+    assert scores[missing]["dice"] is None and scores[missing]["hd95"] is None
+    assert scores[17 - missing]["dice"] == 0.0  # present in the reference, not predicted: missed
+    assert scores[1]["dice"] == 1.0
 
 
 def test_thoracic_weights():

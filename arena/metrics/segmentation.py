@@ -65,6 +65,9 @@ class EmptyPolicy:
 
     both_empty: ``"exclude"`` → every metric is None (left out of means); ``"perfect"`` → Dice,
         Jaccard and NSD 1, distances 0.
+    reference_empty: ``"exclude"`` → whenever the reference lacks the label every metric is None,
+        whatever the prediction holds (PDDCA's rule; overrides ``both_empty``); ``"score"`` (default) →
+        a prediction of a label the reference lacks scores as one-empty below.
     one_empty_distance: the distance (mm) reported when exactly one mask is empty: ``"diagonal"``
         (the image diagonal in mm), ``"nan"``, or a number of mm (``inf`` allowed). Dice, Jaccard
         and NSD are then 0. Volumes are always reported.
@@ -72,6 +75,7 @@ class EmptyPolicy:
 
     both_empty: Literal["exclude", "perfect"] = "exclude"
     one_empty_distance: float | Literal["diagonal", "nan"] = "diagonal"
+    reference_empty: Literal["score", "exclude"] = "score"
 
     def worst_distance(self, shape: Sequence[int], spacing: Sequence[float]) -> float:
         if self.one_empty_distance == "diagonal":
@@ -357,9 +361,9 @@ def score_segmentation_conventions(
     out: dict[str, Scores] = {c: {} for c in conventions}
     for lab in labels:
         bp, br = boxes_p[lab - 1], boxes_r[lab - 1]
-        if bp is None and br is None:
+        if br is None and (bp is None or empty_policy.reference_empty == "exclude"):
             vals: dict[str, float | None]
-            if empty_policy.both_empty == "exclude":
+            if empty_policy.both_empty == "exclude" or empty_policy.reference_empty == "exclude":
                 vals = {m: None for m in METRICS}
             else:
                 vals = {"dice": 1.0, "jaccard": 1.0, "volume_ref": 0.0, "volume_pred": 0.0, "volume_diff": 0.0,

@@ -65,7 +65,8 @@ def limits_for(spec: TaskSpec, gpu_device_ids: tuple[str, ...] = ()) -> SandboxL
 
 def empty_policy_for(spec: TaskSpec) -> EmptyPolicy:
     return EmptyPolicy(both_empty=spec.empty_policy.both_empty,
-                       one_empty_distance=spec.empty_policy.one_empty_distance)
+                       one_empty_distance=spec.empty_policy.one_empty_distance,
+                       reference_empty=spec.empty_policy.reference_empty)
 
 
 @dataclass
@@ -156,10 +157,12 @@ def score_tile_case(spec: TaskSpec, prediction: TilePrediction | None, reference
         rows.update({f"fp#{k}": v for k, v in enumerate(fp)})
         return {lab: rows}
     target = reference.target
-    if prediction is None or prediction.mask is None:
+    ref = reference.mask == lab
+    if not ref.any() and spec.empty_policy.reference_empty == "exclude":
+        rows["dice"] = None  # not scored where the reference has no lesion, whatever was predicted
+    elif prediction is None or prediction.mask is None:
         rows["dice"] = 0.0
     else:
-        ref = reference.mask == lab
         pred = prediction.mask == lab
         denom = int(ref.sum()) + int(pred.sum())
         if denom == 0:

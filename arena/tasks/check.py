@@ -43,7 +43,8 @@ class CheckResult:
                  "  metrics: " + ", ".join(m.name + (f" ({m.convention}, p{m.percentile:g})" if m.name.startswith("hd")
                                                      else "") for m in s.metrics),
                  f"  empty masks: both empty → {s.empty_policy.both_empty}, one empty → distance "
-                 f"{s.empty_policy.one_empty_distance}",
+                 f"{s.empty_policy.one_empty_distance}, label absent from the reference → "
+                 f"{'not scored' if s.empty_policy.reference_empty == 'exclude' else 'scored'}",
                  f"  ranking: {s.ranking.method}, primary {s.ranking.primary}"
                  + (f", metrics {s.ranking.metrics}" if s.ranking.metrics else "")
                  + (", label-weighted" if s.ranking.label_weights else ""),

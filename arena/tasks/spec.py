@@ -111,9 +111,13 @@ class DetectionSpec(_Strict):
 
 
 class EmptyPolicySpec(_Strict):
-    """What a metric is when a mask is empty (see arena.metrics.EmptyPolicy)."""
+    """What a metric is when a mask is empty (see arena.metrics.EmptyPolicy). ``reference_empty: exclude``
+    leaves a label out of a case whenever the case's reference lacks it, whatever was predicted (PDDCA /
+    MICCAI 2015: a gland absent from the reference is not scored); the default ``score`` scores it (a
+    prediction there gets Dice 0 and the one-empty distance)."""
 
     both_empty: Literal["exclude", "perfect"] = "exclude"
+    reference_empty: Literal["score", "exclude"] = "score"
     one_empty_distance: Union[Literal["diagonal", "nan"], Annotated[float, Field(gt=0)]] = "diagonal"
 
 
