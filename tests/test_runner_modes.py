@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
@@ -156,3 +157,21 @@ def test_arena_try(images, tmp_path):
     assert bad.exit_code == 1 and "FAILED [non-zero-exit]" in bad.output and "no weights" in bad.output
     missing = CliRunner().invoke(main, ["try", "no-such-image:1", "--task", str(REPO / "tasks" / "han-oar-22")])
     assert missing.exit_code == 2 and "no local image and no file" in missing.output
+
+
+@pytest.mark.parametrize("slug,labels", [("han-oar-22", 22), ("han-oar-9", 9), ("thoracic-oar-6", 6)])
+def test_try_samples_come_from_the_tasks_own_generator(tmp_path, slug, labels):
+    """`arena try` on a CT task without samples/ gets phantoms with that task's label map (not always the
+    22-organ one); a tile task without samples is refused with a reason."""
+    import SimpleITK as sitk
+
+    from arena.runner.harness import sample_cases
+    from arena.tasks.spec import load_spec
+
+    spec = load_spec(REPO / "tasks" / slug)
+    cases = sample_cases(REPO / "tasks" / slug, spec, 1, "small", tmp_path)
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(cases[0].reference)))
+    assert set(np.unique(ref)) - {0} <= set(spec.labels) and len(set(np.unique(ref)) - {0}) >= labels - 1
+    with pytest.raises(ValueError, match="signet-ring-cells has no sample cases"):
+        sample_cases(REPO / "tasks" / "signet-ring-cells", load_spec(REPO / "tasks" / "signet-ring-cells"), 1,
+                     "small", tmp_path / "x")

@@ -2,8 +2,8 @@
 
 Same code path as the workers (evaluate_case / evaluate_batch with the task's limits), so "works
 locally, fails on the platform" does not happen. Sample cases come from ``<task>/samples/<case>/``
-(``image.*`` + ``reference.*``); a task using the synthetic head-and-neck label map without samples
-gets generated phantoms.
+(``image.*`` + ``reference.*``); a CT task without samples gets phantoms from its synthetic data
+generator (``data.generator`` or the one matching its label map: han-oar-22, han-oar-9, thorax).
 """
 
 from __future__ import annotations
@@ -35,14 +35,19 @@ def sample_cases(task_dir: Path, spec: TaskSpec, n: int, size: str, scratch: Pat
                 found.append(CaseInput(d.name, img, ref))
         if found:
             return found[:n] if n else found
-    from arena.datasets.phantom import HAN_OAR_22, write_case
+    from arena.tasks.store import GENERATORS, generator_for
 
-    if {lab: s.name for lab, s in spec.labels.items()} != HAN_OAR_22:
-        raise ValueError(f"task {spec.slug} has no sample cases in {samples}/<case>/image.* + reference.*")
+    try:
+        if spec.is_tile_task:
+            raise ValueError("tile tasks have no phantom generator")
+        write, _ = GENERATORS[generator_for(spec)]
+    except ValueError:
+        raise ValueError(f"task {spec.slug} has no sample cases in {samples}/<case>/image.* + reference.* and "
+                         f"no synthetic data generator") from None
     out = []
-    for i in range(n or 2):
+    for i in range(n or 2):  # the demo's seeds: the cases `arena demo` / `task load --demo-data` generate
         key = f"sample-{i:03d}"
-        write_case(scratch, key, seed=1000 + i, size=size)
+        write(scratch, key, 1000 + i, size)
         out.append(CaseInput(key, scratch / key / "image.mha", scratch / key / "reference.mha"))
     return out
 
