@@ -249,7 +249,8 @@ def test_silent_worker_is_swept_and_cannot_write_later(settings, db, redis_url, 
                     _signal_session(p.pid, signal.SIGKILL)
                     p.wait()
     deadline = time.monotonic() + 30
-    while docker_engine.containers.list(all=True, filters={"label": f"arena.evaluation={ev_id}"}) and \
+    mine = {"label": [f"arena.evaluation={ev_id}", f"arena.queue={os.environ['ARENA_QUEUE']}"]}
+    while docker_engine.containers.list(all=True, filters=mine) and \
             time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not docker_engine.containers.list(all=True, filters={"label": f"arena.evaluation={ev_id}"})
+    assert not docker_engine.containers.list(all=True, filters=mine)

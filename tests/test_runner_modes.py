@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ def test_batch_mode_runs_once_and_scores_each_case(settings, db, images, docker_
     dice = {cr.case.key: next(m.value for m in cr.metrics if m.label == 21 and m.metric == "dice")
             for cr in ev.case_results}
     assert min(dice.values()) > 0.5
-    assert not docker_engine.containers.list(all=True, filters={"label": f"arena.evaluation={ev_id}"})
+    mine = [f"arena.evaluation={ev_id}", f"arena.queue={os.environ['ARENA_QUEUE']}"]  # IDs repeat across test DBs
+    assert not docker_engine.containers.list(all=True, filters={"label": mine})
 
 
 def test_fail_fast_skips_the_rest(settings, db, images):

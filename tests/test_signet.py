@@ -253,4 +253,6 @@ def test_cell_detector_end_to_end_through_the_runner(settings, db, cell_detector
     assert int(claimed[1]) == row["cases"]
     assert (float(claimed[2]), float(claimed[3]), float(claimed[4])) == pytest.approx(
         (row["recall"], row["fp_score"], row["froc"]), abs=1e-3)
-    assert not docker_engine.containers.list(all=True, filters={"label": f"arena.evaluation={ev_id}"})
+    # evaluation IDs repeat across test databases sharing the engine: this run's containers carry its queue too
+    assert not docker_engine.containers.list(all=True, filters={"label": [f"arena.evaluation={ev_id}",
+                                                                          f"arena.queue={settings.queue_name}"]})
