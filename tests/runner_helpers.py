@@ -1,8 +1,14 @@
 """Shared set-up for tests that run real workers: a tiny image that writes an empty, valid output after
-a delay, and validated submissions of it on han-oar-22 demo cases."""
+a delay, and validated submissions of it on han-oar-22 demo cases; and the ≈2 MB busybox-static images
+(no base image, no registry) that benchmarks/tiny_images.py re-exports for the benchmarks."""
 
 from __future__ import annotations
 
+import io
+import os
+import shutil
+import subprocess
+import tarfile
 from pathlib import Path
 
 from arena.lifecycle import SubmissionStatus
@@ -85,3 +91,139 @@ def case_counts(db, evaluation_id: int) -> list[int]:
 
     return [n for _, n in db.execute(select(CaseResult.case_id, func.count()).where(
         CaseResult.evaluation_id == evaluation_id).group_by(CaseResult.case_id)).all()]
+
+
+# -- tiny images ------------------------------------------------------------------------------------
+# Tiny (≈2 MB) algorithm images made from Debian's static busybox, for benchmarks that push many real
+# uploads through intake and for tests on an engine without Arena's base image (a private dockerd).
+# Behaviours (ENTRYPOINT scripts, run as uid 1000 under the normal sandbox):
+# - ``good``: writes an all-background label map with the input's exact geometry (valid, scored; the .mha
+#   header is copied from the input with grep/sed, the voxels come from /dev/zero);
+# - ``slow``: sleeps $SLOW_S seconds (default 5), then behaves like ``good``;
+# - ``fail``: prints an error and exits 3;
+# - ``sleeper``: sleeps past any case time limit;
+# - ``bomb``: fills /output until the size cap stops it;
+# - ``forkbomb``: forks until the pids limit stops it;
+# - ``wrong``: writes a label map of the wrong size;
+# - ``burn``: keeps one core busy for $BURN_S seconds (default 3), then behaves like ``good``.
+
+BUSYBOX = Path("/bin/busybox")
+
+GOOD = r"""
+f=$(ls /input/images/ct/* | head -n 1)
+mkdir -p /output/images/oar-segmentation
+o=/output/images/oar-segmentation/out.mha
+{
+  echo "ObjectType = Image"; echo "NDims = 3"; echo "BinaryData = True"; echo "BinaryDataByteOrderMSB = False"
+  echo "CompressedData = False"
+  grep -a -m 1 '^TransformMatrix = ' "$f"; grep -a -m 1 '^Offset = ' "$f"; grep -a -m 1 '^ElementSpacing = ' "$f"
+  grep -a -m 1 '^DimSize = ' "$f"; echo "ElementType = MET_UCHAR"; echo "ElementDataFile = LOCAL"
+} > "$o"
+set -- $(grep -a -m 1 '^DimSize = ' "$f" | cut -d ' ' -f 3-)
+head -c $(($1 * $2 * $3)) /dev/zero >> "$o"
+"""
+
+BURN = r"""
+end=$(( $(date +%s) + ${BURN_S:-3} ))
+while [ "$(date +%s)" -lt "$end" ]; do i=0; while [ $i -lt 2000 ]; do i=$((i + 1)); done; done
+"""
+
+SCRIPTS = {
+    "good": GOOD,
+    "burn": BURN + GOOD,
+    "fail": 'echo "model weights not found: /opt/ml/model/weights.pt" >&2\nexit 3\n',
+    "sleeper": "sleep 100000\n",
+    "slow": 'sleep "${SLOW_S:-5}"\n' + GOOD,
+    "bomb": "mkdir -p /output/images/oar-segmentation\nwhile :; do head -c 1048576 /dev/zero >> /output/junk; done\n",
+    "forkbomb": "f() { f | f & }\nf\nsleep 30\n",
+    "wrong": GOOD.replace('head -c $(($1 * $2 * $3)) /dev/zero >> "$o"',
+                          'head -c 100 /dev/zero >> "$o"').replace(
+        "grep -a -m 1 '^DimSize = ' \"$f\"; echo", "echo 'DimSize = 10 10 1'; echo"),
+}
+
+
+def tiny_images_available() -> bool:
+    """A static busybox (Debian's busybox-static: the image has no libc) and a docker CLI."""
+    if not BUSYBOX.is_file() or shutil.which("docker") is None:
+        return False
+    r = subprocess.run(["ldd", str(BUSYBOX)], capture_output=True, text=True)
+    return r.returncode != 0 or "not a dynamic executable" in (r.stdout + r.stderr)
+
+
+def _rootfs_tar(script: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "tmp", "input", "output", "etc"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(str(BUSYBOX), arcname="bin/busybox")
+        for name in ("sh", "ls", "head", "grep", "cut", "mkdir", "sleep", "echo", "cat", "date"):
+            info = tarfile.TarInfo(f"bin/{name}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        data = ("#!/bin/sh\nset -e\n" + script).encode()
+        info = tarfile.TarInfo("run.sh")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        passwd = b"root:x:0:0::/:/bin/sh\nalgo:x:1000:1000::/tmp:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    return buf.getvalue()
+
+
+def build_tiny_image(kind: str, tag: str | None = None, variant: str = "", docker_host: str | None = None,
+                     env: dict[str, str] | None = None) -> str:
+    """Import the ``kind`` image into the local engine (or the one at ``docker_host``); returns its tag.
+    A ``variant`` string makes a distinct image (another image ID) with the same behaviour: Arena
+    refuses the same image twice. ``env``: extra ENV lines baked in (e.g. ``{"SLOW_S": "8"}``)."""
+    tag = tag or f"arena-bench/tiny-{kind}:{variant or 'latest'}"
+    changes = ["--change", 'ENTRYPOINT ["/bin/sh", "/run.sh"]', "--change", "USER 1000", "--change", "ENV PATH=/bin",
+               "--change", f"LABEL arena.variant={variant or '-'}"]
+    for k, v in (env or {}).items():
+        changes += ["--change", f"ENV {k}={v}"]
+    run_env = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else None
+    subprocess.run(["docker", "import", *changes, "-", tag], input=_rootfs_tar(SCRIPTS[kind]), check=True,
+                   capture_output=True, env=run_env)
+    return tag
+
+
+def save_image(tag: str, path: Path) -> Path:
+    """``docker save`` the image to ``path`` (what a participant uploads)."""
+    with open(path, "wb") as f:
+        subprocess.run(["docker", "save", tag], stdout=f, check=True)
+    return path
+
+
+def build_all_tiny_images(out_dir: Path) -> dict[str, Path]:
+    """Every behaviour as a saved tarball in ``out_dir``: {kind: tarball}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {kind: save_image(build_tiny_image(kind), out_dir / f"{kind}.tar") for kind in SCRIPTS}
+
+
+# -- private networks -------------------------------------------------------------------------------
+
+def free_private_slash30(base: str = "10.213.0.0/16"):
+    """A /30 of ``base`` that no interface address or route of this machine touches (only the default
+    route would cover it): for a bridge or a veth pair a test creates, so that no traffic can leave the
+    machine. Picked at random among the free ones (tests on the same machine rarely collide)."""
+    import ipaddress
+    import random
+
+    used = []
+    for cmd in (["ip", "-4", "-o", "addr", "show"], ["ip", "-4", "route", "show", "table", "all"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        for word in out.split():
+            try:
+                net = ipaddress.ip_network(word, strict=False)
+            except ValueError:
+                continue
+            if net.version == 4 and net.prefixlen > 0:
+                used.append(net)
+    candidates = list(ipaddress.ip_network(base).subnets(new_prefix=30))
+    random.shuffle(candidates)
+    for net in candidates:
+        if not any(net.overlaps(u) for u in used):
+            return net
+    raise RuntimeError(f"no free /30 in {base}")
