@@ -12,6 +12,24 @@ class DockerUnavailable(RuntimeError):
     """The Docker Engine cannot be reached (not running, wrong DOCKER_HOST, no permission)."""
 
 
+class EngineLost(DockerUnavailable):
+    """The connection to the Docker Engine broke in the middle of a call (dockerd stopped, crashed or
+    restarted while a container ran): not an answer from the engine, and not the algorithm's fault."""
+
+
+def engine_address() -> str:
+    """Where this process looks for the engine, in words (for error messages)."""
+    return _where()
+
+
+def connection_broke(exc: BaseException) -> bool:
+    """Whether a docker-py call failed because the connection to the engine broke or was refused
+    (``requests`` connection/protocol errors), as opposed to an API error the engine answered with."""
+    import requests
+
+    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError))
+
+
 def _where() -> str:
     host = os.environ.get("DOCKER_HOST")
     if host:

@@ -6,6 +6,7 @@ workers on any number of machines can share one database, one Redis and one subm
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -358,6 +359,83 @@ def _db_retry(fn, what: str, budget_s: float | None = None):
             pause = min(pause * 2, 10.0)
 
 
+ENGINE_WAIT_S = 120.0  # how long a job waits for its Docker engine to come back (ARENA_ENGINE_WAIT_S)
+ENGINE_RETRIES = 2  # re-runs of one case (or batch) whose run the engine broke off
+
+
+def engine_wait_s() -> float:
+    try:
+        return float(os.environ.get("ARENA_ENGINE_WAIT_S", ENGINE_WAIT_S))
+    except ValueError:
+        return ENGINE_WAIT_S
+
+
+def _wait_for_engine(what: str, budget_s: float | None = None):
+    """A connected docker client, waiting up to ``budget_s`` (default :func:`engine_wait_s`) while the
+    engine is unreachable (dockerd restarting: its socket refuses until it has restored its
+    containers). Raises DockerUnavailable, naming the engine, when it does not come back in time."""
+    from arena.images.docker_client import DockerUnavailable, docker_client
+
+    budget = engine_wait_s() if budget_s is None else budget_s
+    deadline = time.monotonic() + budget
+    pause = 0.5
+    while True:
+        try:
+            return docker_client()
+        except DockerUnavailable as e:
+            if time.monotonic() > deadline:
+                raise DockerUnavailable(f"{what}: the Docker engine did not come back within {budget:g} s "
+                                        f"({str(e).split('. ')[0]})") from e
+            log.warning("%s: Docker engine unavailable; retrying in %.1f s", what, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+class _Engine:
+    """The job's connection to this worker's Docker engine, re-made after the engine went away.
+
+    :meth:`call` runs a step (a case's container run, the image check); when the engine breaks the
+    connection mid-step (EngineLost: dockerd stopped, crashed or restarted) it waits for the engine
+    (bounded, :func:`engine_wait_s`), removes what the broken-off step left (``cleanup``), and runs the
+    step again, at most ENGINE_RETRIES times. Nothing was recorded for the broken-off step, so nothing
+    is recorded twice."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.client = _wait_for_engine(what)
+
+    def call(self, step, name: str, cleanup=None):
+        from arena.images.docker_client import EngineLost, connection_broke, engine_address
+
+        for attempt in range(ENGINE_RETRIES + 1):
+            try:
+                if attempt and cleanup is not None:
+                    cleanup(self.client)
+                return step(self.client)
+            except Exception as e:
+                if not (isinstance(e, EngineLost) or connection_broke(e)):
+                    raise
+                if attempt >= ENGINE_RETRIES:
+                    raise EngineLost(f"{name}: the Docker engine at {engine_address()} went away "
+                                     f"{attempt + 1} times ({e})") from e
+                log.warning("%s: %s: %s; waiting for the engine, then running it again", self.what, name, e)
+                with contextlib.suppress(Exception):
+                    self.client.close()
+                self.client = _wait_for_engine(f"{self.what}: {name}")
+
+
+def _remove_run_containers(client, labels: dict[str, str]) -> int:
+    """Remove this run's containers (all of ``labels`` match) that a broken-off step left on the engine."""
+    import docker.errors
+
+    n = 0
+    for c in client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}):
+        with contextlib.suppress(docker.errors.APIError):
+            c.remove(force=True)
+            n += 1
+    return n
+
+
 def _record(settings: Settings, evaluation_id: int, case_id: int, out, done: int, worker: str) -> bool:
     """Store one case's outcome (one transaction: the case row with all its metrics, or nothing); returns
     False, storing nothing, when the evaluation was cancelled or taken over meanwhile. Waits out a
@@ -451,7 +529,7 @@ def run_evaluation(evaluation_id: int) -> str:
 
 
 def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
-    from arena.images.docker_client import docker_client
+    from arena.images.docker_client import DockerUnavailable
     from arena.runner.evaluate import CaseInput, evaluate_batch, evaluate_case, limits_for, skipped_case
     from arena.runner.failures import Failure
     from arena.runner.gpu import worker_device_ids
@@ -473,9 +551,21 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
     # arena.queue tells apart evaluations of several Arena instances (or test runs) sharing one engine
     labels = {"arena.evaluation": str(evaluation_id), "arena.worker": worker, "arena.queue": settings.queue_name}
     try:
-        client = docker_client()
-        with session_scope(settings.database_url) as s:
-            image = _ensure_image(client, s.get(Submission, sub_id), settings)
+        engine = _Engine(f"evaluation {evaluation_id}")
+
+        def ensure(client) -> str:
+            with session_scope(settings.database_url) as s:
+                return _ensure_image(client, s.get(Submission, sub_id), settings)
+
+        image = engine.call(ensure, "loading the image")
+
+        def clean_up(client, key: str, case_dirs: list[Path]) -> None:
+            import shutil
+
+            n = _remove_run_containers(client, {**labels, "arena.case": key})
+            for d in case_dirs:  # whatever the broken-off run collected: the re-run starts clean
+                shutil.rmtree(d, ignore_errors=True)
+            log.info("evaluation %s: removed %d container(s) of the broken-off run of %s", evaluation_id, n, key)
         gpus = tuple(worker_device_ids()) if spec.resources.gpu else ()
         stop: tuple[Failure, str] | None = None
         if spec.resources.gpu and not gpus:
@@ -493,8 +583,10 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
             if deadline:
                 budget = min(budget, max(1.0, deadline - time.monotonic()))
             log.info("evaluation %s: batch run over %d cases", evaluation_id, len(todo))
-            outs = evaluate_batch(client, spec, image, [c for _, c in todo], work / "batch", results,
-                                  replace(limits, time_s=budget), {**labels, "arena.case": "batch"})
+            outs = engine.call(
+                lambda client: evaluate_batch(client, spec, image, [c for _, c in todo], work / "batch", results,
+                                              replace(limits, time_s=budget), {**labels, "arena.case": "batch"}),
+                "the batch run", cleanup=lambda client: clean_up(client, "batch", [results / c.key for _, c in todo]))
             for i, ((cid, _), out) in enumerate(zip(todo, outs)):
                 n_failed += not out.ok
                 if not _record(settings, evaluation_id, cid, out, len(done) + i + 1, worker):
@@ -516,9 +608,11 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                     from dataclasses import replace
 
                     case_limits = replace(limits, time_s=max(1.0, min(limits.time_s, deadline - time.monotonic())))
-                out = evaluate_case(client, spec, image, c.key, c.image, c.reference, work_dir=work / c.key,
-                                    results_dir=results / c.key, limits=case_limits,
-                                    labels={**labels, "arena.case": c.key})
+                out = engine.call(
+                    lambda client, c=c, lim=case_limits: evaluate_case(
+                        client, spec, image, c.key, c.image, c.reference, work_dir=work / c.key,
+                        results_dir=results / c.key, limits=lim, labels={**labels, "arena.case": c.key}),
+                    f"case {c.key}", cleanup=lambda client, key=c.key: clean_up(client, key, [results / key]))
                 if not out.ok and out.failure == Failure.ENGINE_ERROR and index == 1:
                     stop = (Failure.SKIPPED, f"not run: the smoke case could not be run ({out.error})")
                 elif not out.ok and spec.resources.fail_fast:
@@ -527,7 +621,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
             if not _record(settings, evaluation_id, cid, out, index, worker):
                 return _lost(settings, evaluation_id)
         try:
-            removed = image_cache(settings, client).evict(keep={image})
+            removed = image_cache(settings, engine.client).evict(keep={image})
             if removed:
                 log.info("image cache: removed %d least recently used image(s)", len(removed))
         except Exception:  # the cache must never fail an evaluation
@@ -553,6 +647,16 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
 
         final = _db_retry(finish, f"evaluation {evaluation_id}: final status")
         return final if final is not None else _lost(settings, evaluation_id)
+    except DockerUnavailable as e:
+        # The engine stayed away (or kept breaking off): platform-caused, so the evaluation goes back on
+        # the queue (finished cases kept) for this or another host; after MAX_REQUEUES it fails, naming
+        # the engine.
+        log.error("evaluation %s: %s", evaluation_id, e)
+        if requeue_evaluation(settings, evaluation_id, str(e), only_worker=worker):
+            return EvaluationStatus.QUEUED.value
+        with session_scope(settings.database_url) as s:
+            ev = s.get(Evaluation, evaluation_id)
+            return ev.status.value if ev.status.finished else _lost(settings, evaluation_id)
     except Exception as e:
         log.exception("evaluation %s failed", evaluation_id)
         with session_scope(settings.database_url) as s:

@@ -255,7 +255,42 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
     """Run ``image`` once under the sandbox and wait for it (at most ``limits.time_s``).
 
     mounts: container path → (host path, "ro" | "rw").
+
+    Raises :class:`arena.images.docker_client.EngineLost` when the connection to the engine breaks
+    (dockerd stopped or restarted mid-run): the run has no outcome to record, the caller may run it
+    again once the engine is back (the container, if the engine still has it, carries ``labels``).
     """
+    from arena.images.docker_client import EngineLost, connection_broke, engine_address
+
+    try:
+        return _run_sandboxed(client, image, mounts=mounts, limits=limits, labels=labels, user=user,
+                              command=command, environment=environment, log_bytes=log_bytes)
+    except EngineLost:
+        raise
+    except Exception as e:
+        if not connection_broke(e):
+            raise
+        raise EngineLost(f"the Docker engine at {engine_address()} went away during the run "
+                         f"(dockerd stopped or restarted): {e.__class__.__name__}: {e}") from e
+
+
+def _read_timed_out(exc: BaseException) -> bool:
+    """A docker-py read timeout (on a unix socket it arrives as a ConnectionError wrapping urllib3's
+    ReadTimeoutError), as opposed to a connection the engine broke."""
+    import socket
+
+    import urllib3.exceptions
+
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return True
+    return any(isinstance(a, (urllib3.exceptions.ReadTimeoutError, socket.timeout)) for a in exc.args) \
+        or "read timed out" in str(exc).lower()
+
+
+def _run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], limits: SandboxLimits,
+                   labels: dict[str, str] | None, user: str | None, command: list[str] | None,
+                   environment: dict[str, str] | None, log_bytes: int) -> RunResult:
+    from arena.images.docker_client import EngineLost, engine_address
     from arena.runner.gpu import device_requests
 
     if user is None:
@@ -280,7 +315,12 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
             try:
                 status = container.wait(timeout=limits.time_s)
                 exit_code = int(status.get("StatusCode", -1))
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as e:
+                if not _read_timed_out(e) and time.monotonic() - started < limits.time_s:
+                    # the engine broke the connection before the limit: not a timeout of the algorithm
+                    raise EngineLost(f"the Docker engine at {engine_address()} went away while the container "
+                                     f"ran (dockerd stopped or restarted): {e.__class__.__name__}: {e}") from e
                 timed_out = True
                 pids_watch.sample()
                 try:
@@ -335,8 +375,8 @@ def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], lim
         if container is not None:
             try:
                 container.remove(force=True)
-            except docker.errors.APIError:
-                pass
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                pass  # engine gone: the caller removes it by its labels once the engine is back
 
 
 def reap_leftovers(client, label_filter: str = MANAGED_LABEL) -> int:
