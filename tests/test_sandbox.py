@@ -96,8 +96,33 @@ def test_effective_user():
 
 
 def test_reap_leftovers(docker_engine, base_image):
+    """Stopped containers of dead workers are removed at worker start; one whose worker is alive on this host
+    (a second worker sharing the engine, reading its exited container's logs) is left alone."""
+    import os
+    import socket
+    import subprocess
+
+    from arena.runner.jobs import live_local_worker
     from arena.runner.sandbox import reap_leftovers
 
-    c = docker_engine.containers.create(base_image, ["true"], labels={"arena.managed": "1", "arena.test": "reap"})
-    assert reap_leftovers(docker_engine) >= 1
-    assert not docker_engine.containers.list(all=True, filters={"id": c.id})
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    tag = f"reap-{os.getpid()}"
+    host = socket.gethostname()
+    dead = docker_engine.containers.create(base_image, ["true"], labels={
+        "arena.managed": "1", "arena.test": tag, "arena.worker": f"{host}:{gone.pid}"})
+    live = docker_engine.containers.create(base_image, ["true"], labels={
+        "arena.managed": "1", "arena.test": tag, "arena.worker": f"{host}:{os.getpid()}"})
+    try:
+        n = reap_leftovers(docker_engine, f"arena.test={tag}",
+                           keep=lambda labels: live_local_worker(labels.get("arena.worker")))
+        assert n == 1
+        assert not docker_engine.containers.list(all=True, filters={"id": dead.id})
+        assert docker_engine.containers.list(all=True, filters={"id": live.id})
+        assert reap_leftovers(docker_engine, f"arena.test={tag}") == 1  # without keep: every stopped one
+    finally:
+        for c in (dead, live):
+            try:
+                c.remove(force=True)
+            except Exception:
+                pass

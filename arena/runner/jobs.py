@@ -212,6 +212,12 @@ def _dead_local_worker(worker: str | None) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
 
 
+def live_local_worker(worker: str | None) -> bool:
+    """Whether ``worker`` (``host:pid``) is a running worker process on this host."""
+    host, _, pid = (worker or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid))
+
+
 MAX_REQUEUES = 2
 
 

@@ -379,11 +379,16 @@ def _run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], li
                 pass  # engine gone: the caller removes it by its labels once the engine is back
 
 
-def reap_leftovers(client, label_filter: str = MANAGED_LABEL) -> int:
-    """Remove stopped containers Arena started (left by a worker that died). Returns how many."""
+def reap_leftovers(client, label_filter: str = MANAGED_LABEL, keep=None) -> int:
+    """Remove stopped containers Arena started (left by a worker that died). Returns how many.
+
+    keep: ``labels -> bool``; containers it accepts are left alone (another live worker sharing this engine
+    has just seen its container exit and is still reading its logs and statistics)."""
     n = 0
     for status in ("exited", "created", "dead"):
         for c in client.containers.list(all=True, filters={"label": label_filter, "status": status}):
+            if keep is not None and keep(c.labels or {}):
+                continue
             try:
                 c.remove(force=True)
                 n += 1

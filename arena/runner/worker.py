@@ -54,12 +54,13 @@ def run_worker(settings: Settings, burst: bool = False, gpu: str | None = None,
                say: Callable[[str], None] = print) -> None:
     """Recover, then take intake and evaluation jobs until stopped (or, with ``burst``, the queues are empty)."""
     from arena.runner.gpu import detect_gpus
-    from arena.runner.jobs import queue_name, recover_dead_workers, requeue_lost_jobs
+    from arena.runner.jobs import live_local_worker, queue_name, recover_dead_workers, requeue_lost_jobs
     from arena.runner.sandbox import reap_leftovers
     from arena.services import ensure_docker
 
     client = ensure_docker()
-    n = reap_leftovers(client)
+    # a second worker on this engine may be between its container's exit and reading its logs: leave those
+    n = reap_leftovers(client, keep=lambda labels: live_local_worker(labels.get("arena.worker")))
     if n:
         say(f"removed {n} leftover container(s)")
     recover_dead_workers(settings, client, log=say)
