@@ -58,10 +58,15 @@ def validated_submissions(db, settings, image_id: str, n_submissions: int, n_val
 
 
 def wait_for_case_container(docker_engine, evaluation_id: int, timeout_s: float = 90) -> None:
-    """Block until a container of the evaluation runs (a case has started); fail after ``timeout_s``."""
+    """Block until a container of the evaluation runs (a case has started); fail after ``timeout_s``.
+    Only this test's containers count: evaluation IDs repeat across test databases sharing one engine, so
+    the test's queue (ARENA_QUEUE, set by the arena_env fixture) is matched too."""
+    import os
     import time
 
-    label = f"arena.evaluation={evaluation_id}"
+    label = [f"arena.evaluation={evaluation_id}"]
+    if os.environ.get("ARENA_QUEUE"):
+        label.append(f"arena.queue={os.environ['ARENA_QUEUE']}")
     deadline = time.monotonic() + timeout_s
     while not docker_engine.containers.list(filters={"label": label}) and time.monotonic() < deadline:
         time.sleep(0.2)
