@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import click
@@ -594,7 +595,8 @@ def _demo_reference(settings, tasks: set[str], step) -> list[int]:
     return ids
 
 
-def _print_board(settings, slug: str, phase_slug: str, step) -> None:
+def _print_board(settings, slug: str, phase_slug: str, step) -> int:
+    """Print a phase's board, a line per row (published rows unranked); returns how many entries it ranks."""
     from sqlalchemy import select
 
     from arena.db import session_scope
@@ -603,24 +605,29 @@ def _print_board(settings, slug: str, phase_slug: str, step) -> None:
 
     with session_scope(settings.database_url) as s:
         t = s.scalar(select(Task).where(Task.slug == slug))
-        board = leaderboard(s, t, next(p for p in t.phases if p.slug == phase_slug)).table
+        lb = leaderboard(s, t, next(p for p in t.phases if p.slug == phase_slug))
     step(f"leaderboard {slug} ({phase_slug})")
-    for row in board.to_dict(orient="records"):
-        hd = f", mean HD95 {row['hd95']:.1f} mm" if isinstance(row.get("hd95"), float) and row["hd95"] == row["hd95"] else ""
-        dice = f"mean Dice {row['dice']:.3f}" if isinstance(row.get("dice"), float) else ""
-        set_level = ", ".join(f"{m} {row[m]:.3g}" for m in ("recall", "fp_score", "froc", "auc")
-                              if isinstance(row.get(m), (int, float)) and m in row)
+    weighted = "weighted " if lb.spec.ranking.label_weights else ""
+    ranked = 0
+    for row in lb.table.to_dict(orient="records"):
+        num = partial(_present, row)
+        dice = f"{weighted}mean Dice {row['dice']:.3f}" if num("dice") else ""
+        hd = f", mean HD95 {row['hd95']:.1f} mm" if num("hd95") else ""
+        set_level = ", ".join(f"{m} {row[m]:.3g}" for m in ("recall", "fp_score", "froc", "auc") if num(m))
         if row.get("badge") == "published":
             click.echo(f"  (published) {row.get('team')} — {row.get('label')}: {dice}{hd} on its own test set")
             continue
+        ranked += 1
+        runtime = f", {row['runtime_s']:.1f} s/case" if num("runtime_s") else ""
         click.echo(f"  #{int(row['rank'])} {row.get('team')} — {row.get('label')}: {dice}{hd}{set_level} "
-                   f"over {int(row['cases'])} cases{_runtime(row)}")
+                   f"over {int(row['cases'])} cases{runtime}")
+    return ranked
 
 
-def _runtime(row: dict) -> str:
-    """", 10.4 s/case" from a board row (mean container wall time per case), or "" when not recorded."""
-    rt = row.get("runtime_s")
-    return f", {rt:.1f} s/case" if isinstance(rt, float) and rt == rt else ""
+def _present(row: dict, key: str) -> bool:
+    """``row[key]`` is a number, not NaN."""
+    v = row.get(key)
+    return isinstance(v, (int, float)) and v == v
 
 
 @main.command()
@@ -643,8 +650,7 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bo
     from sqlalchemy import select
 
     from arena.db import session_scope, upgrade
-    from arena.leaderboard.query import leaderboard
-    from arena.models import Task, User
+    from arena.models import User
     from arena.services import ensure_docker, ensure_redis
     from arena.users import create_user
 
@@ -686,16 +692,8 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bo
             click.echo(f"submission {other}: {_watch(settings, other)}")
         if proc.wait() != 0:
             _fail(f"the worker exited with code {proc.returncode}; see {worker_log}")
-    with session_scope(settings.database_url) as s:
-        t = s.scalar(select(Task).where(Task.slug == "han-oar-22"))
-        phase = next(p for p in t.phases if p.slug == "validation")
-        board = leaderboard(s, t, phase).table
-    step("leaderboard (validation)")
-    if board.empty:
+    if not _print_board(settings, "han-oar-22", "validation", step):
         _fail("the example submission produced no result; see `arena status 1`")
-    for row in board.to_dict(orient="records"):
-        click.echo(f"  #{row['rank']} {row['team']} — {row['label']}: weighted mean Dice {row['dice']:.3f}, "
-                   f"mean HD95 {row['hd95']:.1f} mm over {row['cases']} cases{_runtime(row)}")
     url = f"http://{host}:{port}/tasks/han-oar-22?phase=validation"
     for slug, phase_slug, _ in more:
         _print_board(settings, slug, phase_slug, step)

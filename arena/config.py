@@ -35,6 +35,7 @@ class Settings:
     team_concurrency: int = 1
     heartbeat_s: float = 10.0
     stale_after_s: float = 120.0
+    engine_wait_s: float = 120.0  # how long a job waits for its Docker engine to come back
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
 
     @property
@@ -84,5 +85,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         team_concurrency=int(env.get("ARENA_TEAM_CONCURRENCY") or 1),
         heartbeat_s=float(env.get("ARENA_HEARTBEAT_S") or 10),
         stale_after_s=float(env.get("ARENA_STALE_AFTER_S") or 120),
+        engine_wait_s=float(env.get("ARENA_ENGINE_WAIT_S") or 120),
         **kwargs,
     )

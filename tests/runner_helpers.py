@@ -232,3 +232,75 @@ def free_private_slash30(base: str = "10.213.0.0/16"):
         if not any(net.overlaps(u) for u in used):
             return net
     raise RuntimeError(f"no free /30 in {base}")
+
+
+# -- a private PostgreSQL cluster (tests that stop the database, or reach it from another "host") ---------
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port(addr: str = "127.0.0.1") -> int:
+    """A TCP port free on ``addr`` right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((addr, 0))
+        return s.getsockname()[1]
+
+
+def postgres_unavailable() -> str | None:
+    """Why a private PostgreSQL cannot be run here, or None."""
+    import pwd
+
+    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
+        return "PostgreSQL 15 server binaries not installed (scripts/postgres.sh installs them)"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "no postgres system user"
+    return None
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster run as the postgres user, listening only on ``addr`` (a free port);
+    ``trust_net`` (CIDR) also lets that network in. Lives in a mkdtemp folder: pytest's tmp_path is private
+    to root, postgres could not enter it. ``stop``/``start`` as often as a test likes; ``destroy`` at the end."""
+
+    def __init__(self, addr: str = "127.0.0.1", trust_net: str | None = None) -> None:
+        import tempfile
+
+        self.addr, self.port = addr, free_port(addr)
+        self.root = Path(tempfile.mkdtemp(prefix="arena-pg-"))
+        shutil.chown(self.root, "postgres")
+        self.dir = self.root / "pgdata"
+        self.running = False
+        self._as_pg(str(PG_BIN / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "arena", "--no-sync")
+        if trust_net:
+            with open(self.dir / "pg_hba.conf", "a") as f:
+                f.write(f"host all all {trust_net} trust\n")
+        self.url = f"postgresql+psycopg://arena@{addr}:{self.port}/postgres"
+
+    @staticmethod
+    def _as_pg(*cmd: str) -> None:
+        r = subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, cwd="/tmp")
+        if r.returncode:
+            raise RuntimeError(f"{cmd[0]} failed: {r.stderr[-500:]}")
+
+    def start(self) -> None:
+        self._as_pg(str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-w", "-l", str(self.root / "pg.log"), "-o",
+                    f"-p {self.port} -k {self.dir} -c listen_addresses={self.addr} -c fsync=off", "start")
+        self.running = True
+
+    def stop(self) -> None:
+        self._as_pg(str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-w", "-m", "fast", "stop")
+        self.running = False
+
+    def destroy(self) -> None:
+        from arena.db import dispose_engines
+
+        dispose_engines()
+        if self.running:
+            try:
+                self.stop()
+            except RuntimeError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -4,13 +4,10 @@ PostgreSQL cluster, a real process), and a full results filesystem (a tiny tmpfs
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -18,61 +15,21 @@ from sqlalchemy import select
 from arena.lifecycle import EvaluationStatus
 from arena.models import CaseResult, Evaluation
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
-
-
-class PrivatePostgres:
-    """A throw-away PostgreSQL cluster on a free loopback port, run as the postgres user."""
-
-    def __init__(self, root: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.dir = root / "pgdata"
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.chown(root, "postgres")
-        self._as_pg([str(PG_BIN / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "arena", "--no-sync"])
-        self.url = f"postgresql+psycopg://arena@127.0.0.1:{self.port}/postgres"
-
-    @staticmethod
-    def _as_pg(cmd: list[str]) -> None:
-        r = subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, cwd="/tmp")
-        if r.returncode:
-            raise RuntimeError(f"{cmd[0]} failed: {r.stderr[-500:]}")
-
-    def start(self) -> None:
-        self._as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-w", "-l", str(self.dir.parent / "pg.log"), "-o",
-                     f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
-
-    def stop(self) -> None:
-        self._as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-w", "-m", "fast", "stop"])
 
 
 @pytest.fixture
 def private_pg():
-    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL 15 server binaries not installed (scripts/postgres.sh installs them)")
+    from runner_helpers import PrivatePostgres, postgres_unavailable
+
+    if postgres_unavailable():
+        pytest.skip(postgres_unavailable())
+    pg = PrivatePostgres()
     try:
-        import pwd
-
-        pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.skip("no postgres system user")
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="arena-pg-"))  # pytest's tmp_path is private to root: postgres can't enter
-    pg = PrivatePostgres(root)
-    pg.start()
-    yield pg
-    from arena.db import dispose_engines
-
-    dispose_engines()
-    try:
-        pg.stop()
-    except RuntimeError:
-        pass
-    shutil.rmtree(root, ignore_errors=True)
+        pg.start()
+        yield pg
+    finally:
+        pg.destroy()
 
 
 def test_database_restart_mid_evaluation(settings, redis_url, docker_engine, base_image, tmp_path, arena_env,

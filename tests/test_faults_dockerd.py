@@ -23,16 +23,9 @@ import pytest
 
 from arena.lifecycle import CaseStatus, EvaluationStatus
 from arena.models import Evaluation
+from arena.runner.jobs import _pid_alive
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[-1][:1] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 class PrivateDockerd:
@@ -123,7 +116,7 @@ class PrivateDockerd:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if address.encode() in cmd and _alive(int(pid)):  # a shim of this daemon only
+            if address.encode() in cmd and _pid_alive(int(pid)):  # a shim of this daemon only
                 os.kill(int(pid), signal.SIGKILL)
         prefix = str(self.root) + "/"
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()

@@ -15,22 +15,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from arena.lifecycle import CaseStatus, EvaluationStatus
+from runner_helpers import PrivatePostgres, free_port, postgres_unavailable
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def _run(*cmd: str) -> None:
@@ -73,19 +70,13 @@ class Link:
             subprocess.run(["ip", "link", "del", self.root_if], capture_output=True)  # gone already: harmless
 
 
-def _free_port(addr: str) -> int:
-    with socket.socket() as s:
-        s.bind((addr, 0))
-        return s.getsockname()[1]
-
-
 class QueueHost:
     """A test-owned redis-server bound to the veth's root-side address only (no persistence)."""
 
     def __init__(self, addr: str) -> None:
         from arena.services import redis_ok
 
-        self.port = _free_port(addr)
+        self.port = free_port(addr)
         self.url = f"redis://{addr}:{self.port}/0"
         self.proc = subprocess.Popen(["redis-server", "--bind", addr, "--port", str(self.port), "--save", "",
                                       "--appendonly", "no", "--protected-mode", "no"],
@@ -107,41 +98,6 @@ class QueueHost:
                 self.proc.wait()
 
 
-class DatabaseHost:
-    """A throw-away PostgreSQL cluster listening only on the veth's root-side address, trusting that /30."""
-
-    def __init__(self, addr: str, net) -> None:
-        self.port = _free_port(addr)
-        self.root = Path(tempfile.mkdtemp(prefix="arena-mh-pg-"))  # the postgres user must enter it
-        shutil.chown(self.root, "postgres")
-        self.dir = self.root / "pgdata"
-        self.started = False
-        self._as_pg(str(PG_BIN / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "arena", "--no-sync")
-        with open(self.dir / "pg_hba.conf", "a") as f:
-            f.write(f"host all all {net} trust\n")
-        self._as_pg(str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-w", "-l", str(self.root / "pg.log"), "-o",
-                    f"-p {self.port} -k {self.dir} -c listen_addresses={addr} -c fsync=off", "start")
-        self.started = True
-        self.url = f"postgresql+psycopg://arena@{addr}:{self.port}/postgres"
-
-    @staticmethod
-    def _as_pg(*cmd: str) -> None:
-        r = subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, cwd="/tmp")
-        if r.returncode:
-            raise RuntimeError(f"{cmd[0]} failed: {r.stderr[-500:]}")
-
-    def stop(self) -> None:
-        from arena.db import dispose_engines
-
-        dispose_engines()
-        if self.started:
-            try:
-                self._as_pg(str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-w", "-m", "fast", "stop")
-            except RuntimeError:
-                pass
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture
 def link():
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nsenter") is None:
@@ -154,19 +110,6 @@ def link():
         pytest.skip(f"`ip netns` / veth not permitted here: {e.stderr.decode(errors='replace').strip()}")
     yield link
     link.destroy()
-
-
-def _postgres_usable() -> str | None:
-    """Why a private PostgreSQL cannot be run here, or None."""
-    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
-        return "PostgreSQL 15 server binaries not installed (scripts/postgres.sh installs them)"
-    try:
-        import pwd
-
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return "no postgres system user"
-    return None
 
 
 def _jobs_taken(log: str) -> set[int]:
@@ -187,8 +130,8 @@ def test_worker_in_another_network_namespace(database, settings, link, tmp_path,
         pytest.skip("redis-server is not installed")
     if not tiny_images_available():
         pytest.skip("needs Debian's busybox-static (/bin/busybox) and a docker CLI for the tiny test image")
-    if database == "postgresql" and _postgres_usable():
-        pytest.skip(_postgres_usable())
+    if database == "postgresql" and postgres_unavailable():
+        pytest.skip(postgres_unavailable())
 
     stack = []  # finalizers, run in reverse
     workers: list[subprocess.Popen] = []
@@ -197,8 +140,9 @@ def test_worker_in_another_network_namespace(database, settings, link, tmp_path,
         stack.append(queue.stop)
         # the database is the test's own, whatever ARENA_TEST_POSTGRES_URL says: the other host must reach it
         if database == "postgresql":
-            pg = DatabaseHost(link.root_ip, link.net)
-            stack.append(pg.stop)
+            pg = PrivatePostgres(link.root_ip, trust_net=link.net)
+            stack.append(pg.destroy)
+            pg.start()
             db_url = pg.url
         else:  # a file in the shared store (one machine's filesystem here)
             db_url = f"sqlite:///{settings.home / 'multihost.db'}"

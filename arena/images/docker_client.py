@@ -17,11 +17,6 @@ class EngineLost(DockerUnavailable):
     restarted while a container ran): not an answer from the engine, and not the algorithm's fault."""
 
 
-def engine_address() -> str:
-    """Where this process looks for the engine, in words (for error messages)."""
-    return _where()
-
-
 def connection_broke(exc: BaseException) -> bool:
     """Whether a docker-py call failed because the connection to the engine broke or was refused
     (``requests`` connection/protocol errors), as opposed to an API error the engine answered with."""
@@ -30,7 +25,8 @@ def connection_broke(exc: BaseException) -> bool:
     return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError))
 
 
-def _where() -> str:
+def engine_address() -> str:
+    """Where this process looks for the engine, in words (for error messages)."""
     host = os.environ.get("DOCKER_HOST")
     if host:
         return f"DOCKER_HOST={host}"
@@ -68,5 +64,5 @@ def docker_client(timeout: int = DEFAULT_TIMEOUT):
                 "'docker' group (then log in again)"
             )
         raise DockerUnavailable(
-            f"Cannot connect to the Docker Engine at {_where()}: {detail}. {hint}."
+            f"Cannot connect to the Docker Engine at {engine_address()}: {detail}. {hint}."
         ) from exc

@@ -38,12 +38,12 @@ def sample_cases(task_dir: Path, spec: TaskSpec, n: int, size: str, scratch: Pat
     from arena.tasks.store import GENERATORS, generator_for
 
     try:
-        if spec.is_tile_task:
-            raise ValueError("tile tasks have no phantom generator")
-        write, _ = GENERATORS[generator_for(spec)]
-    except ValueError:
+        write = None if spec.is_tile_task else GENERATORS[generator_for(spec)][0]
+    except ValueError:  # no generator matches its label map
+        write = None
+    if write is None:
         raise ValueError(f"task {spec.slug} has no sample cases in {samples}/<case>/image.* + reference.* and "
-                         f"no synthetic data generator") from None
+                         f"no synthetic data generator")
     out = []
     for i in range(n or 2):  # the demo's seeds: the cases `arena demo` / `task load --demo-data` generate
         key = f"sample-{i:03d}"

@@ -207,15 +207,21 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _dead_local_worker(worker: str | None) -> bool:
+def _local_pid(worker: str | None) -> int | None:
+    """The pid of ``worker`` (``host:pid``) when it names a process of this host, else None."""
     host, _, pid = (worker or "").rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
+def _dead_local_worker(worker: str | None) -> bool:
+    pid = _local_pid(worker)
+    return pid is not None and not _pid_alive(pid)
 
 
 def live_local_worker(worker: str | None) -> bool:
     """Whether ``worker`` (``host:pid``) is a running worker process on this host."""
-    host, _, pid = (worker or "").rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid))
+    pid = _local_pid(worker)
+    return pid is not None and _pid_alive(pid)
 
 
 MAX_REQUEUES = 2
@@ -346,55 +352,49 @@ def _owns(ev: Evaluation, worker: str) -> bool:
 DB_RETRY_S = 120.0
 
 
+def _wait_out(fn, outage, what: str, budget_s: float, max_pause_s: float):
+    """Call ``fn()`` again while ``outage(exception)`` says a service is briefly away, with doubling pauses
+    (0.5 s up to ``max_pause_s``) for up to ``budget_s`` seconds; then (or for any other error) raise."""
+    deadline = time.monotonic() + budget_s
+    pause = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not outage(e) or time.monotonic() > deadline:
+                raise
+            log.warning("%s: %s; retrying in %.1f s", what, str(e).splitlines()[0], pause)
+            time.sleep(pause)
+            pause = min(pause * 2, max_pause_s)
+
+
 def _db_retry(fn, what: str, budget_s: float | None = None):
     """Call ``fn()`` (one whole transaction) again while the database is unreachable (a restart, a
     fail-over), for up to ``budget_s`` seconds (default DB_RETRY_S); then let the error through.
     A transaction that failed was rolled back, so retrying never writes anything twice."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    deadline = time.monotonic() + (DB_RETRY_S if budget_s is None else budget_s)
-    pause = 0.5
-    while True:
-        try:
-            return fn()
-        except DBAPIError as e:  # OperationalError: server gone; others only when the connection broke
-            if not (isinstance(e, OperationalError) or e.connection_invalidated) or time.monotonic() > deadline:
-                raise
-            log.warning("%s: database unavailable (%s); retrying in %.1f s", what, str(e).splitlines()[0], pause)
-            time.sleep(pause)
-            pause = min(pause * 2, 10.0)
+    def outage(e: Exception) -> bool:  # OperationalError: server gone; other DBAPIErrors only when the link broke
+        return isinstance(e, OperationalError) or (isinstance(e, DBAPIError) and e.connection_invalidated)
+
+    return _wait_out(fn, outage, f"{what}: database unavailable", DB_RETRY_S if budget_s is None else budget_s, 10.0)
 
 
-ENGINE_WAIT_S = 120.0  # how long a job waits for its Docker engine to come back (ARENA_ENGINE_WAIT_S)
 ENGINE_RETRIES = 2  # re-runs of one case (or batch) whose run the engine broke off
 
 
-def engine_wait_s() -> float:
-    try:
-        return float(os.environ.get("ARENA_ENGINE_WAIT_S", ENGINE_WAIT_S))
-    except ValueError:
-        return ENGINE_WAIT_S
-
-
-def _wait_for_engine(what: str, budget_s: float | None = None):
-    """A connected docker client, waiting up to ``budget_s`` (default :func:`engine_wait_s`) while the
-    engine is unreachable (dockerd restarting: its socket refuses until it has restored its
-    containers). Raises DockerUnavailable, naming the engine, when it does not come back in time."""
+def _wait_for_engine(what: str, budget_s: float):
+    """A connected docker client, waiting up to ``budget_s`` while the engine is unreachable (dockerd
+    restarting: its socket refuses until it has restored its containers). Raises DockerUnavailable,
+    naming the engine, when it does not come back in time."""
     from arena.images.docker_client import DockerUnavailable, docker_client
 
-    budget = engine_wait_s() if budget_s is None else budget_s
-    deadline = time.monotonic() + budget
-    pause = 0.5
-    while True:
-        try:
-            return docker_client()
-        except DockerUnavailable as e:
-            if time.monotonic() > deadline:
-                raise DockerUnavailable(f"{what}: the Docker engine did not come back within {budget:g} s "
-                                        f"({str(e).split('. ')[0]})") from e
-            log.warning("%s: Docker engine unavailable; retrying in %.1f s", what, pause)
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
+    try:
+        return _wait_out(docker_client, lambda e: isinstance(e, DockerUnavailable),
+                         f"{what}: Docker engine unavailable", budget_s, 5.0)
+    except DockerUnavailable as e:
+        raise DockerUnavailable(f"{what}: the Docker engine did not come back within {budget_s:g} s "
+                                f"({str(e).split('. ')[0]})") from e
 
 
 class _Engine:
@@ -402,16 +402,20 @@ class _Engine:
 
     :meth:`call` runs a step (a case's container run, the image check); when the engine breaks the
     connection mid-step (EngineLost: dockerd stopped, crashed or restarted) it waits for the engine
-    (bounded, :func:`engine_wait_s`), removes what the broken-off step left (``cleanup``), and runs the
-    step again, at most ENGINE_RETRIES times. Nothing was recorded for the broken-off step, so nothing
-    is recorded twice."""
+    (at most ``wait_s``: ARENA_ENGINE_WAIT_S), removes what the broken-off step left (``cleanup``), and
+    runs the step again, at most ENGINE_RETRIES times. Nothing was recorded for the broken-off step, so
+    nothing is recorded twice."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.client = _wait_for_engine(what)
+    def __init__(self, what: str, wait_s: float) -> None:
+        self.what, self.wait_s = what, wait_s
+        self.client = _wait_for_engine(what, wait_s)
 
     def call(self, step, name: str, cleanup=None):
-        from arena.images.docker_client import EngineLost, connection_broke, engine_address
+        from arena.images.docker_client import (
+            EngineLost,
+            connection_broke,
+            engine_address,
+        )
 
         for attempt in range(ENGINE_RETRIES + 1):
             try:
@@ -424,10 +428,11 @@ class _Engine:
                 if attempt >= ENGINE_RETRIES:
                     raise EngineLost(f"{name}: the Docker engine at {engine_address()} went away "
                                      f"{attempt + 1} times ({e})") from e
-                log.warning("%s: %s: %s; waiting for the engine, then running it again", self.what, name, e)
+                log.warning("%s: %s: the Docker engine went away (%s); waiting for it, then running it again",
+                            self.what, name, e)
                 with contextlib.suppress(Exception):
                     self.client.close()
-                self.client = _wait_for_engine(f"{self.what}: {name}")
+                self.client = _wait_for_engine(f"{self.what}: {name}", self.wait_s)
 
 
 def _remove_run_containers(client, labels: dict[str, str]) -> int:
@@ -536,7 +541,13 @@ def run_evaluation(evaluation_id: int) -> str:
 
 def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
     from arena.images.docker_client import DockerUnavailable
-    from arena.runner.evaluate import CaseInput, evaluate_batch, evaluate_case, limits_for, skipped_case
+    from arena.runner.evaluate import (
+        CaseInput,
+        evaluate_batch,
+        evaluate_case,
+        limits_for,
+        skipped_case,
+    )
     from arena.runner.failures import Failure
     from arena.runner.gpu import worker_device_ids
 
@@ -557,7 +568,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
     # arena.queue tells apart evaluations of several Arena instances (or test runs) sharing one engine
     labels = {"arena.evaluation": str(evaluation_id), "arena.worker": worker, "arena.queue": settings.queue_name}
     try:
-        engine = _Engine(f"evaluation {evaluation_id}")
+        engine = _Engine(f"evaluation {evaluation_id}", settings.engine_wait_s)
 
         def ensure(client) -> str:
             with session_scope(settings.database_url) as s:

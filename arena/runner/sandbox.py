@@ -248,32 +248,6 @@ def docker_run_command(image: str, limits: SandboxLimits, user: str, input_dir: 
     return " \\\n  ".join(parts)
 
 
-def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], limits: SandboxLimits,
-                  labels: dict[str, str] | None = None, user: str | None = None,
-                  command: list[str] | None = None, environment: dict[str, str] | None = None,
-                  log_bytes: int = 64 * 1024) -> RunResult:
-    """Run ``image`` once under the sandbox and wait for it (at most ``limits.time_s``).
-
-    mounts: container path → (host path, "ro" | "rw").
-
-    Raises :class:`arena.images.docker_client.EngineLost` when the connection to the engine breaks
-    (dockerd stopped or restarted mid-run): the run has no outcome to record, the caller may run it
-    again once the engine is back (the container, if the engine still has it, carries ``labels``).
-    """
-    from arena.images.docker_client import EngineLost, connection_broke, engine_address
-
-    try:
-        return _run_sandboxed(client, image, mounts=mounts, limits=limits, labels=labels, user=user,
-                              command=command, environment=environment, log_bytes=log_bytes)
-    except EngineLost:
-        raise
-    except Exception as e:
-        if not connection_broke(e):
-            raise
-        raise EngineLost(f"the Docker engine at {engine_address()} went away during the run "
-                         f"(dockerd stopped or restarted): {e.__class__.__name__}: {e}") from e
-
-
 def _read_timed_out(exc: BaseException) -> bool:
     """A docker-py read timeout (on a unix socket it arrives as a ConnectionError wrapping urllib3's
     ReadTimeoutError), as opposed to a connection the engine broke."""
@@ -287,9 +261,19 @@ def _read_timed_out(exc: BaseException) -> bool:
         or "read timed out" in str(exc).lower()
 
 
-def _run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], limits: SandboxLimits,
-                   labels: dict[str, str] | None, user: str | None, command: list[str] | None,
-                   environment: dict[str, str] | None, log_bytes: int) -> RunResult:
+def run_sandboxed(client, image: str, *, mounts: dict[str, tuple[str, str]], limits: SandboxLimits,
+                  labels: dict[str, str] | None = None, user: str | None = None,
+                  command: list[str] | None = None, environment: dict[str, str] | None = None,
+                  log_bytes: int = 64 * 1024) -> RunResult:
+    """Run ``image`` once under the sandbox and wait for it (at most ``limits.time_s``).
+
+    mounts: container path → (host path, "ro" | "rw").
+
+    Raises :class:`arena.images.docker_client.EngineLost` when the engine breaks the connection while the
+    container runs (dockerd stopped or restarted; other calls let requests' connection errors through): the
+    run has no outcome to record, the caller may run it again once the engine is back (the container, if
+    the engine still has it, carries ``labels``).
+    """
     from arena.images.docker_client import EngineLost, engine_address
     from arena.runner.gpu import device_requests
 
