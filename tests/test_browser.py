@@ -148,3 +148,50 @@ def test_participant_and_organizer_flows(chromium, live, docker_engine, base_ima
                 w.terminate()
                 w.wait(timeout=30)
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def bare_server(settings, db):
+    """A threaded server on 127.0.0.1 over the test's database (no task, no worker)."""
+    from werkzeug.serving import make_server
+
+    from arena.web import create_app
+
+    srv = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+def test_hostile_team_name_runs_no_script(chromium, bare_server, db):
+    """Issue 17, finding 3: a member of the team ``x'+alert(document.domain)+'`` clicks "Leave team": the
+    browser asks to confirm with the name as text and runs no script of it (no alert dialog)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    hostile = "x'+alert(document.domain)+'"
+    make_user(db, "mallory", team=hostile)
+    db.commit()
+    profile = tempfile.mkdtemp(prefix="arena-chromium-")
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, args=ARGS, headless=True)
+            page = ctx.new_page()
+            page.set_default_timeout(30_000)
+            dialogs = []
+
+            def answer(dialog):
+                dialogs.append((dialog.type, dialog.message))
+                dialog.accept()
+
+            page.on("dialog", answer)
+            page.goto(f"{bare_server}/signin")
+            page.fill("#name", "mallory")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page.locator("#team")).to_contain_text(hostile)
+            page.click("button:has-text('Leave team')")
+            expect(page.locator(".flash")).to_contain_text("You left the team")
+            assert dialogs == [("confirm", f"Leave {hostile}?")]
+            ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)

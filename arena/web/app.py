@@ -12,6 +12,13 @@ from arena import __version__
 from arena.config import Settings, load_settings
 from arena.db import session_factory
 
+# Scripts only from Arena's own files (arena/web/static/*.js): no inline script, no on* handler, no
+# javascript: URL runs, whatever a team name or label contains. Inline style attributes stay allowed
+# (board cell colours, matplotlib's SVG <style>); they cannot run code.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                           "frame-ancestors 'none'")
+
 
 def _secret_key(settings: Settings) -> str:
     """ARENA_SECRET_KEY, else one kept in ARENA_HOME/.secret_key (so gunicorn workers and restarts share
@@ -64,6 +71,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
+        resp.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        if request.endpoint != "static":  # pages, API answers, exports: never kept by browsers or proxies
+            resp.headers["Cache-Control"] = "no-store"
         return resp
 
     @app.errorhandler(HTTPException)

@@ -145,7 +145,7 @@ def leaderboard_csv(slug: str):
 
 
 def _svg(svg: str) -> Response:
-    return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": "no-cache"})
+    return Response(svg, mimetype="image/svg+xml")
 
 
 @pages.get("/tasks/<slug>/rank-distribution.svg")
