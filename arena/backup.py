@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from arena import __version__
 from arena.config import Settings
+from arena.csv_cells import frame_csv
 from arena.db import get_engine, session_scope
 from arena.models import Base
 
@@ -161,7 +162,7 @@ def export_task(settings: Settings, slug: str, path: Path, boards: bool = True) 
             from arena.leaderboard.query import compute_leaderboard
 
             for phase in s.scalars(select(Phase).where(Phase.task_id == task.id)):
-                snapshots[phase.slug] = compute_leaderboard(s, task, phase, bootstrap=False).table.to_csv(index=False)
+                snapshots[phase.slug] = frame_csv(compute_leaderboard(s, task, phase, bootstrap=False).table)
     counts = {name: len(r) for name, r in rows.items()}
     manifest = {"format": FORMAT, "arena_version": __version__, "schema_revision": revision, "task": slug,
                 "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(), "rows": counts}

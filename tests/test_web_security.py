@@ -133,3 +133,70 @@ def test_every_answer_has_csp_and_dynamic_ones_are_not_stored(app, world):
     static = anon.get("/static/arena.js")
     assert static.status_code == 200 and "Content-Security-Policy" in static.headers
     static.close()
+
+
+# -- finding 6: CSV formula injection ----------------------------------------------------------------------
+FORMULA_TEAM = '=HYPERLINK("http://x","y")'
+FORMULA_LABEL = "@SUM(1)"
+
+
+def _csv_cells(text: str) -> list[str]:
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    assert len(rows) > 1, text[:300]
+    return [cell for row in rows[1:] for cell in row]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def test_csv_files_never_start_a_formula(app, settings, db, world, tmp_path, monkeypatch):
+    """A team ``=HYPERLINK(...)`` with the label ``@SUM(1)`` and a negative score: in the board CSV, the
+    organizer's submissions/evaluations/results exports, the API's results CSV, ``arena results --csv`` and
+    a backup's board snapshot, no text cell starts with = + - @ tab or CR; the negative number stays one."""
+    import tarfile
+
+    from click.testing import CliRunner
+    from sqlalchemy import select
+
+    from arena.backup import export_task
+    from arena.cli import main
+    from arena.models import MetricValue, Task
+
+    evil, evil_token = make_user(db, "eve", team=FORMULA_TEAM)
+    task = db.scalar(select(Task).where(Task.slug == "han-oar-22"))
+    sub = fake_submission(db, settings, task, "validation", evil, dice=0.7, label=FORMULA_LABEL)
+    first = sub.evaluations[0].case_results[0]
+    next(mv for mv in first.metrics if mv.metric == "hd95").value = -0.25  # a number, not text
+    db.commit()
+    admin = sign_in(app.test_client(), "root")
+    files = {"board": app.test_client().get("/tasks/han-oar-22/leaderboard.csv?phase=validation"),
+             "API results": app.test_client().get(f"/api/v1/submissions/{sub.id}/results?format=csv",
+                                                  headers=bearer(evil_token))}
+    for kind in ("submissions", "evaluations", "results"):
+        files[f"export {kind}"] = admin.get(f"/manage/tasks/han-oar-22/export/{kind}.csv")
+    assert {k: r.status_code for k, r in files.items()} == {k: 200 for k in files}
+    texts = {k: r.get_data(as_text=True) for k, r in files.items()}
+    monkeypatch.delenv("ARENA_TOKEN", raising=False)
+    monkeypatch.delenv("ARENA_SERVER", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no `arena login` config: the CLI reads the database
+    out = CliRunner().invoke(main, ["results", str(sub.id), "--csv"])
+    assert out.exit_code == 0, out.output
+    texts["arena results --csv"] = out.output
+    export_task(settings, "han-oar-22", tmp_path / "backup.tar.gz")
+    with tarfile.open(tmp_path / "backup.tar.gz") as tar:
+        texts["backup board"] = tar.extractfile("boards/validation.csv").read().decode()
+    for what, text in texts.items():
+        cells = _csv_cells(text)
+        assert any(FORMULA_TEAM in c for c in cells) or any(FORMULA_LABEL in c for c in cells), what
+        dangerous = [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(c)]
+        assert dangerous == [], (what, dangerous)
+        if what in ("API results", "export results", "arena results --csv"):
+            assert "-0.25" in cells, what

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from typing import Any, Iterable
@@ -11,6 +9,7 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from arena.csv_cells import rows_csv
 from arena.models import CaseResult, Evaluation, Submission, Task
 from arena.tasks.store import spec_of
 
@@ -80,16 +79,8 @@ def rows_for(session: Session, task: Task, kind: str) -> list[dict[str, Any]]:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if not rows:
-        return ""
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    """Export rows as CSV (cells a spreadsheet would run as formulas neutralised: :mod:`arena.csv_cells`)."""
+    return rows_csv(rows)
 
 
 def to_json(rows: list[dict[str, Any]]) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, send_file, \
     url_for
 from markupsafe import Markup
@@ -11,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from arena.auth import can_view_board, can_view_submission, me, visible_submission_view
+from arena.csv_cells import frame_csv
 from arena.models import Submission, Task
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
@@ -138,9 +137,7 @@ def _live_board(slug: str):
 @pages.get("/tasks/<slug>/leaderboard.csv")
 def leaderboard_csv(slug: str):
     _, phase, board = _live_board(slug)
-    buf = io.StringIO()
-    board.table.to_csv(buf, index=False)
-    return Response(buf.getvalue(), mimetype="text/csv",
+    return Response(frame_csv(board.table), mimetype="text/csv",
                     headers={"Content-Disposition": f"attachment; filename={slug}-{phase.slug}-leaderboard.csv"})
 
 
