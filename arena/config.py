@@ -13,12 +13,15 @@
 | ARENA_TEAM_CONCURRENCY | 1 | evaluations of one team that may run at once (0: no limit); the others wait, other teams go first |
 | ARENA_HEARTBEAT_S | 10 | how often a running evaluation reports that it is alive (seconds) |
 | ARENA_STALE_AFTER_S | 120 | a running evaluation with no heartbeat for this long is re-queued by any worker (seconds) |
+| ARENA_ENGINE_WAIT_S | 120 | how long a job waits for its Docker engine to come back after it went away mid-case (seconds) |
+| ARENA_RUN_DIR | $TMPDIR/arena-runs | parent of the random per-run folders mounted as a container's /input and /output (outside ARENA_HOME, so a container learns no store path) |
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,9 @@ class Settings:
     heartbeat_s: float = 10.0
     stale_after_s: float = 120.0
     engine_wait_s: float = 120.0  # how long a job waits for its Docker engine to come back
+    # where each case run's /input and /output live: outside the store, random names, so a container that
+    # reads its mount table learns no store path, evaluation id, worker or case key (ARENA_RUN_DIR)
+    run_root: Path = field(default_factory=lambda: default_run_root())
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
 
     @property
@@ -57,6 +63,11 @@ class Settings:
     def ensure_dirs(self) -> None:
         for d in (self.home, self.uploads_dir, self.cases_dir, self.work_dir, self.results_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def default_run_root() -> Path:
+    """``<tmp>/arena-runs``: the default parent of the per-run folders mounted into containers."""
+    return Path(tempfile.gettempdir()) / "arena-runs"
 
 
 def _choice(env: dict[str, str], key: str, allowed: tuple[str, ...], default: str) -> str:
@@ -86,5 +97,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         heartbeat_s=float(env.get("ARENA_HEARTBEAT_S") or 10),
         stale_after_s=float(env.get("ARENA_STALE_AFTER_S") or 120),
         engine_wait_s=float(env.get("ARENA_ENGINE_WAIT_S") or 120),
+        run_root=Path(env["ARENA_RUN_DIR"]).expanduser().resolve() if env.get("ARENA_RUN_DIR") else default_run_root(),
         **kwargs,
     )

@@ -65,6 +65,7 @@ need mmdebstrap mmdebstrap
 need make make
 need chromium chromium  # headless browser tests (tests/test_browser.py, driven by Playwright)
 need busybox-static  # static busybox: tiny algorithm images for the soak/throughput benchmarks
+need bubblewrap bwrap  # the jail the worker reads participant outputs in (arena/runner/output_check.py)
 command -v python3 >/dev/null 2>&1 || need python3
 if ! python3 -m pip --version >/dev/null 2>&1; then need python3-pip; fi
 

@@ -51,6 +51,7 @@ def arena_env(tmp_path, monkeypatch):
     env = {
         "ARENA_HOME": str(tmp_path / "arena-home"),
         "ARENA_QUEUE": f"arena-test-{uuid.uuid4().hex[:8]}",
+        "ARENA_RUN_DIR": str(tmp_path / "runs"),
     }
     pg_name = None
     if POSTGRES_ADMIN_URL:

@@ -57,8 +57,9 @@ def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_ima
     assert "re-queued: worker" in ev.error  # the history says what happened
     assert case_counts(db, ev_id) == [1, 1]
     assert not docker_engine.containers.list(all=True, filters={"label": label})
-    work = str(settings.work_dir / f"evaluation-{ev_id}")
-    assert not [line for line in Path("/proc/mounts").read_text().splitlines() if work in line]  # no tmpfs left
+    runs = str(settings.run_root)
+    assert not [line for line in Path("/proc/mounts").read_text().splitlines() if runs in line]  # no tmpfs left
+    assert not list(settings.run_root.iterdir())  # the dead worker's run folder was removed too
     assert time.monotonic() - t0 < 120
 
 

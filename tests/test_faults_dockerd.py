@@ -227,8 +227,8 @@ def test_dockerd_restarted_mid_case(sig, settings, db, redis_url, private_docker
         assert "went away" in log and "running it again" in log, log[-3000:]
     finally:
         _stop_worker(worker)
-    work = str(settings.work_dir / f"evaluation-{ev_id}")
-    assert not [line for line in Path("/proc/mounts").read_text().splitlines() if work in line]  # no tmpfs left
+    runs = str(settings.run_root)
+    assert not [line for line in Path("/proc/mounts").read_text().splitlines() if runs in line]  # no tmpfs left
 
 
 def test_dockerd_gone_for_good_fails_naming_the_engine(settings, db, redis_url, private_dockerd, tmp_path,

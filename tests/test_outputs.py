@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +16,6 @@ from arena.runner.collect import CollectError, collect_outputs
 from arena.runner.contract import OutputError, find_segmentation_output, prepare_case_input
 from arena.runner.output_check import check_segmentation, read_checked_output
 from arena.tasks.spec import load_spec
-from pathlib import Path
 
 SPEC = load_spec(Path(__file__).resolve().parents[1] / "tasks" / "han-oar-22")
 
@@ -43,14 +46,16 @@ def test_collect_caps(tmp_path):
 
 
 def test_prepare_input_layout(tmp_path):
-    img = tmp_path / "case.mha"
+    img = tmp_path / "demo-000.mha"
     sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkInt16), str(img))
-    target = prepare_case_input(SPEC, img, tmp_path / "input", original_name="demo-000.mha")
+    target = prepare_case_input(SPEC, img, tmp_path / "input")
     assert target.parent == tmp_path / "input" / "images" / "ct" and target.suffix == ".mha"
     import json
 
     inputs = json.loads((tmp_path / "input" / "inputs.json").read_text())
-    assert inputs[0]["interface"]["slug"] == "ct-image" and inputs[0]["image"]["name"] == "demo-000.mha"
+    # the name a container sees is random (the file's own), never the hidden case's key
+    assert inputs[0]["interface"]["slug"] == "ct-image" and inputs[0]["image"]["name"] == target.name
+    assert "demo" not in target.name and len(target.stem) >= 32
     assert oct(target.stat().st_mode & 0o777) == "0o644"
 
 
@@ -114,3 +119,98 @@ def test_checked_array_outlives_the_image(tmp_path):
     _ = [np.ones(10_000) for _ in range(100)]
     assert got.flags.writeable and got.flags.owndata  # a copy, not a view into the image
     assert (got == arr).all()
+
+
+# -- participant output headers and the jail they are read in ------------------------------------------------
+
+def _written(tmp_path: Path, name: str) -> Path:
+    img = sitk.GetImageFromArray(np.zeros((3, 4, 5), np.uint8))
+    p = tmp_path / name
+    sitk.WriteImage(img, str(p))
+    return p
+
+
+@pytest.mark.parametrize("name", ["ok.mha", "ok.nii.gz", "ok.nrrd", "ok.tif"])
+def test_self_contained_outputs_pass_the_header_check(tmp_path, name):
+    from arena.runner.untrusted_reader import check_header
+
+    assert check_header(_written(tmp_path, name)).endswith("ImageIO")
+
+
+@pytest.mark.parametrize("header, message", [
+    ("ObjectType = Image\nNDims = 3\nDimSize = 5 4 3\nElementType = MET_UCHAR\nHeaderSize = -1\n"
+     "ElementDataFile = /etc/shadow\n", "names another file"),
+    ("NDims = 3\nDimSize = 5 4 3\nElementType = MET_UCHAR\nElementDataFile = ../../cases/x/reference.mha\n",
+     "names another file"),
+    ("NDims = 3\nDimSize = 5 4 3\nElementType = MET_UCHAR\nElementDataFile = LIST\n", "names another file"),
+    ("NDims = 3\nDimSize = 5 4 3\nElementType = MET_UCHAR\n", "no 'ElementDataFile = LOCAL'"),
+    ("not a header at all", "is not a readable image"),
+])
+def test_metaimage_headers_naming_other_files_are_refused(tmp_path, header, message):
+    from arena.runner.untrusted_reader import HeaderError, check_header
+
+    p = tmp_path / "out.mha"
+    p.write_text(header)
+    with pytest.raises(HeaderError, match=message):
+        check_header(p)
+
+
+def test_other_detached_formats_are_refused(tmp_path):
+    from arena.runner.untrusted_reader import HeaderError, check_header
+
+    nrrd = tmp_path / "out.nrrd"
+    nrrd.write_text("NRRD0004\ntype: uint8\ndimension: 1\nsizes: 4\nencoding: raw\ndata file: /etc/passwd\n\n")
+    with pytest.raises(HeaderError, match="names another file"):
+        check_header(nrrd)
+    with pytest.raises(HeaderError, match="second file"):
+        check_header(_written(tmp_path, "pair.mhd"))
+    hdr = _written(tmp_path, "pair.hdr")  # NIfTI ni1 (header + .img)
+    with gzip.open(tmp_path / "pair.nii.gz", "wb") as g:
+        g.write(hdr.read_bytes())
+    with pytest.raises(HeaderError, match="only single-file NIfTI"):
+        check_header(tmp_path / "pair.nii.gz")
+    disguised = tmp_path / "nrrd.nii.gz"  # the extension chooses the reader, never the content
+    disguised.write_bytes(nrrd.read_bytes())
+    with pytest.raises(HeaderError, match="not gzip"):
+        check_header(disguised)
+    with pytest.raises(HeaderError, match="not one of the task's output formats"):
+        check_header(_written(tmp_path, "ok.nrrd"), ["mha"])
+
+
+def test_the_jail_sees_only_its_own_file(tmp_path):
+    """The program that reads outputs runs as nobody, without network, and sees /usr, Python, the one output
+    file and its answer folder: not the store, not the host's secrets."""
+    from arena.runner.output_check import _jail_command, jail_problem
+
+    assert jail_problem() is None
+    secret = tmp_path / "reference.mha"
+    secret.write_text("hidden")
+    out = tmp_path / "answer"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    probe = r"""
+import json, os, socket
+seen = {"uid": os.getuid(), "root": sorted(os.listdir("/")), "in": os.listdir("/in")}
+for p in (SECRET, "/etc/shadow", "/etc/passwd", "/root", HOME):
+    try:
+        open(p).read() if not os.path.isdir(p) else os.listdir(p)
+        seen[p] = "readable"
+    except OSError as e:
+        seen[p] = e.strerror
+try:
+    socket.create_connection(("127.0.0.1", 6379), timeout=2)
+    seen["net"] = "connected"
+except OSError as e:
+    seen["net"] = e.strerror
+print(json.dumps(seen))
+""".replace("SECRET", repr(str(secret))).replace("HOME", repr(str(Path.home())))
+    cmd = _jail_command(_written(tmp_path, "out.mha"), out, {"mode": "volume"})
+    cmd = cmd[:-2] + ["-c", probe]  # the jail as used, another program in it
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout)
+    assert seen["in"] == ["out.mha"] and "tmp" in seen["root"] and "etc" not in seen["root"]
+    assert seen[str(secret)] != "readable" and seen["/etc/shadow"] != "readable"
+    if os.geteuid() == 0:
+        assert seen["uid"] == 65534
+    assert seen["net"] != "connected"

@@ -16,6 +16,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 
 class CollectError(ValueError):
@@ -27,6 +28,8 @@ class Collected:
     files: list[str] = field(default_factory=list)  # relative paths copied
     skipped: list[str] = field(default_factory=list)  # "path (why)" not copied
     total_bytes: int = 0
+    discarded: list[str] = field(default_factory=list)  # regular files not copied: not a declared output
+    discarded_bytes: int = 0
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -43,8 +46,12 @@ def _printable(name: str) -> bool:
 
 
 def collect_outputs(src: Path, dest: Path, max_files: int = 1000, max_bytes: int = 2 * 1024**3, *,
-                    max_depth: int = 32, max_entries: int | None = None, max_path: int = 1024) -> Collected:
+                    max_depth: int = 32, max_entries: int | None = None, max_path: int = 1024,
+                    keep: Callable[[str], bool] | None = None) -> Collected:
     """Copy regular files below ``src`` into ``dest`` (same relative paths); never follow links.
+
+    ``keep(relative_path)``: which regular files to copy (default all); the others are counted in
+    ``discarded`` / ``discarded_bytes`` (their size from lstat, never read) and left behind.
 
     Caps (CollectError when passed): ``max_files`` regular files, ``max_bytes`` in all, directories
     ``max_depth`` levels deep, ``max_entries`` entries of any kind (default 10 × ``max_files``), relative
@@ -122,6 +129,10 @@ def collect_outputs(src: Path, dest: Path, max_files: int = 1000, max_bytes: int
             if not stat.S_ISREG(st.st_mode):
                 kind = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
                 out.skipped.append(f"{rpath} ({kind})")
+                continue
+            if keep is not None and not keep(rpath):
+                out.discarded.append(rpath)
+                out.discarded_bytes += st.st_size
                 continue
             if len(out.files) + 1 > max_files:
                 raise CollectError(f"more than {max_files} files in /output")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from arena.runner.untrusted_reader import DETACHED_HEADERS
 from arena.tasks.spec import TaskSpec
 
 
@@ -33,8 +35,7 @@ def _ext(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix
 
 
-def prepare_case_input(spec: TaskSpec, image_path: str | os.PathLike, input_dir: Path,
-                       original_name: str | None = None) -> Path:
+def prepare_case_input(spec: TaskSpec, image_path: str | os.PathLike, input_dir: Path) -> Path:
     """Lay out ``input_dir`` for one case; returns the path of the image inside it.
 
     Files are copied (not linked: the container must not see the case store), world-readable so
@@ -49,7 +50,7 @@ def prepare_case_input(spec: TaskSpec, image_path: str | os.PathLike, input_dir:
     inputs = [{
         "interface": {"slug": socket.slug, "relative_path": socket.relative_path, "kind": "Image",
                       "super_kind": "Image"},
-        "image": {"name": original_name or image_path.name},
+        "image": {"name": target.name},  # random, like the file: never the hidden case's key
         "file": None,
         "value": None,
     }]
@@ -59,6 +60,65 @@ def prepare_case_input(spec: TaskSpec, image_path: str | os.PathLike, input_dir:
         for f in files:
             os.chmod(os.path.join(root, f), 0o644)
     return target
+
+
+def opaque_name() -> str:
+    """A random folder or file name (128 bits): what a container may see instead of a case key or id."""
+    return secrets.token_hex(16)
+
+
+@contextmanager
+def run_area(marker: Path, root: Path) -> Iterator[Path]:
+    """A fresh folder ``root/<random>`` for one container run (its ``input`` and ``output`` go below it);
+    removed on leaving the block.
+
+    The container's mount table shows only this path: no store path, evaluation id, worker or case key.
+    ``marker`` (in the worker's work folder, e.g. ``work/evaluation-N/<worker>/<case>``) is made a symlink
+    to it while it exists, so a later worker can clean up after one that died (:func:`clean_run_marker`).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)  # others may enter a run folder they know, never list them
+    run = root / opaque_name()
+    run.mkdir(mode=0o755)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    if marker.is_symlink() or marker.exists():
+        clean_run_marker(marker)
+    marker.symlink_to(run)
+    try:
+        yield run
+    finally:
+        clean_run_marker(marker)
+
+
+def clean_run_marker(marker: Path) -> None:
+    """Unmount what is mounted below the run folder ``marker`` points to, remove that folder and the marker
+    (a plain folder at ``marker``, from an older worker, is removed like a run folder)."""
+    target = Path(os.path.realpath(marker)) if marker.is_symlink() else marker
+    prefix = str(target) + "/"
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+    except OSError:
+        mounts = []
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    if marker.is_symlink():
+        marker.unlink()
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def declared_output(spec: TaskSpec, rel: str) -> bool:
+    """Whether ``rel`` (a path below /output, '/'-separated) is one of the task's declared outputs: a file
+    directly in a segmentation socket's folder, or exactly a JSON socket's file. Everything else a
+    container leaves in /output is counted and discarded, never kept on the worker's disk."""
+    for socket in spec.outputs:
+        if socket.kind == "segmentation":
+            folder, _, name = rel.rpartition("/")
+            if folder == socket.relative_path and name:
+                return True
+        elif rel == socket.relative_path:
+            return True
+    return False
 
 
 @contextmanager
@@ -86,11 +146,17 @@ def output_area(path: Path, size_mb: int) -> Iterator[Path]:
 
 
 def find_segmentation_output(output_root: Path, spec: TaskSpec, skipped: list[str] | tuple = ()) -> Path:
-    """The single image the algorithm wrote for the task's segmentation output socket.
+    """The single image the algorithm wrote for the task's segmentation output socket, in one of the
+    socket's formats (None: .mha, the contract's format, or .nii.gz / .nrrd / .tif / .tiff). Detached
+    headers (.mhd, .hdr, .nhdr) count as images here, so that the header check can say why they are refused.
 
-    ``skipped``: entries of /output that were not collected (links, devices), named in the error.
+    ``skipped``: entries of /output that were not collected (links, devices, undeclared files), named in
+    the error.
     """
     socket = spec.segmentation_output
+    formats = socket.formats or ["mha", "nii.gz", "nrrd", "tif", "tiff"]
+    expected = "one .mha file" if formats[0] == "mha" and (socket.formats is None or len(formats) == 1) else \
+        f"one image ({', '.join('.' + f for f in formats)})"
     where = f"/output/{socket.relative_path}/"
     folder = output_root / socket.relative_path
     if not folder.is_dir():
@@ -99,11 +165,12 @@ def find_segmentation_output(output_root: Path, spec: TaskSpec, skipped: list[st
             also = f" (not collected: {', '.join(list(skipped)[:5])})"
         else:
             also = f" (found: {', '.join(found)})" if found else " (/output is empty)"
-        raise OutputError(f"no output: expected one .mha file in {where}{also}")
+        raise OutputError(f"no output: expected {expected} in {where}{also}")
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    images = [p for p in files if p.name.endswith((".mha", ".nii.gz", ".nrrd", ".tif", ".tiff"))]
+    suffixes = tuple(f".{f}" for f in formats) + (".mha", ".nii.gz", ".nrrd", ".tif", ".tiff") + DETACHED_HEADERS
+    images = [p for p in files if p.name.lower().endswith(suffixes)]
     if not images:
-        raise OutputError(f"no output image in {where} (expected one .mha file"
+        raise OutputError(f"no output image in {where} (expected {expected}"
                           + (f", found {[p.name for p in files][:5]})" if files else ")"))
     if len(images) > 1:
         raise OutputError(f"{len(images)} images in {where}: expected exactly one ({[p.name for p in images][:5]})")

@@ -18,19 +18,24 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
 
 from arena.metrics import EmptyPolicy, score_segmentation
 from arena.runner.collect import CollectError, collect_outputs
+from arena.config import default_run_root
 from arena.runner.contract import (
     OutputError,
+    declared_output,
     find_file_output,
     find_segmentation_output,
     find_tile_mask_output,
+    opaque_name,
     output_area,
     prepare_case_input,
+    run_area,
 )
 from arena.runner.failures import Failure
 from arena.runner.output_check import (
@@ -219,8 +224,9 @@ class CaseInput:
 
 
 def _run_once(client, image: str, input_dir: Path, out_dir: Path, results_dir: Path, output_mb: int,
-              limits: SandboxLimits, labels: dict[str, str]):
-    """Run the container once over ``input_dir``; collect /output into ``results_dir``.
+              limits: SandboxLimits, labels: dict[str, str], keep: Callable[[str], bool] | None = None):
+    """Run the container once over ``input_dir``; collect the declared outputs (``keep``) of /output into
+    ``results_dir``, counting and discarding the rest (a line in the case log says how much).
 
     Returns the RunResult with its error/failure refined: a full /output or a SIGXFSZ exit is
     "output too large"; an over-cap /output found while collecting likewise.
@@ -230,7 +236,7 @@ def _run_once(client, image: str, input_dir: Path, out_dir: Path, results_dir: P
                             limits=limits, labels=labels)
         full = output_nearly_full(out, output_mb)
         try:
-            collected = collect_outputs(out, results_dir, max_bytes=output_mb * 2**20)
+            collected = collect_outputs(out, results_dir, max_bytes=output_mb * 2**20, keep=keep)
         except CollectError as e:
             collected = None
             run.error, run.failure = run.error or str(e), Failure.OUTPUT_TOO_LARGE
@@ -241,6 +247,11 @@ def _run_once(client, image: str, input_dir: Path, out_dir: Path, results_dir: P
     run.skipped = list(collected.skipped) if collected else []
     if run.skipped:
         run.logs += f"\n[arena] not collected: {', '.join(run.skipped[:10])}"
+    if collected and collected.discarded:
+        run.logs += (f"\n[arena] discarded {len(collected.discarded)} file(s), {collected.discarded_bytes / 2**20:.1f} MB, "
+                     f"that are not declared outputs: {', '.join(collected.discarded[:5])}"
+                     + (" ..." if len(collected.discarded) > 5 else ""))
+        run.skipped += [f"{d} (not a declared output)" for d in collected.discarded[:20]]
     return run
 
 
@@ -258,7 +269,8 @@ def _check_tile_output(spec: TaskSpec, case_results: Path, reference: TileRefere
         else:
             path = find_tile_mask_output(case_results, spec.segmentation_output, skipped)
             outcome.output_path = str(path)
-            pred.mask = read_checked_tile_mask(path, reference.width, reference.height, set(spec.labels))
+            pred.mask = read_checked_tile_mask(path, reference.width, reference.height, set(spec.labels),
+                                               spec.segmentation_output.formats)
             value = spec.output_of_kind("value")
             if value is not None:
                 pred.probability = read_checked_value(find_file_output(case_results, value, skipped))
@@ -277,7 +289,7 @@ def _check_case_output(spec: TaskSpec, case_results: Path, reference, outcome: C
     try:
         path = find_segmentation_output(case_results, spec, skipped)
         outcome.output_path = str(path)
-        prediction = read_checked_output(path, reference, set(spec.labels))
+        prediction = read_checked_output(path, reference, set(spec.labels), spec.segmentation_output.formats)
         outcome.ok = True
         return prediction
     except OutputError as e:
@@ -286,22 +298,22 @@ def _check_case_output(spec: TaskSpec, case_results: Path, reference, outcome: C
 
 
 def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image: Path, case_reference: Path,
-                  work_dir: Path, results_dir: Path, limits: SandboxLimits, labels: dict[str, str]) -> CaseOutcome:
+                  work_dir: Path, results_dir: Path, limits: SandboxLimits, labels: dict[str, str],
+                  run_root: Path | None = None) -> CaseOutcome:
     """Run ``image`` on one case (per-case mode) and score what it wrote.
 
     A case that fails (container error, no or malformed output) is scored as an empty prediction,
     so every organ present in the reference counts as missed under the task's empty policy; the
-    outcome says why it failed (``error`` in words, ``failure`` as a class). Outputs are kept under
-    ``results_dir`` for inspection.
+    outcome says why it failed (``error`` in words, ``failure`` as a class). The declared outputs are
+    kept under ``results_dir`` for inspection. The container's /input and /output live in a random
+    folder below ``run_root`` (default :func:`arena.config.default_run_root`); ``work_dir`` only marks it.
     """
     reference = load_reference(spec, case_reference, case_image)
     outcome = CaseOutcome(ok=False)
-    try:
-        prepare_case_input(spec, case_image, work_dir / "input", original_name=f"{case_key}{case_image.suffix}")
-        run = _run_once(client, image, work_dir / "input", work_dir / "output", results_dir,
-                        spec.resources.output_mb, limits, labels)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    with run_area(work_dir, run_root or default_run_root()) as run_dir:
+        prepare_case_input(spec, case_image, run_dir / "input")
+        run = _run_once(client, image, run_dir / "input", run_dir / "output", results_dir,
+                        spec.resources.output_mb, limits, labels, keep=lambda rel: declared_output(spec, rel))
     outcome.exit_code, outcome.runtime_s, outcome.log_tail = run.exit_code, run.runtime_s, run.logs
     outcome.stats = dict(run.stats)
     if run.error:
@@ -314,22 +326,34 @@ def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image:
 
 
 def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], work_dir: Path, results_dir: Path,
-                   limits: SandboxLimits, labels: dict[str, str]) -> list[CaseOutcome]:
+                   limits: SandboxLimits, labels: dict[str, str], run_root: Path | None = None) -> list[CaseOutcome]:
     """Run ``image`` once over all ``cases`` (batch mode) and score each case's output.
 
     Layout: ``/input/<case-id>/...`` per case (the per-case layout inside), outputs at
-    ``/output/<case-id>/...``. The time limit is the per-case limit × the number of cases (already
-    in ``limits``); /output may hold ``output_mb`` per case. A case with a valid output is scored even
-    if the run failed later; a case without one gets the run's failure (or "invalid output").
-    Runtime and resource figures are the run's, shared equally among the cases.
+    ``/output/<case-id>/...``; a case id is a random name (never the case key), mapped back here. The
+    time limit is the per-case limit × the number of cases (already in ``limits``); /output may hold
+    ``output_mb`` per case. A case with a valid output is scored even if the run failed later; a case
+    without one gets the run's failure (or "invalid output"). Runtime and resource figures are the run's,
+    shared equally among the cases. Outputs are kept under ``results_dir/<case key>/``.
     """
-    try:
+    ids = {c.key: opaque_name() for c in cases}
+    keys = {v: k for k, v in ids.items()}
+
+    def keep(rel: str) -> bool:
+        case_id, _, below = rel.partition("/")
+        return case_id in keys and declared_output(spec, below)
+
+    with run_area(work_dir, run_root or default_run_root()) as run_dir:
         for c in cases:
-            prepare_case_input(spec, c.image, work_dir / "input" / c.key, original_name=f"{c.key}{c.image.suffix}")
-        run = _run_once(client, image, work_dir / "input", work_dir / "output", results_dir,
-                        spec.resources.output_mb * max(1, len(cases)), limits, labels)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+            prepare_case_input(spec, c.image, run_dir / "input" / ids[c.key])
+        run = _run_once(client, image, run_dir / "input", run_dir / "output", results_dir,
+                        spec.resources.output_mb * max(1, len(cases)), limits, labels, keep=keep)
+    for case_id, key in keys.items():  # results under the case keys, as in per-case mode
+        if (results_dir / case_id).is_dir():
+            shutil.rmtree(results_dir / key, ignore_errors=True)
+            (results_dir / case_id).rename(results_dir / key)
+    run.skipped = [keys[s.split("/", 1)[0]] + s[len(s.split("/", 1)[0]):] if s.split("/", 1)[0] in keys else s
+                   for s in run.skipped]
     n = max(1, len(cases))
     share = {k: (v / n if k == "cpu_s" and v is not None else v)
              for k, v in run.stats.items()}

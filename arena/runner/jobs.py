@@ -228,18 +228,18 @@ MAX_REQUEUES = 2
 
 
 def _clean_work_dir(path: Path) -> None:
-    """Unmount the /output tmpfs a dead worker left below ``path`` and remove the directory."""
+    """Remove the run folders a dead worker's markers below ``path`` point to (unmounting their /output
+    tmpfs), then ``path`` itself."""
     import shutil
-    import subprocess
 
-    prefix = str(path) + "/"
-    try:
-        with open("/proc/mounts") as f:
-            mounts = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
-    except OSError:
-        mounts = []
-    for m in sorted(mounts, reverse=True):
-        subprocess.run(["umount", "-l", m], capture_output=True)
+    from arena.runner.contract import clean_run_marker
+
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                if os.path.islink(os.path.join(root, name)):
+                    clean_run_marker(Path(root) / name)
+    clean_run_marker(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -602,7 +602,8 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
             log.info("evaluation %s: batch run over %d cases", evaluation_id, len(todo))
             outs = engine.call(
                 lambda client: evaluate_batch(client, spec, image, [c for _, c in todo], work / "batch", results,
-                                              replace(limits, time_s=budget), {**labels, "arena.case": "batch"}),
+                                              replace(limits, time_s=budget), {**labels, "arena.case": "batch"},
+                                              run_root=settings.run_root),
                 "the batch run", cleanup=lambda client: clean_up(client, "batch", [results / c.key for _, c in todo]))
             for i, ((cid, _), out) in enumerate(zip(todo, outs)):
                 n_failed += not out.ok
@@ -628,7 +629,8 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 out = engine.call(
                     lambda client, c=c, lim=case_limits: evaluate_case(
                         client, spec, image, c.key, c.image, c.reference, work_dir=work / c.key,
-                        results_dir=results / c.key, limits=lim, labels={**labels, "arena.case": c.key}),
+                        results_dir=results / c.key, limits=lim, labels={**labels, "arena.case": c.key},
+                        run_root=settings.run_root),
                     f"case {c.key}", cleanup=lambda client, key=c.key: clean_up(client, key, [results / key]))
                 if not out.ok and out.failure == Failure.ENGINE_ERROR and index == 1:
                     stop = (Failure.SKIPPED, f"not run: the smoke case could not be run ({out.error})")

@@ -1,42 +1,229 @@
-"""Checking a segmentation output against its case image before it is scored."""
+"""Checking a participant's output against its case before it is scored.
+
+Output images are written by untrusted code: their headers are checked byte by byte
+(:func:`arena.runner.untrusted_reader.check_header`: no header may name a data file other than itself)
+and their voxels are read in a bubblewrap jail (:func:`read_in_jail`) that sees only that one file, so
+neither a header trick nor a parser bug reaches the case's reference or the host's files.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from arena.metrics.files import geometry_mismatch
+from arena.runner import untrusted_reader
 from arena.runner.contract import OutputError
+from arena.runner.untrusted_reader import HeaderError, check_header
+
+JAIL_TIMEOUT_S = 300.0  # reading one output image; a reader still busy then is killed
+NOBODY = 65534
 
 
+class ReaderUnavailable(RuntimeError):
+    """The jail that reads participant outputs cannot run on this worker (a platform fault, never the
+    participant's): bubblewrap is missing or namespaces are not permitted."""
 
-def read_checked_output(path: Path, reference: sitk.Image, labels: set[int]) -> np.ndarray:
-    """Check the output file's header (geometry, pixel type) against the case image BEFORE reading its
-    voxels, then read and check labels. A 1 MB compressed file whose header claims 1024³ voxels is
-    refused without inflating it."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+
+def _python_roots() -> list[str]:
+    """Folders the jailed Python needs (its prefixes and the site folders of numpy, SimpleITK, tifffile,
+    Pillow), outside /usr, without nesting."""
+    import PIL
+    import tifffile
+
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    for mod in (np, sitk, tifffile, PIL):
+        dirs.add(str(Path(mod.__file__).resolve().parent.parent))
+    dirs.add(str(Path(sys.executable).resolve().parent.parent))
+    keep = sorted(d for d in {os.path.realpath(d) for d in dirs} if not (d + "/").startswith("/usr/"))
+    return [d for d in keep if not any(d != o and d.startswith(o + "/") for o in keep)]
+
+
+@functools.lru_cache(maxsize=1)
+def _jail_base() -> tuple[str, ...]:
+    """The bwrap arguments shared by every read: namespaces, a read-only /usr and Python, no /etc, no
+    store, no home; user nobody without capabilities when run as root."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise ReaderUnavailable("bubblewrap (bwrap) is not installed; the worker reads participant outputs only "
+                                "inside it: apt-get install bubblewrap (scripts/setup.sh does)")
+    args = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+    if os.geteuid() != 0:
+        args.append("--unshare-user")  # unprivileged bwrap: a user namespace instead of setpriv
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    made = {"/", "/usr"}
+    for root in _python_roots():
+        parts = Path(root).parts
+        for i in range(2, len(parts)):
+            parent = str(Path(*parts[:i]))
+            if parent not in made:
+                args += ["--perms", "0755", "--dir", parent]
+                made.add(parent)
+        args += ["--ro-bind", root, root]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/"]
+    return tuple(args)
+
+
+def _jail_command(file: Path, out_dir: Path, request: dict) -> list[str]:
+    inside = f"/in/{file.name}"
+    req = {**request, "path": inside, "out": "/out"}
+    cmd = [*_jail_base(), "--perms", "0755", "--dir", "/in", "--perms", "0755", "--dir", "/reader",
+           "--ro-bind", str(file), inside, "--bind", str(out_dir), "/out",
+           "--ro-bind", untrusted_reader.__file__, "/reader/untrusted_reader.py", "--"]
+    if os.geteuid() == 0:
+        cmd += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    cmd += [os.path.realpath(sys.executable), "-I", "/reader/untrusted_reader.py", json.dumps(req)]
+    return cmd
+
+
+@functools.lru_cache(maxsize=1)
+def jail_problem() -> str | None:
+    """None when outputs can be read in the jail here; else why not, in words (checked once per process)."""
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        last = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-        raise OutputError(f"the output {path.name} is not a readable image ({last[:200]})") from None
-    problem = geometry_mismatch(reader, reference, "the output", "the case image")
+        base = _jail_base()
+    except ReaderUnavailable as e:
+        return str(e)
+    probe = [*base, "--"]
+    if os.geteuid() == 0:
+        probe += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                  "--clear-groups", "--inh-caps=-all", "--no-new-privs"]
+    probe += [os.path.realpath(sys.executable), "-I", "-c", "import numpy, SimpleITK, tifffile, PIL"]
+    try:
+        r = subprocess.run(probe, capture_output=True, text=True, timeout=60, env=_JAIL_ENV)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"the output-reading jail (bubblewrap) could not start: {e}"
+    if r.returncode != 0:
+        return f"the output-reading jail (bubblewrap) failed: {(r.stderr.strip().splitlines() or ['?'])[-1][:300]}"
+    return None
+
+
+_JAIL_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+             "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+
+
+def read_in_jail(file: Path, request: dict, max_array_bytes: int) -> tuple[dict, np.ndarray | None]:
+    """Read one participant output file in the jail; returns (header, array or None).
+
+    ``request``: ``mode`` (``volume`` | ``mask``), ``formats`` and, for volumes, ``voxels`` (the case
+    image's voxel count: a header claiming another size is answered without inflating anything), for
+    masks ``width``/``height``. ``max_array_bytes`` caps the array file the jail may write.
+    Raises OutputError (the participant's fault: unreadable, refused header, reader crashed or
+    ran past JAIL_TIMEOUT_S) or ReaderUnavailable (the platform's).
+    """
+    problem = jail_problem()
+    if problem:
+        raise ReaderUnavailable(problem)
+    out_dir = Path(tempfile.mkdtemp(prefix="arena-read-"))
+    try:
+        if os.geteuid() == 0:
+            os.chown(out_dir, NOBODY, NOBODY)
+        else:
+            os.chmod(out_dir, 0o777)
+        limit = max_array_bytes + 1024 * 1024
+
+        def limits() -> None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        try:
+            r = subprocess.run(_jail_command(file, out_dir, request), capture_output=True, text=True,
+                               timeout=JAIL_TIMEOUT_S, env=_JAIL_ENV, preexec_fn=limits)
+        except subprocess.TimeoutExpired:
+            raise OutputError(f"the output {file.name} could not be read within {JAIL_TIMEOUT_S:g} s") from None
+        lines = r.stdout.strip().splitlines()
+        try:
+            answer = json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            answer = None
+        if r.returncode != 0 or not isinstance(answer, dict):
+            how = f"signal {-r.returncode}" if r.returncode < 0 else f"exit code {r.returncode}"
+            last = (r.stderr.strip().splitlines() or [""])[-1][:200]
+            raise OutputError(f"the output {file.name} could not be read (the reader stopped: {how}{'; ' + last if last else ''})")
+        if "error" in answer:
+            raise OutputError(str(answer["error"])[:500])
+        array = None
+        if answer.get("array"):
+            array = np.load(out_dir / "array.npy", allow_pickle=False)
+            if not array.flags.owndata:  # np.load may answer a reshaped view: keep an array of its own
+                array = array.copy()
+        return answer.get("header") or {}, array
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """An output's geometry as the jail reported it, in SimpleITK's accessor names (for geometry_mismatch)."""
+
+    dimension: int
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    def GetDimension(self) -> int:  # noqa: N802 - SimpleITK's names
+        return self.dimension
+
+    def GetSize(self) -> tuple[int, ...]:  # noqa: N802
+        return self.size
+
+    def GetSpacing(self) -> tuple[float, ...]:  # noqa: N802
+        return self.spacing
+
+    def GetOrigin(self) -> tuple[float, ...]:  # noqa: N802
+        return self.origin
+
+    def GetDirection(self) -> tuple[float, ...]:  # noqa: N802
+        return self.direction
+
+
+def read_checked_output(path: Path, reference: sitk.Image, labels: set[int],
+                        formats: list[str] | None = None) -> np.ndarray:
+    """Read a participant's segmentation output and check it against the case image.
+
+    The header is checked in this process (:func:`check_header`: format, no detached data file); the
+    image is read in the jail, which reports the header (geometry, pixel type) and reads the voxels only
+    when their count matches the case image's — a 1 MB compressed file whose header claims 1024³ voxels
+    is refused without inflating it. Then geometry, pixel type and label values are checked here.
+    ``formats``: the task's accepted output formats (None: .mha, .nii.gz, .nrrd, .tif/.tiff).
+    Raises OutputError naming the first problem.
+    """
+    try:
+        check_header(path, formats)
+    except HeaderError as e:
+        raise OutputError(str(e)) from None
+    voxels = int(np.prod(reference.GetSize()))
+    header, arr = read_in_jail(path, {"mode": "volume", "formats": formats, "voxels": voxels}, voxels * 8)
+    head = _Header(int(header["dimension"]), tuple(int(v) for v in header["size"]),
+                   tuple(float(v) for v in header["spacing"]), tuple(float(v) for v in header["origin"]),
+                   tuple(float(v) for v in header["direction"]))
+    problem = geometry_mismatch(head, reference, "the output", "the case image")
     if problem:
         raise OutputError(problem)
-    if reader.GetNumberOfComponents() != 1:
-        raise OutputError(f"the output has {reader.GetNumberOfComponents()} components per voxel, expected 1")
-    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
-    if "integer" not in pixel:
-        raise OutputError(f"the output's pixel type is {pixel}: expected an integer label map (e.g. uint8)")
-    try:
-        image = reader.Execute()
-    except RuntimeError as e:
-        last = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-        raise OutputError(f"the output {path.name} could not be read ({last[:200]})") from None
-    return check_segmentation(image, reference, labels)
+    if int(header["components"]) != 1:
+        raise OutputError(f"the output has {header['components']} components per voxel, expected 1")
+    if "integer" not in str(header["pixel"]):
+        raise OutputError(f"the output's pixel type is {header['pixel']}: expected an integer label map (e.g. uint8)")
+    if arr is None or arr.shape != tuple(reference.GetSize()[::-1]) or not np.issubdtype(arr.dtype, np.integer):
+        raise OutputError(f"the output {path.name} could not be read as a {reference.GetSize()} integer label map")
+    return check_labels(arr, labels)
 
 
 def check_segmentation(output: sitk.Image, reference: sitk.Image, labels: set[int]) -> np.ndarray:
@@ -44,6 +231,7 @@ def check_segmentation(output: sitk.Image, reference: sitk.Image, labels: set[in
 
     Raises OutputError naming the first mismatch: dimension, size, spacing, origin, direction,
     pixel type (must be an integer type with one component) or label values outside ``labels`` ∪ {0}.
+    For an image already in memory (trusted); participant files go through :func:`read_checked_output`.
     """
     problem = geometry_mismatch(output, reference, "the output", "the case image")
     if problem:
@@ -54,6 +242,11 @@ def check_segmentation(output: sitk.Image, reference: sitk.Image, labels: set[in
     if not np.issubdtype(arr.dtype, np.integer):
         raise OutputError(f"the output's pixel type is {output.GetPixelIDTypeAsString()}: expected an integer label map "
                           "(e.g. uint8)")
+    return check_labels(arr, labels)
+
+
+def check_labels(arr: np.ndarray, labels: set[int]) -> np.ndarray:
+    """``arr`` unchanged when its values are 0 or in ``labels``; OutputError naming negative or unknown values."""
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0:
         raise OutputError(f"the output has negative label values (min {lo})")
@@ -170,55 +363,25 @@ def read_checked_value(path: Path, *, low: float = 0.0, high: float = 1.0, max_m
     return p
 
 
-def read_checked_tile_mask(path: Path, width: int, height: int, labels: set[int]) -> np.ndarray:
-    """A 2-D label mask (TIFF, PNG or 2-D .mha) for a ``width`` × ``height`` tile: the size is checked from
-    the header before the pixels are read; then integer type and label values (0 or the task's)."""
-    suffix = path.name.lower().rsplit(".", 1)[-1]
+def read_checked_tile_mask(path: Path, width: int, height: int, labels: set[int],
+                           formats: list[str] | None = None) -> np.ndarray:
+    """A 2-D label mask (TIFF, PNG or 2-D .mha) for a ``width`` × ``height`` tile, read in the jail: the
+    header is checked first (format, magic bytes, no detached data), the size and channels before the
+    pixels are read; then integer type and label values (0 or the task's) here."""
+    formats = formats or ["tif", "tiff", "png", "mha"]
     try:
-        if suffix in ("tif", "tiff"):
-            from arena.datasets.slides import slide_info
-
-            info = slide_info(path)
-            shape, samples = (info.dimensions[1], info.dimensions[0]), info.samples
-        elif suffix == "png":
-            from PIL import Image
-
-            with Image.open(path) as im:
-                shape, samples = (im.size[1], im.size[0]), len(im.getbands())
-        else:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            reader.ReadImageInformation()
-            size = reader.GetSize()
-            if len(size) == 3 and size[2] == 1:
-                size = size[:2]
-            if len(size) != 2:
-                raise OutputError(f"the output mask {path.name} is {len(size)}-D: expected a 2-D image")
-            shape, samples = (size[1], size[0]), reader.GetNumberOfComponents()
-    except OutputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any reader failure is the output's fault
-        raise OutputError(f"the output mask {path.name} is not a readable image ({str(e)[:160]})") from None
+        check_header(path, formats)
+    except HeaderError as e:
+        raise OutputError(str(e).replace("the output ", "the output mask ", 1)) from None
+    header, arr = read_in_jail(path, {"mode": "mask", "formats": formats, "width": width, "height": height},
+                              width * height * 8)
+    shape, samples = tuple(header.get("shape") or (0, 0)), header.get("samples")
     if shape != (height, width):
         raise OutputError(f"the output mask is {shape[1]}×{shape[0]} pixels: expected the tile's {width}×{height}")
     if samples != 1:
         raise OutputError(f"the output mask has {samples} channels per pixel: expected 1 (a label map)")
-    try:
-        if suffix in ("tif", "tiff"):
-            from arena.datasets.slides import read_level
-
-            arr = read_level(path, 0)
-        elif suffix == "png":
-            from PIL import Image
-
-            with Image.open(path) as im:
-                arr = np.asarray(im)
-        else:
-            arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).reshape(height, width)
-    except Exception as e:  # noqa: BLE001
-        raise OutputError(f"the output mask {path.name} could not be read ({str(e)[:160]})") from None
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
+    if arr is None or arr.shape != (height, width):
+        raise OutputError(f"the output mask {path.name} could not be read as a {width}×{height} label map")
     if not np.issubdtype(arr.dtype, np.integer):
         raise OutputError(f"the output mask's pixel type is {arr.dtype}: expected integers (e.g. uint8)")
     values = np.unique(arr)

@@ -16,6 +16,7 @@ from redis import Redis
 from rq import Queue, Worker
 
 from arena.config import Settings
+from arena.runner.output_check import jail_problem
 
 log = logging.getLogger("arena.worker")
 
@@ -58,6 +59,9 @@ def run_worker(settings: Settings, burst: bool = False, gpu: str | None = None,
     from arena.runner.sandbox import reap_leftovers
     from arena.services import ensure_docker
 
+    problem = jail_problem()
+    if problem:  # never score participant outputs outside the jail
+        raise SystemExit(f"arena worker: cannot start: {problem}")
     client = ensure_docker()
     # a second worker on this engine may be between its container's exit and reading its logs: leave those
     n = reap_leftovers(client, keep=lambda labels: live_local_worker(labels.get("arena.worker")))
