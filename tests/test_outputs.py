@@ -214,3 +214,28 @@ print(json.dumps(seen))
     if os.geteuid() == 0:
         assert seen["uid"] == 65534
     assert seen["net"] != "connected"
+
+
+def test_adopt_default_geometry_only_for_the_exact_default_header(tmp_path):
+    """grand-challenge's templates write outputs with GetImageFromArray (spacing 1, origin 0, identity): a task
+    with outputs[].geometry = adopt-default takes the case image's geometry for those, and only those."""
+    ref = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8))
+    ref.SetSpacing((0.9, 0.9, 3.0))
+    ref.SetOrigin((-100.0, -80.0, 12.5))
+    arr = np.zeros((4, 5, 6), np.uint8)
+    arr[1:3, 1:3, 1:3] = 3
+    default = tmp_path / "default.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(default))
+    with pytest.raises(OutputError, match="spacing"):
+        read_checked_output(default, ref, {3})  # strict, the default
+    warnings: list[str] = []
+    got = read_checked_output(default, ref, {3}, geometry="adopt-default", warnings=warnings)
+    assert np.array_equal(got, arr) and "adopted" in warnings[0]
+    shifted = sitk.GetImageFromArray(arr)
+    shifted.SetOrigin((1.0, 0.0, 0.0))  # not the default header: a real mistake, still refused
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.mha"))
+    with pytest.raises(OutputError, match="spacing"):
+        read_checked_output(tmp_path / "shifted.mha", ref, {3}, geometry="adopt-default", warnings=[])
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 7), np.uint8)), str(tmp_path / "size.mha"))
+    with pytest.raises(OutputError, match="size"):
+        read_checked_output(tmp_path / "size.mha", ref, {3}, geometry="adopt-default", warnings=[])

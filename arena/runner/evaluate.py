@@ -289,7 +289,11 @@ def _check_case_output(spec: TaskSpec, case_results: Path, reference, outcome: C
     try:
         path = find_segmentation_output(case_results, spec, skipped)
         outcome.output_path = str(path)
-        prediction = read_checked_output(path, reference, set(spec.labels), spec.segmentation_output.formats)
+        socket = spec.segmentation_output
+        warnings: list[str] = []
+        prediction = read_checked_output(path, reference, set(spec.labels), socket.formats, socket.geometry,
+                                         warnings)
+        outcome.log_tail += "".join(f"\n[arena] warning: {w}" for w in warnings)
         outcome.ok = True
         return prediction
     except OutputError as e:

@@ -194,8 +194,16 @@ class _Header:
         return self.direction
 
 
+def _is_default_geometry(head: _Header) -> bool:
+    """ITK's default header: spacing 1, origin 0, identity direction (what GetImageFromArray gives)."""
+    n = head.dimension
+    return (np.allclose(head.spacing, 1.0, rtol=0, atol=1e-9) and np.allclose(head.origin, 0.0, rtol=0, atol=1e-9)
+            and np.allclose(np.reshape(head.direction, (n, n)), np.eye(n), rtol=0, atol=1e-9))
+
+
 def read_checked_output(path: Path, reference: sitk.Image, labels: set[int],
-                        formats: list[str] | None = None) -> np.ndarray:
+                        formats: list[str] | None = None, geometry: str = "strict",
+                        warnings: list[str] | None = None) -> np.ndarray:
     """Read a participant's segmentation output and check it against the case image.
 
     The header is checked in this process (:func:`check_header`: format, no detached data file); the
@@ -203,6 +211,8 @@ def read_checked_output(path: Path, reference: sitk.Image, labels: set[int],
     when their count matches the case image's — a 1 MB compressed file whose header claims 1024³ voxels
     is refused without inflating it. Then geometry, pixel type and label values are checked here.
     ``formats``: the task's accepted output formats (None: .mha, .nii.gz, .nrrd, .tif/.tiff).
+    ``geometry``: ``strict`` or ``adopt-default`` (an output of the case image's size whose header is exactly
+    the default one takes the case image's geometry; a sentence is appended to ``warnings``).
     Raises OutputError naming the first problem.
     """
     try:
@@ -215,6 +225,14 @@ def read_checked_output(path: Path, reference: sitk.Image, labels: set[int],
                    tuple(float(v) for v in header["spacing"]), tuple(float(v) for v in header["origin"]),
                    tuple(float(v) for v in header["direction"]))
     problem = geometry_mismatch(head, reference, "the output", "the case image")
+    if problem and geometry == "adopt-default" and head.size == tuple(reference.GetSize()) \
+            and head.dimension == reference.GetDimension() and _is_default_geometry(head):
+        if warnings is not None:
+            warnings.append("the output's header has the default geometry (spacing 1 mm, origin 0, identity "
+                            "direction) while the case image's differs; the case image's geometry was adopted "
+                            "(the task allows it: outputs[].geometry = adopt-default). Copy the input's geometry "
+                            "(SimpleITK: image.CopyInformation(input)) to silence this.")
+        problem = None
     if problem:
         raise OutputError(problem)
     if int(header["components"]) != 1:

@@ -55,6 +55,11 @@ class OutputSocket(_Strict):
     relative_path: str
     formats: list[Literal["mha", "nii.gz", "nrrd", "tif", "tiff", "png"]] | None = Field(
         default=None, description="accepted image formats of a segmentation output (None: any volume format)")
+    geometry: Literal["strict", "adopt-default"] = Field(
+        default="strict", description="a segmentation output's geometry: 'strict' = size, spacing, origin and "
+        "direction must equal the input's; 'adopt-default' = an output with the input's size whose header is "
+        "exactly ITK's default (spacing 1, origin 0, identity direction: what SimpleITK.GetImageFromArray "
+        "writes, as grand-challenge's templates do) takes the input's geometry, with a warning in the case log")
 
     _relative = field_validator("relative_path")(lambda v: _relative_path(v, "/output"))
 
