@@ -164,6 +164,38 @@ def user_add(name: str, team: str | None, admin: bool, reference: bool) -> None:
     click.echo(token)
 
 
+@user.command("passwd")
+@click.argument("name")
+def user_passwd(name: str) -> None:
+    """Set NAME's password, so they (a CLI-made admin, say) can sign in to the web pages.
+
+    At a terminal it is asked twice, hidden; otherwise it is read from the first line of standard input
+    (for scripts: ``printf '%s\\n' "$PW" | arena user passwd alice``). Never on the command line, where
+    other users of the machine could read it. Every session of NAME ends; API tokens are kept.
+    """
+    from sqlalchemy import select
+
+    from arena.db import session_scope, upgrade
+    from arena.models import User
+    from arena.users import change_password
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    if sys.stdin.isatty():
+        password = click.prompt(f"New password for {name}", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        with session_scope(settings.database_url) as s:
+            row = s.scalar(select(User).where(User.name == name))
+            if row is None:
+                raise ValueError(f"no user {name!r} (arena user add {name})")
+            change_password(s, row, password)
+    except ValueError as e:
+        _fail(str(e))
+    click.echo(f"password of {name} set; their sessions have ended")
+
+
 # -- submissions ------------------------------------------------------------------------------
 def _watch(settings, submission_id: int, timeout: float | None = None) -> str:
     """Poll a submission until it is finished, with a case i/N progress bar; returns its status."""

@@ -8,6 +8,13 @@
 | ARENA_QUEUE | arena | RQ queue name evaluations go to |
 | ARENA_MAX_UPLOAD_BYTES | 8 GiB | largest accepted upload (bytes) |
 | ARENA_SECRET_KEY | random per process | Flask session key |
+| ARENA_REMEMBER_DAYS | 14 | "keep me signed in" lasts this many days (sign-out, a password change or disabling ends it sooner) |
+| ARENA_SIGNIN_RATE | 10 | failed sign-ins per account from one address per 15 minutes; then 429 for that pair only |
+| ARENA_SIGNIN_ADDRESS_RATE | 50 | failed sign-ins from one address per 15 minutes, all accounts together |
+| ARENA_SIGNIN_ACCOUNT_RATE | 100 | failed sign-ins on one account per 15 minutes, all addresses together |
+| ARENA_SIGNUP_RATE | 10 | sign-up attempts from one address per hour |
+| ARENA_UPLOAD_RATE | 6 | uploads per user per minute (beside each phase's submission quota) |
+| ARENA_PROXY_HOPS | 0 | reverse proxies in front of `arena serve` whose X-Forwarded-For/-Proto to trust (0: none, the peer address counts) |
 | ARENA_IMAGE_CACHE_GB | 50 | disk budget for submission images on each worker (least recently used removed) |
 | ARENA_ROOT_IMAGES | nobody | an image whose USER is root: run it as nobody (65534), or "reject" it at upload |
 | ARENA_TEAM_CONCURRENCY | 1 | evaluations of one team that may run at once (0: no limit); the others wait, other teams go first |
@@ -33,6 +40,13 @@ class Settings:
     redis_url: str
     queue_name: str = "arena"
     max_upload_bytes: int = 8 * 1024**3
+    remember_days: float = 14.0
+    signin_rate: int = 10  # failures per (account, address) per 15 min
+    signin_address_rate: int = 50  # failures per address per 15 min
+    signin_account_rate: int = 100  # failures per account per 15 min
+    signup_rate: int = 10  # sign-up attempts per address per hour
+    upload_rate: int = 6  # uploads per user per minute
+    proxy_hops: int = 0  # trusted reverse proxies (X-Forwarded-For); 0: none
     root_images: str = "nobody"  # "nobody" | "reject"
     image_cache_bytes: int = 50 * 1024**3
     team_concurrency: int = 1
@@ -91,6 +105,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         redis_url=env.get("ARENA_REDIS_URL") or "redis://127.0.0.1:6379/0",
         queue_name=env.get("ARENA_QUEUE") or "arena",
         max_upload_bytes=int(env.get("ARENA_MAX_UPLOAD_BYTES") or 8 * 1024**3),
+        remember_days=float(env.get("ARENA_REMEMBER_DAYS") or 14),
+        signin_rate=int(env.get("ARENA_SIGNIN_RATE") or 10),
+        signin_address_rate=int(env.get("ARENA_SIGNIN_ADDRESS_RATE") or 50),
+        signin_account_rate=int(env.get("ARENA_SIGNIN_ACCOUNT_RATE") or 100),
+        signup_rate=int(env.get("ARENA_SIGNUP_RATE") or 10),
+        upload_rate=int(env.get("ARENA_UPLOAD_RATE") or 6),
+        proxy_hops=int(env.get("ARENA_PROXY_HOPS") or 0),
         image_cache_bytes=int(float(env.get("ARENA_IMAGE_CACHE_GB") or 50) * 1024**3),
         root_images=_choice(env, "ARENA_ROOT_IMAGES", ("nobody", "reject"), "nobody"),
         team_concurrency=int(env.get("ARENA_TEAM_CONCURRENCY") or 1),

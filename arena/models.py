@@ -48,17 +48,29 @@ class User(Base):
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
     is_admin: Mapped[bool] = mapped_column(default=False)  # global admin: every task, every page
     password_hash: Mapped[str | None] = mapped_column(String(255))  # werkzeug scrypt; None: API/CLI only
+    # A one-time password set by an administrator (migration 0005): it works until then, and only to
+    # choose a new password. None: the password is the user's own.
+    password_expires_at: Mapped[dt.datetime | None] = mapped_column()
+    # Part of every session and remember cookie (get_id); bumped on sign-out, password change and disable,
+    # which ends every session of the user on every browser (migration 0005).
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    disabled_at: Mapped[dt.datetime | None] = mapped_column()  # an administrator disabled the account
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     team: Mapped[Team | None] = relationship(back_populates="members")
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", order_by="ApiToken.id")
 
     # Flask-Login's user protocol
     is_authenticated = True
-    is_active = True
     is_anonymous = False
 
+    @property
+    def is_active(self) -> bool:
+        """A disabled user cannot sign in, and their sessions and tokens no longer work."""
+        return self.disabled_at is None
+
     def get_id(self) -> str:
-        return str(self.id)
+        """What sessions and remember cookies hold: ``"<id>:<session generation>"``."""
+        return f"{self.id}:{self.session_generation}"
 
 
 class ApiToken(Base):
@@ -89,13 +101,14 @@ class AuditEvent(Base):
     actor: Mapped[User | None] = relationship()
 
 
-class RateHit(Base):
-    """One counted attempt (sign-in failure, upload) for rate limits shared by every web worker."""
+class RateCounter(Base):
+    """Attempts counted for a rate limit (sign-ins, sign-ups, uploads), shared by every web worker: one row
+    per key and fixed window, incremented in a single INSERT … ON CONFLICT DO UPDATE (migration 0005)."""
 
-    __tablename__ = "rate_hits"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(200), index=True)
-    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    __tablename__ = "rate_counters"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(index=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
 
 
 task_organizers = Table(

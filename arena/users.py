@@ -2,21 +2,29 @@
 
 A token is shown once; only its sha256 is stored (``api_tokens``), with a name, creation and last-use
 times; a revoked token is refused. Passwords are hashed with werkzeug's scrypt.
+
+Sessions end on the server: a user's ``session_generation`` is part of every session and remember
+cookie; :func:`end_sessions` bumps it (sign-out, password change, disabling), which signs the user out
+of every browser. A disabled user cannot sign in and their tokens are refused. An administrator's
+password reset is a one-time password (:func:`set_one_time_password`): it works for a few days and only
+to choose a new password.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arena.models import ApiToken, Task, Team, User, utcnow
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,39}$")
 MIN_PASSWORD = 10
+ONE_TIME_PASSWORD_DAYS = 3
 
 
 def hash_token(token: str) -> str:
@@ -77,7 +85,42 @@ def check_password(user: User | None, password: str) -> bool:
     if user is None or not user.password_hash:
         check_password_hash(_DUMMY_HASH, password or "")  # same work whether or not the user exists
         return False
-    return check_password_hash(user.password_hash, password or "")
+    ok = check_password_hash(user.password_hash, password or "")
+    return ok and (user.password_expires_at is None or user.password_expires_at > utcnow())
+
+
+def end_sessions(session: Session, user: User) -> None:
+    """End every session and remember cookie of ``user``, on every browser: bump their session generation
+    in one UPDATE (two requests doing it at once both count)."""
+    session.execute(update(User).where(User.id == user.id).values(session_generation=User.session_generation + 1))
+    session.refresh(user)
+
+
+def change_password(session: Session, user: User, password: str) -> None:
+    """Set ``user``'s own password (ValueError if too short); ends their other sessions."""
+    set_password(user, password)
+    user.password_expires_at = None
+    session.flush()
+    end_sessions(session, user)
+
+
+def set_one_time_password(session: Session, user: User) -> str:
+    """An administrator's reset: a random password that works for ONE_TIME_PASSWORD_DAYS days, only to
+    choose a new one; ends the user's sessions. Returns it (shown once, to hand over in person)."""
+    password = secrets.token_urlsafe(12)
+    set_password(user, password)
+    user.password_expires_at = utcnow() + dt.timedelta(days=ONE_TIME_PASSWORD_DAYS)
+    session.flush()
+    end_sessions(session, user)
+    return password
+
+
+def set_disabled(session: Session, user: User, disabled: bool) -> None:
+    """Disable (no sign-in, sessions ended, tokens refused) or enable ``user`` again."""
+    user.disabled_at = (user.disabled_at or utcnow()) if disabled else None
+    session.flush()
+    if disabled:
+        end_sessions(session, user)
 
 
 _DUMMY_HASH = "scrypt:32768:8:1$" + "x" * 16 + "$" + "0" * 128
@@ -104,7 +147,7 @@ def user_for_token(session: Session, token: str) -> User | None:
     if not token:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == hash_token(token)))
-    if row is None or row.revoked_at is not None:
+    if row is None or row.revoked_at is not None or not row.user.is_active:
         return None
     now = utcnow()
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:

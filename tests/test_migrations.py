@@ -69,16 +69,45 @@ def test_0004_moves_tokens_into_api_tokens(arena_env):
     cols = {col["name"] for col in inspect(engine).get_columns("users")}
     assert "token_sha256" not in cols and "password_hash" in cols
     assert {"audit_events", "api_tokens", "task_organizers", "rate_hits"} <= set(inspect(engine).get_table_names())
-    from arena.users import user_for_token
-
-    s = session_factory(url)()
-    assert user_for_token(s, "arena_old-token").name == "old"
-    s.close()
-    dispose_engines()
     command.downgrade(cfg, "0003")
     with engine.connect() as c:
         assert c.execute(text("SELECT token_sha256 FROM users WHERE id = 1")).scalar() == hash_token("arena_old-token")
     assert "api_tokens" not in inspect(engine).get_table_names()
+    command.upgrade(cfg, "head")
+    from arena.users import user_for_token
+
+    s = session_factory(url)()  # the ORM knows the newest schema only
+    assert user_for_token(s, "arena_old-token").name == "old"
+    s.close()
+    engine.dispose()
+    dispose_engines()
+
+
+def test_0005_session_generations_and_rate_counters(arena_env):
+    """Existing users get generation 0, are enabled and keep their own passwords; per-attempt rate_hits
+    rows give way to rate_counters; down and up again."""
+    from alembic import command
+
+    from arena.db import alembic_config, dispose_engines
+
+    url = arena_env["ARENA_DATABASE_URL"]
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0004")
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO users (id, name, is_admin, password_hash, created_at) VALUES "
+                       "(1, 'old', false, 'scrypt:x', '2026-01-01 00:00:00')"))
+        c.execute(text("INSERT INTO rate_hits (key, at) VALUES ('signin:ip:1.2.3.4', '2026-01-01 00:00:00')"))
+    command.upgrade(cfg, "0005_web_security")
+    with engine.connect() as c:
+        row = c.execute(text("SELECT session_generation, disabled_at, password_expires_at, password_hash "
+                             "FROM users")).one()
+        assert tuple(row) == (0, None, None, "scrypt:x")
+    tables = set(inspect(engine).get_table_names())
+    assert "rate_counters" in tables and "rate_hits" not in tables
+    command.downgrade(cfg, "0004")
+    assert "session_generation" not in {col["name"] for col in inspect(engine).get_columns("users")}
+    assert "rate_hits" in inspect(engine).get_table_names()
     command.upgrade(cfg, "head")
     engine.dispose()
     dispose_engines()

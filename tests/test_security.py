@@ -102,9 +102,12 @@ def test_hidden_ground_truth_and_case_files_never_served(app, settings, world):
     assert rows["rows"] == [] and rows["hidden"] is True
 
 
-def test_signin_rate_limit(app, world, monkeypatch):
+def test_signin_rate_limit(world, monkeypatch):
+    from arena.config import load_settings
+    from arena.web import create_app
+
     monkeypatch.setenv("ARENA_SIGNIN_RATE", "3")
-    c = app.test_client()
+    c = create_app(load_settings()).test_client()
     token = csrf_of(c.get("/signin").get_data(as_text=True))
     codes = [c.post("/signin", data={"name": "alice", "password": f"wrong{i}", "csrf_token": token}).status_code
              for i in range(4)]
@@ -114,9 +117,12 @@ def test_signin_rate_limit(app, world, monkeypatch):
     assert r.status_code == 429
 
 
-def test_upload_rate_limit(app, world, monkeypatch):
+def test_upload_rate_limit(world, monkeypatch):
+    from arena.config import load_settings
+    from arena.web import create_app
+
     monkeypatch.setenv("ARENA_UPLOAD_RATE", "2")
-    c = app.test_client()
+    c = create_app(load_settings()).test_client()
     url = "/api/v1/tasks/han-oar-22/phases/validation/submissions"
     codes = [c.post(url, data=b"junk", headers={**bearer(world["bob"]), "Content-Type": "application/octet-stream"}
                     ).status_code for _ in range(3)]

@@ -200,3 +200,343 @@ def test_csv_files_never_start_a_formula(app, settings, db, world, tmp_path, mon
         assert dangerous == [], (what, dangerous)
         if what in ("API results", "export results", "arena results --csv"):
             assert "-0.25" in cells, what
+
+
+# -- finding 4: sign-out, password change and disabling end sessions on the server ----------------------------
+def _signed_in_with_remember(app, name: str):
+    """A client signed in with "keep me signed in"; returns it and its (session, remember) cookie values."""
+    c = app.test_client()
+    token = csrf_of(c.get("/signin").get_data(as_text=True))
+    r = c.post("/signin", data={"name": name, "password": PASSWORD, "remember": "1", "csrf_token": token})
+    assert r.status_code == 302
+    return c, c.get_cookie("arena_session").value, c.get_cookie("remember_token").value
+
+
+def _opens(app, cookies: dict[str, str]) -> dict[str, int]:
+    """Status of /account and /api/v1/me for a fresh client holding only ``cookies`` (a thief's copy)."""
+    thief = app.test_client()
+    for k, v in cookies.items():
+        thief.set_cookie(k, v)
+    return {"/account": thief.get("/account").status_code, "/api/v1/me": thief.get("/api/v1/me").status_code}
+
+
+SIGNED_IN = {"/account": 200, "/api/v1/me": 200}
+SIGNED_OUT = {"/account": 302, "/api/v1/me": 401}
+
+
+def test_signout_ends_copied_session_and_remember_cookies(app, world):
+    c, session_cookie, remember = _signed_in_with_remember(app, "alice")
+    assert _opens(app, {"arena_session": session_cookie}) == SIGNED_IN
+    assert _opens(app, {"remember_token": remember}) == SIGNED_IN
+    other_browser, other_session, other_remember = _signed_in_with_remember(app, "alice")
+    assert form_post(c, "/account", "/signout", {}).status_code == 302
+    for copied in ({"arena_session": session_cookie}, {"remember_token": remember},
+                   {"arena_session": session_cookie, "remember_token": remember},
+                   {"arena_session": other_session}, {"remember_token": other_remember}):
+        assert _opens(app, copied) == SIGNED_OUT, copied
+    assert other_browser.get("/account").status_code == 302  # signing out signs out every browser
+    assert app.test_client().get("/api/v1/me", headers=bearer(world["alice"])).status_code == 200  # tokens stay
+    assert _signed_in_with_remember(app, "alice")[0].get("/account").status_code == 200  # and she can come back
+
+
+def test_remember_cookie_lasts_the_configured_days(world, monkeypatch):
+    import datetime as dt
+    from email.utils import parsedate_to_datetime
+
+    from arena.config import load_settings
+    from arena.web import create_app
+
+    monkeypatch.setenv("ARENA_REMEMBER_DAYS", "2")
+    c = create_app(load_settings()).test_client()
+    token = csrf_of(c.get("/signin").get_data(as_text=True))
+    r = c.post("/signin", data={"name": "alice", "password": PASSWORD, "remember": "1", "csrf_token": token})
+    cookie = next(v for v in r.headers.getlist("Set-Cookie") if v.startswith("remember_token="))
+    expires = parsedate_to_datetime(re.search(r"Expires=([^;]+)", cookie).group(1))
+    left = expires - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(days=1, hours=23) < left <= dt.timedelta(days=2)
+
+
+def test_password_change_ends_other_sessions_but_not_this_one(app, world):
+    c, _, _ = _signed_in_with_remember(app, "alice")
+    other, other_session, other_remember = _signed_in_with_remember(app, "alice")
+    new = "a much better passphrase"
+    r = form_post(c, "/account/password", "/account/password",
+                  {"current": "wrong password!", "password": new, "password2": new})
+    assert r.status_code == 400 and other.get("/account").status_code == 200  # nothing changed
+    r = form_post(c, "/account/password", "/account/password", {"current": PASSWORD, "password": new, "password2": new})
+    assert r.status_code == 302
+    assert c.get("/account").status_code == 200 and c.get("/api/v1/me").status_code == 200
+    assert other.get("/account").status_code == 302
+    assert _opens(app, {"remember_token": other_remember}) == SIGNED_OUT
+    assert _opens(app, {"arena_session": other_session}) == SIGNED_OUT
+    fresh = app.test_client()
+    token = csrf_of(fresh.get("/signin").get_data(as_text=True))
+    assert fresh.post("/signin", data={"name": "alice", "password": PASSWORD, "csrf_token": token}).status_code == 401
+    assert sign_in(app.test_client(), "alice", new).get("/account").status_code == 200
+
+
+def test_admin_disable_ends_sessions_tokens_and_sign_in(app, world):
+    bob, bob_session, bob_remember = _signed_in_with_remember(app, "bob")
+    admin = sign_in(app.test_client(), "root")
+    page = admin.get("/manage/users")
+    assert page.status_code == 200
+    bob_id = _user_id(app, "bob")
+    r = form_post(admin, "/manage/users", f"/manage/users/{bob_id}", {"action": "disable"})
+    assert r.status_code == 302
+    assert bob.get("/account").status_code == 302
+    assert _opens(app, {"remember_token": bob_remember}) == SIGNED_OUT
+    assert _opens(app, {"arena_session": bob_session}) == SIGNED_OUT
+    assert app.test_client().get("/api/v1/me", headers=bearer(world["bob"])).status_code == 401
+    fresh = app.test_client()
+    token = csrf_of(fresh.get("/signin").get_data(as_text=True))
+    r = fresh.post("/signin", data={"name": "bob", "password": PASSWORD, "csrf_token": token})
+    assert r.status_code == 403 and "disabled" in r.get_data(as_text=True)
+    form_post(admin, "/manage/users", f"/manage/users/{bob_id}", {"action": "enable"})
+    assert sign_in(app.test_client(), "bob").get("/account").status_code == 200
+    assert app.test_client().get("/api/v1/me", headers=bearer(world["bob"])).status_code == 200
+    # only administrators manage users
+    alice = sign_in(app.test_client(), "alice")
+    assert alice.get("/manage/users").status_code == 403
+    r = alice.post(f"/manage/users/{bob_id}", data={"action": "disable", "csrf_token": csrf_of(
+        alice.get("/account").get_data(as_text=True))})
+    assert r.status_code == 403
+
+
+def _user_id(app, name: str) -> int:
+    from sqlalchemy import select
+
+    from arena.db import session_factory
+    from arena.models import User
+
+    with session_factory(app.config["ARENA"].database_url)() as s:
+        return s.scalar(select(User.id).where(User.name == name))
+
+
+# -- finding 7: sign-in limits, counted atomically, per account and per address -----------------------------
+@pytest.fixture
+def behind_proxy(settings, world, monkeypatch):
+    """A threaded werkzeug server on 127.0.0.1 configured for one trusted proxy (ARENA_PROXY_HOPS=1), so a
+    request says its client address in X-Forwarded-For as a proxy would; yields its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from arena.config import load_settings
+    from arena.web import create_app
+
+    monkeypatch.setenv("ARENA_PROXY_HOPS", "1")
+    srv = make_server("127.0.0.1", 0, create_app(load_settings()), threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+def _http_sign_in(base: str, name: str, password: str, address: str):
+    """A browser at ``address``: fetch the form (session cookie + CSRF token); returns a function that
+    posts the sign-in and gives its status."""
+    import requests
+
+    s = requests.Session()
+    s.headers["X-Forwarded-For"] = address
+    token = csrf_of(s.get(f"{base}/signin").text)
+
+    def post() -> int:
+        return s.post(f"{base}/signin", data={"name": name, "password": password, "csrf_token": token},
+                      allow_redirects=False).status_code
+
+    return post
+
+
+def test_parallel_wrong_passwords_count_atomically_and_lock_only_that_pair(behind_proxy, settings, db):
+    """40 wrong passwords for alice at once from one address: exactly ARENA_SIGNIN_RATE (10) are tried
+    and answered 401, the rest 429. Then from that address alice is locked out, bob is not; alice from
+    another address signs in."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from sqlalchemy import func, select
+
+    from arena.models import AuditEvent
+
+    limit = settings.signin_rate
+    attacker = "203.0.113.7"
+    posts = [_http_sign_in(behind_proxy, "alice", f"guess-{i:04d}-wrong", attacker) for i in range(40)]
+    barrier = Barrier(len(posts))
+
+    def go(post):
+        barrier.wait()
+        return post()
+
+    with ThreadPoolExecutor(len(posts)) as pool:
+        codes = list(pool.map(go, posts))
+    assert sorted(set(codes)) == [401, 429] and codes.count(401) == limit, codes
+    db.expire_all()
+    tried = db.scalar(select(func.count(AuditEvent.id)).where(AuditEvent.action == "user.signin_failed"))
+    assert tried == limit
+    assert _http_sign_in(behind_proxy, "alice", PASSWORD, attacker)() == 429
+    assert _http_sign_in(behind_proxy, "bob", PASSWORD, attacker)() == 302
+    assert _http_sign_in(behind_proxy, "alice", PASSWORD, "198.51.100.2")() == 302
+
+
+def test_one_address_cannot_spray_accounts_nor_lock_an_account_alone(world, monkeypatch):
+    """Per address, all accounts: after ARENA_SIGNIN_ADDRESS_RATE failures the address gets 429 for every
+    name. Per account, all addresses: one address adds at most ARENA_SIGNIN_RATE to it."""
+    from arena.config import load_settings
+    from arena.web import create_app
+
+    monkeypatch.setenv("ARENA_SIGNIN_RATE", "2")
+    monkeypatch.setenv("ARENA_SIGNIN_ADDRESS_RATE", "5")
+    monkeypatch.setenv("ARENA_SIGNIN_ACCOUNT_RATE", "4")
+    monkeypatch.setenv("ARENA_PROXY_HOPS", "1")
+    app = create_app(load_settings())
+
+    def attempt(name: str, password: str, address: str) -> int:
+        c = app.test_client()
+        h = {"X-Forwarded-For": address}
+        token = csrf_of(c.get("/signin", headers=h).get_data(as_text=True))
+        return c.post("/signin", data={"name": name, "password": password, "csrf_token": token},
+                      headers=h).status_code
+
+    sprayer = [attempt(f"user{i}", "wrong password", "192.0.2.1") for i in range(7)]
+    assert sprayer == [401] * 5 + [429] * 2
+    assert attempt("bob", PASSWORD, "192.0.2.1") == 429  # that address is done for 15 minutes
+    assert attempt("bob", PASSWORD, "192.0.2.2") == 302
+    # alice: one address hammering her counts 2 toward her account's 4, however often it tries
+    assert [attempt("alice", "wrong password", "192.0.2.3") for _ in range(6)] == [401, 401] + [429] * 4
+    assert attempt("alice", PASSWORD, "192.0.2.4") == 302
+    # only a second address reaches her account limit: then she waits too (documented trade-off)
+    assert [attempt("alice", "wrong password", "192.0.2.5") for _ in range(3)] == [401, 401, 429]
+    assert attempt("alice", PASSWORD, "192.0.2.6") == 429
+
+
+def test_forwarded_for_is_ignored_without_a_trusted_proxy(world, monkeypatch):
+    """By default (ARENA_PROXY_HOPS=0) a client cannot dodge the limit by inventing X-Forwarded-For."""
+    from arena.config import load_settings
+    from arena.web import create_app
+
+    monkeypatch.setenv("ARENA_SIGNIN_RATE", "3")
+    c = create_app(load_settings()).test_client()
+    token = csrf_of(c.get("/signin").get_data(as_text=True))
+    codes = [c.post("/signin", data={"name": "alice", "password": "wrong password", "csrf_token": token},
+                    headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+
+
+# -- finding 9: sign-up limit per address ----------------------------------------------------------------------
+def test_signup_is_rate_limited_per_address(world, monkeypatch):
+    """Probing names on the sign-up form (it says when a name is taken) counts like signing up: after
+    ARENA_SIGNUP_RATE attempts an address gets 429 for an hour; another address can still sign up."""
+    from arena.config import load_settings
+    from arena.web import create_app
+
+    monkeypatch.setenv("ARENA_SIGNUP_RATE", "3")
+    monkeypatch.setenv("ARENA_PROXY_HOPS", "1")
+    app = create_app(load_settings())
+
+    def signup(name: str, address: str):
+        c = app.test_client()
+        h = {"X-Forwarded-For": address}
+        token = csrf_of(c.get("/signup", headers=h).get_data(as_text=True))
+        return c.post("/signup", data={"name": name, "password": PASSWORD, "password2": PASSWORD,
+                                       "csrf_token": token}, headers=h)
+
+    probes = [signup(name, "192.0.2.9") for name in ("alice", "bob", "carol", "root", "nobody-yet")]
+    assert [r.status_code for r in probes] == [400, 400, 302, 429, 429]
+
+    def masked(r, name: str) -> str:  # the answer with the name and the CSRF token taken out
+        return re.sub(r'name="csrf_token" value="[^"]+"', "", r.get_data(as_text=True)).replace(name, "NAME")
+
+    assert masked(probes[3], "root") == masked(probes[4], "nobody-yet")  # a refused probe learns nothing
+    assert signup("dave", "192.0.2.10").status_code == 302
+
+
+# -- finding 12: passwords for CLI-made users, an administrator's reset -------------------------------------
+def _arena(arena_env, *args: str, **kw):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "arena.cli", *args], env={**os.environ, **arena_env},
+                          capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_user_passwd_prompts_twice_hidden_at_a_terminal(settings, arena_env, world, app):
+    """``arena user passwd root`` at a terminal (a pty): asked twice, nothing echoed, a mismatch asked
+    again; then the CLI-made admin signs in to /manage; their earlier sessions have ended."""
+    import os
+    import sys
+
+    import pexpect
+
+    earlier, _, _ = _signed_in_with_remember(app, "root")
+    new = "admin passphrase 2026"
+    child = pexpect.spawn(sys.executable, ["-m", "arena.cli", "user", "passwd", "root"],
+                          env={**os.environ, **arena_env}, encoding="utf-8", timeout=60)
+    transcript = []
+    for answer in (new, "something else entirely", new, new):
+        child.expect(r"(New password for root|Repeat for confirmation): ")
+        transcript.append(child.before + child.after)
+        child.sendline(answer)
+    child.expect(pexpect.EOF)
+    transcript.append(child.before)
+    child.close()
+    assert child.exitstatus == 0, transcript
+    output = "".join(transcript)
+    assert new not in output and "something else" not in output  # hidden: nothing echoed
+    assert "do not match" in output.lower()
+    assert earlier.get("/account").status_code == 302
+    admin = sign_in(app.test_client(), "root", new)
+    assert admin.get("/manage/users").status_code == 200
+
+
+def test_user_passwd_reads_stdin_for_scripts(settings, arena_env, world, app):
+    r = _arena(arena_env, "user", "passwd", "bob", input="scripted passphrase\n")
+    assert r.returncode == 0, r.stderr
+    assert sign_in(app.test_client(), "bob", "scripted passphrase").get("/account").status_code == 200
+    short = _arena(arena_env, "user", "passwd", "bob", input="short\n")
+    assert short.returncode != 0 and "at least" in short.stderr
+    assert _arena(arena_env, "user", "passwd", "nobody", input="long enough password\n").returncode != 0
+    assert sign_in(app.test_client(), "bob", "scripted passphrase").get("/account").status_code == 200
+    # never on the command line: the command takes no password argument or option
+    assert _arena(arena_env, "user", "passwd", "bob", "scripted passphrase").returncode != 0
+
+
+def test_admin_reset_gives_a_one_time_password_that_only_sets_a_new_one(app, db, world):
+    """An administrator resets alice: a one-time password shown once; alice's sessions end and her old
+    password stops; signed in with it she can only choose her own; it works once, and not after it expires."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from arena.models import User
+
+    alice, _, _ = _signed_in_with_remember(app, "alice")
+    admin = sign_in(app.test_client(), "root")
+    r = form_post(admin, "/manage/users", f"/manage/users/{_user_id(app, 'alice')}", {"action": "reset"})
+    assert r.status_code == 200
+    one_time = re.search(r'id="one-time-password".*?<code class="token">([^<]+)</code>', r.get_data(as_text=True),
+                         re.S).group(1)
+    assert one_time not in admin.get("/manage/users").get_data(as_text=True)  # shown once
+    assert alice.get("/account").status_code == 302
+    fresh = app.test_client()
+    token = csrf_of(fresh.get("/signin").get_data(as_text=True))
+    assert fresh.post("/signin", data={"name": "alice", "password": PASSWORD, "csrf_token": token}).status_code == 401
+    otp = sign_in(app.test_client(), "alice", one_time)
+    for path in ("/account", "/tasks/han-oar-22", f"/submissions/{world['sub_a']}", "/api/v1/me"):
+        r = otp.get(path)
+        assert r.status_code == 302 and r.headers["Location"].endswith("/account/password"), path
+    mine = "alice's own new passphrase"
+    r = form_post(otp, "/account/password", "/account/password",
+                  {"current": one_time, "password": mine, "password2": mine})
+    assert r.status_code == 302 and otp.get("/account").status_code == 200
+    fresh = app.test_client()
+    token = csrf_of(fresh.get("/signin").get_data(as_text=True))
+    assert fresh.post("/signin", data={"name": "alice", "password": one_time, "csrf_token": token}).status_code == 401
+    # an expired one-time password does not sign in
+    r = form_post(admin, "/manage/users", f"/manage/users/{_user_id(app, 'bob')}", {"action": "reset"})
+    bob_once = re.search(r'<code class="token">([^<]+)</code>', r.get_data(as_text=True)).group(1)
+    db.expire_all()
+    db.scalar(select(User).where(User.name == "bob")).password_expires_at = dt.datetime(2000, 1, 1)
+    db.commit()
+    token = csrf_of(fresh.get("/signin").get_data(as_text=True))
+    assert fresh.post("/signin", data={"name": "bob", "password": bob_once, "csrf_token": token}).status_code == 401

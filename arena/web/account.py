@@ -1,18 +1,22 @@
-"""Accounts: sign up, sign in/out, the team (create, join with an invite code, leave), API tokens."""
+"""Accounts: sign up, sign in/out, password change, the team (create, join with an invite code, leave),
+API tokens. Sign-out ends the user's sessions on the server (every browser); sign-in and sign-up are
+rate-limited (see :func:`arena.auth.signin_limits`)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import login_required, login_user, logout_user
+from flask_login.config import COOKIE_NAME
 from sqlalchemy import select
 
 from arena import audit
-from arena.auth import client_address, me, over_limit, rate_hit, signin_limit
-from arena.models import Submission, User
-from arena.users import (check_password, create_team, create_token, join_team, leave_team, new_invite_code,
-                         revoke_token, set_password, validate_username)
+from arena.auth import (SIGNIN_WINDOW_S, SIGNUP_WINDOW_S, client_address, me, rate_give_back, rate_take,
+                        rate_take_all, signin_limits)
+from arena.models import RateCounter, Submission, User
+from arena.users import (change_password, check_password, create_team, create_token, end_sessions, join_team,
+                         leave_team, new_invite_code, revoke_token, set_password, validate_username)
 
 account = Blueprint("account", __name__)
 
@@ -32,6 +36,10 @@ def signup():
         name = request.form.get("name", "").strip()
         password = request.form.get("password", "")
         email = request.form.get("email", "").strip() or None
+        limit = current_app.config["ARENA"].signup_rate
+        if rate_take(g.db, f"signup:ip:{client_address()}", SIGNUP_WINDOW_S) > limit:
+            return render_template("signup.html", error=f"Too many sign-ups from your address (at most {limit} "
+                                   "an hour): try again later."), 429
         try:
             validate_username(name)
             if g.db.scalar(select(User).where(User.name == name)) is not None:
@@ -59,16 +67,23 @@ def signin():
     status = 200
     if request.method == "POST":
         name = request.form.get("name", "").strip()
-        keys = [f"signin:name:{name.lower()}", f"signin:ip:{client_address()}"]
-        if over_limit(g.db, keys, signin_limit()):
+        counted = rate_take_all(g.db, signin_limits(current_app.config["ARENA"], name, client_address()),
+                                SIGNIN_WINDOW_S)
+        if counted is None:
             error, status = "Too many failed sign-ins: wait 15 minutes and try again.", 429
         else:
             user = g.db.scalar(select(User).where(User.name == name))
             if check_password(user, request.form.get("password", "")):
+                ip_key, pair_key, account_key = counted
+                rate_give_back(g.db, ip_key)  # a correct password is no failure
+                rate_give_back(g.db, account_key)
+                g.db.execute(RateCounter.__table__.delete().where(RateCounter.key == pair_key))
+                g.db.commit()
+                if not user.is_active:
+                    return render_template("signin.html", error="This account is disabled: ask an "
+                                           "administrator."), 403
                 login_user(user, remember=bool(request.form.get("remember")))
                 return redirect(_safe_next(url_for("account.home")))
-            for k in keys:
-                rate_hit(g.db, k)
             audit.record(g.db, None, "user.signin_failed", "user", name[:100], address=client_address())
             g.db.commit()
             error, status = "Unknown user name or wrong password.", 401
@@ -77,8 +92,44 @@ def signin():
 
 @account.post("/signout")
 def signout():
+    """Sign out of every browser: the session generation changes, so no copy of this session or of a
+    remember cookie opens a page again."""
+    user = me()
+    if user is not None:
+        end_sessions(g.db, user)
+        audit.record(g.db, user, "user.signout", "user", user.id)
+        g.db.commit()
     logout_user()
     return redirect(url_for("pages.index"))
+
+
+@account.route("/account/password", methods=["GET", "POST"])
+@login_required
+def password():
+    """Change your password (also the way out of an administrator's one-time password). Every other
+    session of the account ends; this browser stays signed in."""
+    user = me()
+    error = None
+    if request.method == "POST":
+        try:
+            if not check_password(user, request.form.get("current", "")):
+                raise ValueError("the current password is wrong")
+            new = request.form.get("password", "")
+            if new != request.form.get("password2", ""):
+                raise ValueError("the two new passwords differ")
+            if new == request.form.get("current", ""):
+                raise ValueError("choose a password different from the current one")
+            change_password(g.db, user, new)
+            audit.record(g.db, user, "user.password_change", "user", user.id)
+            g.db.commit()
+        except ValueError as e:
+            g.db.rollback()
+            error = str(e)
+        else:
+            login_user(user, remember=current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies)
+            flash("Password changed. Other browsers signed in to this account are signed out.")
+            return redirect(url_for("account.home"))
+    return render_template("password.html", user=user, error=error), 400 if error else 200
 
 
 @account.get("/account")

@@ -7,6 +7,7 @@ import secrets
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from arena import __version__
 from arena.config import Settings, load_settings
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         key = (settings.home / ".secret_key").read_text().strip()
     app.config.update(SECRET_KEY=key, ARENA=settings, MAX_CONTENT_LENGTH=settings.max_upload_bytes,
                       MAX_FORM_MEMORY_SIZE=2 * 2**20)
+    if settings.proxy_hops:  # behind ARENA_PROXY_HOPS trusted proxies: their X-Forwarded-For/-Proto count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     make_session = session_factory(settings.database_url)
 
     @app.before_request

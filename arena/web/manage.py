@@ -1,5 +1,6 @@
 """Organizer pages: tasks from task.yaml, hidden cases from a server folder, phase schedule, freeze and
-reveal, quotas, visibility, the queue (cancel, re-run), exports and the audit trail."""
+reveal, quotas, visibility, the queue (cancel, re-run), exports and the audit trail; for administrators,
+the users (one-time password reset, disable, enable)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from arena import audit
-from arena.auth import me, organizer_tasks, require_organizer
+from arena.auth import admin_required, me, organizer_tasks, require_organizer
 from arena.lifecycle import EvaluationStatus
 from arena.models import PHASE_VISIBILITY, AuditEvent, Evaluation, Submission, Task, User, utcnow
 from arena.tasks.spec import TaskSpecError, load_spec
 from arena.tasks.store import spec_of, upsert_task
+from arena.users import ONE_TIME_PASSWORD_DAYS, set_disabled, set_one_time_password
 from arena.web import export
 
 manage = Blueprint("manage", __name__)
@@ -401,6 +403,42 @@ def rerun(submission_id: int):
     g.db.commit()
     flash(f"Submission {sub.id}: evaluation {ev_id} queued (earlier results kept).")
     return redirect(request.referrer or url_for("manage.queue"))
+
+
+# -- users (administrators) --------------------------------------------------------------------
+@manage.get("/users")
+@admin_required
+def users():
+    rows = g.db.scalars(select(User).options(selectinload(User.team)).order_by(User.name)).all()
+    return render_template("manage/users.html", users=rows, one_time=None, now=utcnow())
+
+
+@manage.post("/users/<int(max=2147483647):user_id>")
+@admin_required
+def user_action(user_id: int):
+    """``action``: ``reset`` (a one-time password, shown once on the answer: hand it over in person),
+    ``disable`` or ``enable``. Reset and disable end the user's sessions."""
+    admin = me()
+    user = g.db.get(User, user_id) or abort(404, description="no such user")
+    action = request.form.get("action")
+    one_time = None
+    if action == "reset":
+        one_time = set_one_time_password(g.db, user)
+        audit.record(g.db, admin, "user.password_reset", "user", user.id, name=user.name)
+    elif action in ("disable", "enable"):
+        if user.id == admin.id:
+            abort(400, description="you cannot disable yourself")
+        set_disabled(g.db, user, action == "disable")
+        audit.record(g.db, admin, f"user.{action}", "user", user.id, name=user.name)
+        flash(f"{user.name} {action}d" + (": signed out everywhere, tokens refused." if action == "disable" else "."))
+    else:
+        abort(400, description="unknown user action")
+    g.db.commit()
+    if one_time is None:
+        return redirect(url_for("manage.users"))
+    rows = g.db.scalars(select(User).options(selectinload(User.team)).order_by(User.name)).all()
+    return render_template("manage/users.html", users=rows, now=utcnow(),
+                           one_time={"user": user.name, "password": one_time, "days": ONE_TIME_PASSWORD_DAYS})
 
 
 # -- exports and audit ------------------------------------------------------------------------
