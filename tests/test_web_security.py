@@ -540,3 +540,44 @@ def test_admin_reset_gives_a_one_time_password_that_only_sets_a_new_one(app, db,
     db.commit()
     token = csrf_of(fresh.get("/signin").get_data(as_text=True))
     assert fresh.post("/signin", data={"name": "bob", "password": bob_once, "csrf_token": token}).status_code == 401
+
+
+# -- finding 11: an upload sent as a form gets an answer that says so -------------------------------------------
+def test_upload_sent_as_a_form_is_refused_with_what_to_send(app, settings, world):
+    """A multipart form (curl -F, a plain HTML form) to the browser's upload URL or the API, or an
+    urlencoded body to the browser's URL: 415 naming what was sent and what to send, nothing stored, no
+    quota or upload allowance used. curl --data-binary's default type still reaches the API's checks."""
+    import io
+
+    alice = sign_in(app.test_client(), "alice")
+    token = csrf_of(alice.get("/tasks/han-oar-22/submit?phase=validation").get_data(as_text=True))
+    page_url = "/tasks/han-oar-22/phases/validation/upload?label=x&filename=img.tar"
+    api_url = "/api/v1/tasks/han-oar-22/phases/validation/submissions"
+    before = sorted(p.name for p in settings.uploads_dir.iterdir())
+    answers = [
+        alice.post(page_url, data={"csrf_token": token, "file": (io.BytesIO(b"x" * 5000), "image.tar.gz")},
+                   content_type="multipart/form-data"),
+        alice.post(page_url, data={"file": (io.BytesIO(b"x" * 5000), "image.tar.gz")},
+                   content_type="multipart/form-data", headers={"X-CSRFToken": token}),
+        alice.post(page_url, data=b"x" * 5000, headers={"X-CSRFToken": token,
+                                                        "Content-Type": "application/x-www-form-urlencoded"}),
+        app.test_client().post(api_url, data={"file": (io.BytesIO(b"x" * 5000), "image.tar.gz")},
+                               content_type="multipart/form-data", headers=bearer(world["alice"])),
+    ]
+    for r in answers:
+        sent = r.request.headers["Content-Type"].split(";")[0]
+        assert r.status_code == 415, r.get_json()
+        assert sent in r.get_json()["error"] and "application/octet-stream" in r.get_json()["error"]
+    assert sorted(p.name for p in settings.uploads_dir.iterdir()) == before
+    quota = alice.get("/api/v1/tasks/han-oar-22").get_json()["phases"]
+    assert next(p for p in quota if p["slug"] == "validation")["quota_left"] > 0
+    from sqlalchemy import select
+
+    from arena.db import session_factory
+    from arena.models import RateCounter
+
+    with session_factory(settings.database_url)() as s:
+        assert s.scalar(select(RateCounter.n).where(RateCounter.key.like("upload:%"))) is None
+    r = app.test_client().post(api_url, data=b"not an archive" * 100, headers={
+        **bearer(world["alice"]), "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and "empty" not in r.get_json()["error"]  # the archive check read the body

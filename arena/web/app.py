@@ -20,6 +20,12 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
                            "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
                            "frame-ancestors 'none'")
 
+# Upload URLs take the archive as the raw body; these form encodings of it are refused with a clear answer.
+# The browser URL also refuses urlencoded bodies (its CSRF check would read them as a form); the API takes
+# them, since curl --data-binary sends that type by default and nothing there parses the body.
+FORM_BODIES = {"pages.upload": ("multipart/form-data", "application/x-www-form-urlencoded"),
+               "api.submit": ("multipart/form-data",)}
+
 
 def _secret_key(settings: Settings) -> str:
     """ARENA_SECRET_KEY, else one kept in ARENA_HOME/.secret_key (so gunicorn workers and restarts share
@@ -64,6 +70,18 @@ def create_app(settings: Settings | None = None) -> Flask:
             if exc is not None:
                 db.rollback()
             db.close()
+
+    @app.before_request
+    def _refuse_form_uploads():
+        """An upload is the image archive itself as the request body. A form sent to an upload URL is
+        answered here, before the CSRF check reads the form (and with it the body), saying what to send."""
+        refused = FORM_BODIES.get(request.endpoint, ())
+        if request.mimetype in refused:
+            return jsonify(error=f"the upload was sent as a form ({request.mimetype}); send the image archive "
+                                 "itself as the request body (Content-Type: application/octet-stream), as the "
+                                 "Submit page's Upload button does; from a terminal: arena submit, or curl "
+                                 "--data-binary @image.tar.gz (not -F/--form)"), 415
+        return None
 
     from arena.auth import init_auth
 
