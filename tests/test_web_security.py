@@ -581,3 +581,35 @@ def test_upload_sent_as_a_form_is_refused_with_what_to_send(app, settings, world
     r = app.test_client().post(api_url, data=b"not an archive" * 100, headers={
         **bearer(world["alice"]), "Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 400 and "empty" not in r.get_json()["error"]  # the archive check read the body
+
+
+# -- finding 5: "$...$" in a team name or label is text, not matplotlib math --------------------------------------
+MATH_TEAM = "$\\sqrt{$"
+MATH_LABEL = "$x$ net"
+
+
+def test_dollar_signs_in_names_are_drawn_as_text(app, settings, db, world):
+    """A team ``$\\sqrt{$`` (unbalanced math) and a label ``$x$ net``: the rank plot, the distributions page
+    and its plot, and the compare page answer 200 with the names drawn literally (no math parsed)."""
+    import html
+
+    from sqlalchemy import select
+
+    from arena.models import Task
+
+    task = db.scalar(select(Task).where(Task.slug == "han-oar-22"))
+    mathy, _ = make_user(db, "mathy", team=MATH_TEAM)
+    fake_submission(db, settings, task, "validation", mathy, dice=0.9, label=MATH_LABEL)
+    db.commit()
+    c = app.test_client()
+    base = "/tasks/han-oar-22"
+    rank = c.get(f"{base}/rank-distribution.svg?phase=validation")
+    dist_page = c.get(f"{base}/distributions?phase=validation")
+    compare = c.get(f"{base}/compare?phase=validation")
+    assert (rank.status_code, dist_page.status_code, compare.status_code) == (200, 200, 200)
+    src = html.unescape(re.search(r'<img alt="boxplots" src="([^"]+)"', dist_page.get_data(as_text=True)).group(1))
+    dist = c.get(src)
+    assert dist.status_code == 200 and dist.mimetype == "image/svg+xml"
+    for what, r, shown in (("rank plot", rank, MATH_TEAM), ("distributions plot", dist, f"{MATH_TEAM} — {MATH_LABEL}"),
+                           ("compare", compare, f"{MATH_TEAM} — {MATH_LABEL}")):
+        assert shown in html.unescape(r.get_data(as_text=True)), what  # the characters typed (SVG keeps text)

@@ -11,6 +11,10 @@ backends — no pyplot state, so safe in a multi-threaded web server.
 Each ``*_svg`` function has a ``*_figure`` twin returning the matplotlib Figure; :func:`figure_svg`
 and :func:`figure_png` render any of them. SVG output is deterministic (fixed ids, no date) and keeps
 text as text.
+
+Names, labels, titles and metric names come from teams and organizers: every such string goes through
+:func:`plain` before matplotlib sees it, so a ``$`` is drawn as a dollar sign and never starts math text
+(a team called ``$\\sqrt{$`` once made every plot of its board fail).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from matplotlib.ticker import FuncFormatter
 from arena.leaderboard.ranking import _check_scores, _label_name, default_higher_is_better
 
 __all__ = ["boxplot_figure", "boxplot_svg", "figure_png", "figure_svg", "forest_plot_figure", "forest_plot_svg",
-           "froc_figure", "froc_svg", "rank_distribution_figure", "rank_distribution_svg"]
+           "froc_figure", "froc_svg", "plain", "rank_distribution_figure", "rank_distribution_svg"]
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f"]
@@ -55,8 +59,13 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def plain(text: Any) -> str:
+    """``text`` as matplotlib draws it literally: each ``$`` escaped, so no math text is parsed."""
+    return str(text).replace("$", r"\$")
+
+
 def _name(names: Mapping[Any, str] | None, entry: Any) -> str:
-    return str((names or {}).get(entry, entry))
+    return plain((names or {}).get(entry, entry))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,8 +106,8 @@ def rank_distribution_figure(boot: pd.DataFrame, *, names: Mapping[Any, str] | N
         ax.yaxis.get_major_locator().set_params(integer=True)
         level = boot.attrs.get("level", 0.95)
         tau = boot.attrs.get("kendall_tau", float("nan"))
-        ax.set_title(title or f"Rank distribution ({n} resamples; bar: {level:.0%} interval; x: rank; "
-                     f"Kendall τ = {tau:.3f})", fontsize=9)
+        ax.set_title(plain(title) if title else f"Rank distribution ({n} resamples; bar: {level:.0%} interval; "
+                     f"x: rank; Kendall τ = {tau:.3f})", fontsize=9)
         ax.grid(axis="y", color="#e5e5e5", lw=0.6)
         ax.set_axisbelow(True)
         fig.text(0.01, 0.01, "under each name: P(first)", fontsize=7, color="#555555")
@@ -122,8 +131,8 @@ def forest_plot_figure(compare: pd.DataFrame, *, a_name: str | None = None, b_na
     """Forest plot of a :func:`arena.leaderboard.statistics.pairwise_compare` table: per organ the mean
     paired difference A − B with its interval (filled marker: Holm-significant), zero line, n and
     Holm p on the right; the axis says which side favours which entry."""
-    a = a_name or str(compare.attrs.get("a", "A"))
-    b = b_name or str(compare.attrs.get("b", "B"))
+    a = plain(a_name or compare.attrs.get("a", "A"))
+    b = plain(b_name or compare.attrs.get("b", "B"))
     metric = compare.attrs.get("metric", "")
     hib = compare.attrs.get("higher_is_better", default_higher_is_better(metric) if metric else True)
     k = len(compare)
@@ -141,16 +150,16 @@ def forest_plot_figure(compare: pd.DataFrame, *, a_name: str | None = None, b_na
         ax.scatter(md[~sig], y[~sig], marker="s", facecolors="white", edgecolors="#333333", s=36, zorder=3,
                    label="not significant")
         ax.set_yticks(y)
-        ax.set_yticklabels(compare["label_name"].astype(str))
+        ax.set_yticklabels([plain(x) for x in compare["label_name"]])
         ax.set_ylim(-0.8, k - 0.2)
         for yi, (n, p) in zip(y, zip(compare["n"], compare["p_holm"])):
             ax.annotate(f"n={n}  p={p:.3g}" if np.isfinite(p) else f"n={n}", xy=(1.01, yi),
                         xycoords=("axes fraction", "data"), va="center", fontsize=7.5, color="#444444")
         better_right = a if hib else b
         better_left = b if hib else a
-        ax.set_xlabel(f"{metric} difference {a} − {b} (mean, {compare.attrs.get('level', 0.95):.0%} CI)\n"
+        ax.set_xlabel(f"{plain(metric)} difference {a} − {b} (mean, {compare.attrs.get('level', 0.95):.0%} CI)\n"
                       f"← favours {better_left}  |  favours {better_right} →")
-        ax.set_title(title or f"{a} vs {b}: paired Wilcoxon per organ, Holm-corrected", fontsize=9)
+        ax.set_title(plain(title) if title else f"{a} vs {b}: paired Wilcoxon per organ, Holm-corrected", fontsize=9)
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1.06), ncol=2, frameon=False, fontsize=7.5)
         ax.grid(axis="x", color="#e5e5e5", lw=0.6)
         ax.set_axisbelow(True)
@@ -201,10 +210,10 @@ def boxplot_figure(scores: pd.DataFrame, entries: Sequence[Any], metric: str, *,
                 patch.set_alpha(0.55)
             ax.plot([], [], color=color, lw=6, alpha=0.55, label=_name(names, e))
         ax.set_xticks(np.arange(len(labels)))
-        ax.set_xticklabels([_label_name(label_names, lab) for lab in labels], rotation=45 if len(labels) > 6 else 0,
-                           ha="right" if len(labels) > 6 else "center")
-        ax.set_ylabel(metric)
-        ax.set_title(title or f"{metric} per organ across cases", fontsize=9)
+        ax.set_xticklabels([plain(_label_name(label_names, lab)) for lab in labels],
+                           rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+        ax.set_ylabel(plain(metric))
+        ax.set_title(plain(title or f"{metric} per organ across cases"), fontsize=9)
         ax.legend(frameon=False, fontsize=7.5, ncol=min(ne, 4), loc="lower left", bbox_to_anchor=(0, 1.04))
         ax.grid(axis="y", color="#e5e5e5", lw=0.6)
         ax.set_axisbelow(True)
@@ -240,15 +249,15 @@ def froc_figure(curves: Mapping[str, Any], *,
             fps, sens = (curve["fps_per_image"], curve["sensitivity"]) if isinstance(curve, Mapping) else curve
             f, s = np.asarray(fps, dtype=float), np.asarray(sens, dtype=float)
             keep = f > 0
-            ax.plot(f[keep], s[keep], color=_COLORS[i % len(_COLORS)], lw=1.4, label=str(name))
+            ax.plot(f[keep], s[keep], color=_COLORS[i % len(_COLORS)], lw=1.4, label=plain(name))
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         for r in fp_rates or ():
             ax.axvline(r, color="#dddddd", lw=0.6, zorder=0)
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(plain(xlabel))
         ax.set_ylabel("sensitivity")
-        ax.set_title(title or "FROC", fontsize=9)
+        ax.set_title(plain(title or "FROC"), fontsize=9)
         ax.legend(frameon=False, fontsize=7.5, loc="lower right")
         fig.tight_layout()
     return fig
