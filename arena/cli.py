@@ -175,6 +175,7 @@ def user_passwd(name: str) -> None:
     """
     from sqlalchemy import select
 
+    from arena import audit
     from arena.db import session_scope, upgrade
     from arena.models import User
     from arena.users import change_password
@@ -191,6 +192,7 @@ def user_passwd(name: str) -> None:
             if row is None:
                 raise ValueError(f"no user {name!r} (arena user add {name})")
             change_password(s, row, password)
+            audit.record(s, None, "user.password_change", "user", row.id, via="arena user passwd")
     except ValueError as e:
         _fail(str(e))
     click.echo(f"password of {name} set; their sessions have ended")

@@ -4,6 +4,7 @@ command. docs/security.md says which test proves which promise."""
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -61,9 +62,9 @@ class _Scripts(HTMLParser):
             self.bodies.append(data)
 
 
-def _scan(html: str) -> _Scripts:
+def _scan(page: str) -> _Scripts:
     p = _Scripts()
-    p.feed(html)
+    p.feed(page)
     return p
 
 
@@ -88,7 +89,7 @@ def test_templates_carry_no_inline_javascript(template):
         assert "src=" in m.group("attrs") and not m.group("body").strip(), f"{template}: inline <script>"
 
 
-def test_hostile_team_name_is_inert(app, db, world):
+def test_hostile_team_name_is_inert(app, settings, db, world):
     """A team named ``x'+alert(document.domain)+'``: its member's account page (the "Leave team" button)
     and the board carry it as data only, and the policy runs no inline script anyway."""
     c = app.test_client()
@@ -97,9 +98,18 @@ def test_hostile_team_name_is_inert(app, db, world):
                             "csrf_token": csrf_of(page)})
     r = form_post(c, "/account", "/account/team", {"action": "create", "name": HOSTILE_TEAM})
     assert r.status_code == 302
-    for path in ("/account", "/tasks/han-oar-22?phase=validation", "/"):
+    from sqlalchemy import select
+
+    from arena.models import Task, User
+
+    mallory = db.scalar(select(User).where(User.name == "mallory"))
+    sub = fake_submission(db, settings, db.scalar(select(Task)), "validation", mallory, label=HOSTILE_TEAM)
+    db.commit()
+    for path in ("/account", "/tasks/han-oar-22?phase=validation", "/", f"/submissions/{sub.id}",
+                 "/tasks/han-oar-22/compare?phase=validation"):
         r = c.get(path)
         assert r.status_code == 200
+        assert HOSTILE_TEAM in html.unescape(r.get_data(as_text=True)) or path == "/", path
         found = _scan(r.get_data(as_text=True))
         assert found.handlers == [] and found.js_urls == [] and found.bodies == [], path
         assert all((s.get("src") or "").startswith("/static/") for s in found.scripts), path
@@ -591,8 +601,6 @@ MATH_LABEL = "$x$ net"
 def test_dollar_signs_in_names_are_drawn_as_text(app, settings, db, world):
     """A team ``$\\sqrt{$`` (unbalanced math) and a label ``$x$ net``: the rank plot, the distributions page
     and its plot, and the compare page answer 200 with the names drawn literally (no math parsed)."""
-    import html
-
     from sqlalchemy import select
 
     from arena.models import Task
