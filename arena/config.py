@@ -7,6 +7,7 @@
 | ARENA_REDIS_URL | redis://127.0.0.1:6379/0 | Redis for the RQ queues |
 | ARENA_QUEUE | arena | RQ queue name evaluations go to |
 | ARENA_MAX_UPLOAD_BYTES | 8 GiB | largest accepted upload (bytes) |
+| ARENA_UPLOAD_RESERVATION_S | 600 | an upload holds its quota slot this long after its last bytes arrived (seconds) |
 | ARENA_SECRET_KEY | random per process | Flask session key |
 | ARENA_REMEMBER_DAYS | 14 | "keep me signed in" lasts this many days (sign-out, a password change or disabling ends it sooner) |
 | ARENA_SIGNIN_RATE | 10 | failed sign-ins per account from one address per 15 minutes; then 429 for that pair only |
@@ -47,6 +48,7 @@ class Settings:
     signup_rate: int = 10  # sign-up attempts per address per hour
     upload_rate: int = 6  # uploads per user per minute
     proxy_hops: int = 0  # trusted reverse proxies (X-Forwarded-For); 0: none
+    upload_reservation_s: float = 600.0  # a stalled or dead upload gives its quota slot back after this
     root_images: str = "nobody"  # "nobody" | "reject"
     image_cache_bytes: int = 50 * 1024**3
     team_concurrency: int = 1
@@ -112,6 +114,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         signup_rate=int(env.get("ARENA_SIGNUP_RATE") or 10),
         upload_rate=int(env.get("ARENA_UPLOAD_RATE") or 6),
         proxy_hops=int(env.get("ARENA_PROXY_HOPS") or 0),
+        upload_reservation_s=float(env.get("ARENA_UPLOAD_RESERVATION_S") or 600),
         image_cache_bytes=int(float(env.get("ARENA_IMAGE_CACHE_GB") or 50) * 1024**3),
         root_images=_choice(env, "ARENA_ROOT_IMAGES", ("nobody", "reject"), "nobody"),
         team_concurrency=int(env.get("ARENA_TEAM_CONCURRENCY") or 1),

@@ -36,6 +36,9 @@ class Team(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     is_reference: Mapped[bool] = mapped_column(default=False)  # bundled reference models: badge "reference"
     invite_code: Mapped[str | None] = mapped_column(String(40), unique=True)  # members join with it
+    # Bumped by every quota decision of the team (migration 0006): the UPDATE is the lock that makes
+    # check-and-reserve one step (row lock on PostgreSQL, the write lock on SQLite); see intake.reserve_slot.
+    quota_serial: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     members: Mapped[list[User]] = relationship(back_populates="team")
 
@@ -187,6 +190,19 @@ class Phase(Base):
 
     def scores_hidden_from_teams(self, now: dt.datetime | None = None) -> bool:
         return self.visibility == "private" and not self.revealed(now)
+
+
+class QuotaReservation(Base):
+    """A submission slot held by an upload in progress (migration 0006): counted by the quota like a
+    submission from before the body is streamed until the upload becomes a submission or is refused."""
+
+    __tablename__ = "quota_reservations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id", ondelete="CASCADE"))
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)  # refreshed while bytes arrive
 
 
 class Case(Base):

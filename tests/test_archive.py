@@ -13,10 +13,9 @@ import pytest
 from arena.submissions.archive import ArchiveLimits, InvalidImageArchive, inspect_image_archive, sanitized_tar_chunks
 
 
-def _layer() -> bytes:
+def _layer(data: bytes = b"print('hi')\n") -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
-        data = b"print('hi')\n"
         info = tarfile.TarInfo("app/run.py")
         info.size = len(data)
         t.addfile(info, io.BytesIO(data))
@@ -24,8 +23,9 @@ def _layer() -> bytes:
 
 
 def make_archive(path, *, images=1, tags=("evil/python:3.11-slim",), extra=(), config_ok=True, drop_layer=False,
-                 compress=False):
-    layer = _layer()
+                 compress=False, payload: bytes | None = None):
+    """A ``docker save``-like archive at ``path``; ``payload``: the layer's one file (its image ID follows it)."""
+    layer = _layer() if payload is None else _layer(payload)
     config = json.dumps({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
                          "config": {"User": "1000", "Labels": {"a": "b"}}} if config_ok else {"x": 1}).encode()
     cname = hashlib.sha256(config).hexdigest() + ".json"

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from arena.config import Settings
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
-from arena.models import Phase, Submission, Task, Team, User, utcnow
+from arena.models import Phase, QuotaReservation, Submission, Task, Team, User, utcnow
 from arena.runner.sandbox import NOBODY, effective_user
 from arena.submissions.archive import ImageArchiveInfo, InvalidImageArchive, inspect_image_archive
 from arena.tasks.store import spec_of
@@ -83,19 +83,29 @@ def find_task_phase(session: Session, task_slug: str, phase_slug: str) -> tuple[
 
 
 def check_quota(session: Session, task: Task, phase: Phase, team: Team) -> None:
-    """Refuse when the phase is closed, or the team has used the phase's submissions for the last 24 hours."""
+    """Refuse when the phase is closed, or the team has used the phase's submissions for the last 24 hours
+    (uploads in progress included). A quick look without the lock: :func:`reserve_slot` decides."""
     closed = phase.accepting()
     if closed:
         raise UploadError(f"{closed}: submissions are not accepted now", status=403)
     limit, used = quota(session, task, phase, team)
     if used >= limit:
-        raise UploadError(f"team {team.name!r} has used its {limit} submission(s) per 24 h in phase "
-                          f"{phase.slug!r}", status=429)
+        raise QuotaExceeded(team, phase, limit, _in_progress(session, phase, team))
+
+
+class QuotaExceeded(UploadError):
+    """429: the team's submissions of the phase for the last 24 hours are used (or held by uploads in progress)."""
+
+    def __init__(self, team: Team, phase: Phase, limit: int, in_progress: int):
+        held = f", {in_progress} of them by upload(s) still in progress" if in_progress else ""
+        super().__init__(f"team {team.name!r} has used its {limit} submission(s) per 24 h in phase {phase.slug!r}"
+                         f"{held}; try again later", status=429)
 
 
 def quota(session: Session, task: Task, phase: Phase, team: Team) -> tuple[int, int]:
     """(submissions allowed per 24 h, used in the last 24 h) for ``team`` in ``phase``. The phase's
-    organizer setting overrides task.yaml; refused intakes (failed) do not count."""
+    organizer setting overrides task.yaml; refused intakes (failed) do not count; a slot held by an
+    upload in progress (:func:`reserve_slot`) does."""
     limit = phase.submission_limit if phase.submission_limit is not None else \
         spec_of(task).phase(phase.slug).submission_limit
     since = utcnow() - dt.timedelta(days=1)
@@ -103,7 +113,87 @@ def quota(session: Session, task: Task, phase: Phase, team: Team) -> tuple[int, 
         Submission.phase_id == phase.id, Submission.team_id == team.id, Submission.created_at >= since,
         Submission.status != SubmissionStatus.FAILED)).all()
     used = sum(not _not_charged(sub) for sub in subs)
-    return limit, used
+    return limit, used + _in_progress(session, phase, team)
+
+
+def _in_progress(session: Session, phase: Phase, team: Team) -> int:
+    """Slots of ``team`` in ``phase`` held by uploads in progress (live reservations)."""
+    return session.scalar(select(func.count(QuotaReservation.id)).where(
+        QuotaReservation.phase_id == phase.id, QuotaReservation.team_id == team.id,
+        QuotaReservation.expires_at > utcnow())) or 0
+
+
+def _lock_team(session: Session, team: Team) -> None:
+    """Serialize the quota decisions of ``team`` until the session commits or rolls back.
+
+    The UPDATE takes the team row's lock on PostgreSQL (another transaction's UPDATE waits for it, and
+    its next statement sees what this one committed) and the database write lock on SQLite (WAL: one
+    writer; the others wait out the busy timeout). Counting after it is therefore not racy."""
+    session.execute(update(Team).where(Team.id == team.id).values(quota_serial=Team.quota_serial + 1))
+
+
+def reserve_slot(session: Session, settings: Settings, task: Task, phase: Phase, user: User) -> int:
+    """Hold one of the phase's submission slots for ``user``'s team before an upload's body is read.
+
+    Check and reservation are one step (:func:`_lock_team`), so parallel uploads cannot all pass a
+    check that only one of them fits. Commits (the other uploads must see the slot taken) and returns
+    the reservation's id; raises :class:`QuotaExceeded` (429) when no slot is left, or UploadError
+    (403) when the phase is closed. The slot counts until :func:`create_submission` turns it into the
+    submission, :func:`release_slot` gives it back, or ``settings.upload_reservation_s`` pass with no
+    :func:`refresh_slot` (a process that died mid-upload)."""
+    team = user.team
+    if team is None:
+        raise UploadError(f"user {user.name!r} is in no team: create or join one on your account page", 403)
+    closed = phase.accepting()
+    if closed:
+        raise UploadError(f"{closed}: submissions are not accepted now", 403)
+    session.commit()  # a fresh transaction: on SQLite a stale read snapshot could not take the write lock
+    try:
+        _lock_team(session, team)
+        session.execute(delete(QuotaReservation).where(
+            QuotaReservation.team_id == team.id, QuotaReservation.expires_at <= utcnow()))
+        limit, used = quota(session, task, phase, team)
+        if used >= limit:
+            raise QuotaExceeded(team, phase, limit, _in_progress(session, phase, team))
+        row = QuotaReservation(phase_id=phase.id, team_id=team.id, user_id=user.id,
+                               expires_at=utcnow() + dt.timedelta(seconds=settings.upload_reservation_s))
+        session.add(row)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return row.id
+
+
+def refresh_slot(session: Session, settings: Settings, reservation_id: int) -> None:
+    """Keep a reservation alive while its upload's bytes arrive (commits)."""
+    session.execute(update(QuotaReservation).where(QuotaReservation.id == reservation_id).values(
+        expires_at=utcnow() + dt.timedelta(seconds=settings.upload_reservation_s)))
+    session.commit()
+
+
+def release_slot(session: Session, reservation_id: int) -> None:
+    """Give a reserved slot back (the upload was refused, aborted or failed); rolls back what the session
+    had pending, then commits the release."""
+    session.rollback()
+    session.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation_id))
+    session.commit()
+
+
+def _claim_slot(session: Session, task: Task, phase: Phase, team: Team, reservation_id: int | None) -> None:
+    """Under the team's lock: turn the reservation into the submission being added (it is deleted in the
+    same transaction), or, without a live one (none taken, or it expired during a stalled upload), check
+    that a slot is free now."""
+    _lock_team(session, team)
+    row = session.get(QuotaReservation, reservation_id, populate_existing=True) if reservation_id else None
+    live = row is not None and row.team_id == team.id and row.phase_id == phase.id and row.expires_at > utcnow()
+    if row is not None:
+        session.delete(row)
+        session.flush()
+    if not live:
+        limit, used = quota(session, task, phase, team)
+        if used >= limit:
+            raise QuotaExceeded(team, phase, limit, _in_progress(session, phase, team))
 
 
 # Evaluation errors that mean the platform, not the submission, failed (see arena/runner/jobs.py).
@@ -145,17 +235,21 @@ def check_archive(session: Session, settings: Settings, phase: Phase, team: Team
 
 def create_submission(session: Session, task_slug: str, phase_slug: str, user: User, upload: StoredUpload,
                       upload_name: str | None = None, label: str | None = None,
-                      settings: Settings | None = None) -> Submission:
-    """Check and record an uploaded submission (status ``uploaded``); the caller queues its intake.
+                      settings: Settings | None = None, reservation: int | None = None) -> Submission:
+    """Check and record an uploaded submission (status ``uploaded``); the caller commits and queues its intake.
 
     With ``settings``, the archive is validated now (see :func:`check_archive`); a refusal raises
-    UploadError and the caller removes the upload, so nothing is stored.
+    UploadError and the caller removes the upload, so nothing is stored. ``reservation`` (from
+    :func:`reserve_slot`) becomes the submission; without one the quota is checked and charged in one
+    step under the team's lock, which is held until the caller commits.
     """
     task, phase = find_task_phase(session, task_slug, phase_slug)
     if user.team is None:
         raise UploadError(f"user {user.name!r} is in no team; add them to one first", status=403)
-    check_quota(session, task, phase, user.team)
+    if reservation is None:
+        check_quota(session, task, phase, user.team)  # fail fast; _claim_slot below decides
     info = check_archive(session, settings, phase, user.team, upload.path) if settings is not None else None
+    _claim_slot(session, task, phase, user.team, reservation)
     sub = Submission(task=task, phase=phase, team=user.team, user=user, label=label,
                      status=SubmissionStatus.UPLOADED, upload_name=upload_name, upload_path=str(upload.path),
                      upload_sha256=upload.sha256, upload_bytes=upload.size,

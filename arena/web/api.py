@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from typing import Callable
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, url_for
 from flask_login import current_user
@@ -19,9 +21,11 @@ from sqlalchemy.orm import selectinload
 from arena import audit
 from arena.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, upload_rate_limited, \
     visible_submission_view
+from arena.config import Settings
 from arena.lifecycle import EvaluationStatus
 from arena.models import ApiToken, Evaluation, Submission, Task, User
-from arena.submissions.intake import UploadError, create_submission, find_task_phase, quota, store_upload
+from arena.submissions.intake import UploadError, create_submission, find_task_phase, quota, refresh_slot, release_slot, \
+    reserve_slot, store_upload
 from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
 
@@ -134,35 +138,33 @@ def _iso(v):
 
 
 def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, filename: str | None):
-    """Shared by the API and the browser upload: checks, then the body streamed to disk, then intake."""
+    """Shared by the API and the browser upload: checks, a quota slot reserved, then the body streamed to
+    disk, then intake. The slot is given back whatever stops the upload (refusal, abort, invalid archive)."""
     settings = current_app.config["ARENA"]
+    reservation = None
     try:
         task, phase = find_task_phase(g.db, slug, phase_slug)  # fail fast, before reading the body
-        if user.team is None:
-            raise UploadError(f"user {user.name!r} is in no team: create or join one on your account page", 403)
-        closed = phase.accepting()
-        if closed:
-            raise UploadError(f"{closed}: submissions are not accepted now", 403)
-        limit, used = quota(g.db, task, phase, user.team)
-        if used >= limit:
-            raise UploadError(f"team {user.team.name!r} has used its {limit} submission(s) per 24 h in phase "
-                              f"{phase.slug!r}; try again later", 429)
+        if request.content_length == 0:
+            raise UploadError("the upload is empty: send the image tarball as the request body")
+        reservation = reserve_slot(g.db, settings, task, phase, user)
         limited = upload_rate_limited(g.db, user)
         if limited:
             raise UploadError(limited, 429)
-        if request.content_length == 0:
-            raise UploadError("the upload is empty: send the image tarball as the request body")
-        upload = store_upload(request.stream, settings)
+        upload = store_upload(request.stream, settings, progress=_keep_alive(settings, reservation))
         try:
             sub = create_submission(g.db, slug, phase_slug, user, upload, upload_name=filename, label=label,
-                                    settings=settings)
+                                    settings=settings, reservation=reservation)
             g.db.commit()
+            reservation = None  # it is the submission now
         except BaseException:
             upload.path.unlink(missing_ok=True)
             raise
     except UploadError as e:
         g.db.rollback()
         return _error(str(e), e.status)
+    finally:
+        if reservation is not None:
+            release_slot(g.db, reservation)
     from arena.runner.jobs import enqueue_intake
 
     try:
@@ -172,6 +174,19 @@ def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, fil
     body = visible_submission_view(sub, user)
     body["url"] = url_for("pages.submission", submission_id=sub.id, _external=True)
     return jsonify(body), 202
+
+
+def _keep_alive(settings: Settings, reservation: int) -> Callable[[int], None]:
+    """A progress callback for store_upload that refreshes the upload's quota reservation now and then."""
+    last = time.monotonic()
+
+    def progress(_n: int) -> None:
+        nonlocal last
+        if time.monotonic() - last > settings.upload_reservation_s / 4:
+            refresh_slot(g.db, settings, reservation)
+            last = time.monotonic()
+
+    return progress
 
 
 @api.post("/tasks/<slug>/phases/<phase>/submissions")
