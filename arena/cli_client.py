@@ -142,8 +142,12 @@ def _show(sub: dict) -> None:
             mean = f"mean Dice {sum(dice) / len(dice):.3f}" if dice else ""
             mem = f"{c['peak_memory_mb']:.0f} MB" if c.get("peak_memory_mb") else ""
             click.echo(f"    {c['case']}: {c['status']} {c['runtime_s'] or 0:.1f}s {mem} {mean} {c['error'] or ''}")
+        if ev.get("outcome") and ev["status"] == "failed":  # a phase that hides its cases: the outcome only
+            click.echo(f"    {ev['outcome']}")
+        if ev.get("duration_s") is not None:
+            click.echo(f"    about {ev['duration_s']:g} s in all")
         for d in ev.get("diagnosis", []):
-            click.echo(f"    case {d['index']}: {d['status']} {d['failure'] or ''}")
+            click.echo(f"    {d['cases']} case(s): {d['outcome']}")
 
 
 def watch(server: str, token: str, submission_id: int, interval: float = 2.0) -> dict:

@@ -111,6 +111,8 @@ def case_counts(db, evaluation_id: int) -> list[int]:
 # - ``forkbomb``: forks until the pids limit stops it;
 # - ``wrong``: writes a label map of the wrong size;
 # - ``burn``: keeps one core busy for $BURN_S seconds (default 3), then behaves like ``good``.
+# - ``exitcode``: sleeps $SLOW_S seconds (default 1), then exits with a function of its hidden input
+#   (voxel count % 250 + 2): the covert channel of issue 17, finding 2.
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -139,6 +141,8 @@ SCRIPTS = {
     "fail": 'echo "model weights not found: /opt/ml/model/weights.pt" >&2\nexit 3\n',
     "sleeper": "sleep 100000\n",
     "slow": 'sleep "${SLOW_S:-5}"\n' + GOOD,
+    "exitcode": 'sleep "${SLOW_S:-1}"\nf=$(ls /input/images/ct/* | head -n 1)\n'
+                "set -- $(grep -a -m 1 '^DimSize = ' \"$f\" | cut -d ' ' -f 3-)\nexit $(( $1 * $2 * $3 % 250 + 2 ))\n",
     "bomb": "mkdir -p /output/images/oar-segmentation\nwhile :; do head -c 1048576 /dev/zero >> /output/junk; done\n",
     "forkbomb": "f() { f | f & }\nf\nsleep 30\n",
     "wrong": GOOD.replace('head -c $(($1 * $2 * $3)) /dev/zero >> "$o"',

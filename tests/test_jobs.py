@@ -96,7 +96,8 @@ def test_intake_failure_callback(settings, db):
 
 
 def test_hidden_phase_views_are_redacted(settings, db):
-    """Test phase: participants get failure class / index / exit code only; organizers get everything."""
+    """Test phase: participants get the outcome and cases per outcome only; organizers get everything."""
+    from arena.disclosure import PARTICIPANT_FAULT
     from arena.lifecycle import CaseStatus
     from arena.models import CaseResult, MetricValue
     from arena.submissions.intake import StoredUpload, create_submission
@@ -122,7 +123,11 @@ def test_hidden_phase_views_are_redacted(settings, db):
     participant = submission_view(sub)
     text = str(participant)
     assert "DOE^JOHN" not in text and case.key not in text and "dice" not in text
-    assert participant["evaluations"][0]["diagnosis"] == [{"index": 1, "status": "failed", "failure": "non-zero-exit",
-                                                            "exit_code": 1}]
+    assert participant["evaluations"][0]["diagnosis"] == []  # nothing per case while it runs
+    ev.set_status(EvaluationStatus.FAILED, error="all 1 cases failed; first: the container exited with code 1")
+    db.commit()
+    participant = submission_view(sub)
+    assert "exit" not in str(participant) and participant["evaluations"][0]["outcome"] == PARTICIPANT_FAULT
+    assert participant["evaluations"][0]["diagnosis"] == [{"outcome": PARTICIPANT_FAULT, "cases": 1}]
     organizer = submission_view(sub, viewer_is_organizer=True)
     assert "DOE^JOHN" in str(organizer) and organizer["evaluations"][0]["cases"][0]["case"] == case.key

@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from arena.disclosure import coarse
 from arena.leaderboard.ranking import (
     SCORE_COLUMNS,
     board_arguments,
@@ -116,8 +117,10 @@ def _entries(session: Session, phase: Phase) -> pd.DataFrame:
                          "label": label, "submitted": sub.created_at,
                          "badge": "reference" if sub.team.is_reference else ""})
     res = _resources(session, [r["evaluation_id"] for r in rows])
+    hidden = not spec_of(phase.task).phase(phase.slug).show_case_results  # arena.disclosure: coarse only
     for r in rows:
-        r["runtime_s"], r["peak_memory_mb"] = res.get(r["evaluation_id"], (None, None))
+        runtime, memory = res.get(r["evaluation_id"], (None, None))
+        r["runtime_s"], r["peak_memory_mb"] = (coarse(runtime), coarse(memory)) if hidden else (runtime, memory)
     return pd.DataFrame(rows, columns=ENTRY_COLUMNS)
 
 

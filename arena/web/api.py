@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import partial
 from typing import Callable
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, url_for
@@ -28,6 +29,7 @@ from arena.submissions.intake import UploadError, create_submission, find_task_p
     reserve_slot, store_upload
 from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
+from arena.web.views import listed_status
 
 api = Blueprint("api", __name__)
 
@@ -200,9 +202,9 @@ def submit(slug: str, phase: str):
     return accept_upload(user, slug, phase, request.args.get("label"), request.args.get("filename"))
 
 
-def _submission_summary(s: Submission) -> dict:
+def _submission_summary(s: Submission, viewer: User) -> dict:
     return {"id": s.id, "task": s.task.slug, "phase": s.phase.slug, "team": s.team.name, "label": s.label,
-            "status": s.display_status, "created_at": _iso(s.created_at)}
+            "status": listed_status(s, viewer), "created_at": _iso(s.created_at)}
 
 
 @api.get("/submissions")
@@ -229,7 +231,7 @@ def list_submissions():
     for c in conds:
         q, cq = q.where(c), cq.where(c)
     q = q.options(selectinload(Submission.evaluations), selectinload(Submission.team)).order_by(Submission.id.desc())
-    return _paginate(q, cq, _submission_summary, "api.list_submissions", **values)
+    return _paginate(q, cq, partial(_submission_summary, viewer=user), "api.list_submissions", **values)
 
 
 def _visible_submission(submission_id: int) -> tuple[Submission, User]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from arena.disclosure import OUTCOMES
+from arena.lifecycle import EvaluationStatus
+
 
 def _err(desc: str) -> dict:
     return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -71,7 +74,11 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
             "error": NULLABLE_STR, "cases_done": {"type": "integer"}, "cases_total": {"type": "integer"},
             "created_at": {"type": "string"}, "started_at": NULLABLE_STR, "finished_at": NULLABLE_STR,
             "progress": {"type": "string"}, "cases": {"type": "array", "items": REF("Case")},
-            "diagnosis": {"type": "array", "items": {"type": "object"}}}},
+            # a phase that hides its cases (arena.disclosure): outcome, cases per outcome, coarse total runtime
+            "outcome": {"type": "string", "enum": [*OUTCOMES, *(st.value for st in EvaluationStatus)]},
+            "duration_s": NULLABLE_NUM,
+            "diagnosis": {"type": "array", "items": {"type": "object", "required": ["outcome", "cases"], "properties": {
+                "outcome": {"type": "string", "enum": list(OUTCOMES)}, "cases": {"type": "integer"}}}}}},
         "Submission": {"type": "object", "required": ["id", "task", "phase", "team", "status", "evaluations"],
                        "properties": {
             "id": {"type": "integer"}, "task": {"type": "string"}, "phase": {"type": "string"},

@@ -13,8 +13,15 @@ from arena.csv_cells import frame_csv
 from arena.models import Submission, Task
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
+from arena.web.views import listed_status
 
 pages = Blueprint("pages", __name__)
+
+
+@pages.app_template_global("submission_status")
+def submission_status(sub: Submission) -> str:
+    """A submission's status in the lists of a page, as the signed-in visitor may see it."""
+    return listed_status(sub, me())
 
 
 def leaderboard(*a, **kw):  # imported on first use: pandas/scipy stay out of processes that only take uploads
