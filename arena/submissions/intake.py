@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from arena.models import Phase, QuotaReservation, Submission, Task, Team, User, utcnow
 from arena.runner.sandbox import NOBODY, effective_user
 from arena.submissions.archive import ImageArchiveInfo, InvalidImageArchive, inspect_image_archive
+from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of
 
 CHUNK = 1024 * 1024
@@ -72,7 +74,8 @@ def store_upload(stream: BinaryIO, settings: Settings, max_bytes: int | None = N
 
 
 def find_task_phase(session: Session, task_slug: str, phase_slug: str) -> tuple[Task, Phase]:
-    task = session.scalar(select(Task).where(Task.slug == task_slug))
+    """The task and its phase by slug; UploadError 404 when either does not exist."""
+    task = session.scalar(select(Task).where(Task.slug == task_slug)) if re.fullmatch(SLUG, task_slug) else None
     if task is None:
         raise UploadError(f"no task {task_slug!r}", status=404)
     phase = next((p for p in task.phases if p.slug == phase_slug), None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from functools import partial
 from typing import Callable
@@ -27,6 +28,7 @@ from arena.lifecycle import EvaluationStatus
 from arena.models import ApiToken, Evaluation, Submission, Task, User
 from arena.submissions.intake import UploadError, create_submission, find_task_phase, quota, refresh_slot, release_slot, \
     reserve_slot, store_upload
+from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
 from arena.web.views import listed_status
@@ -95,8 +97,30 @@ def _paginate(query, count_query, to_dict, endpoint: str, **values):
 
 
 def _task(slug: str) -> Task:
-    return g.db.scalar(select(Task).where(Task.slug == slug)) or abort(404, description=f"no task {slug!r} "
-                                                                                       "(GET /api/v1/tasks lists them)")
+    task = g.db.scalar(select(Task).where(Task.slug == slug)) if re.fullmatch(SLUG, slug) else None
+    return task or abort(404, description=f"no task {slug!r} (GET /api/v1/tasks lists them)")
+
+
+# Free text a user sends (labels, file names, token names): no control characters (PostgreSQL cannot store
+# NUL; the others only garble pages and logs). The OpenAPI document states the same pattern.
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f-\x9f]*$"
+LABEL_MAX, FILENAME_MAX, TOKEN_NAME_MAX = 200, 300, 100  # the columns' lengths
+
+
+def text_problem(name: str, value: str | None, max_len: int) -> str | None:
+    """Why ``value`` is not acceptable as ``name`` (more than ``max_len`` characters, or a control
+    character), or None when it is (None is)."""
+    if value is not None and (len(value) > max_len or not re.fullmatch(PLAIN_TEXT, value)):
+        return f"{name} must be at most {max_len} characters, none of them control characters"
+    return None
+
+
+@api.before_request
+def _refuse_nul() -> None:
+    """A NUL anywhere in the path or query is refused before any route sees it (PostgreSQL refuses it in a
+    query parameter with an error, not an empty result)."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)):
+        abort(400, description="NUL characters are not allowed in the URL")
 
 
 @api.get("/me")
@@ -146,6 +170,9 @@ def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, fil
     reservation = None
     try:
         task, phase = find_task_phase(g.db, slug, phase_slug)  # fail fast, before reading the body
+        problem = text_problem("label", label, LABEL_MAX) or text_problem("filename", filename, FILENAME_MAX)
+        if problem:
+            raise UploadError(problem)
         if request.content_length == 0:
             raise UploadError("the upload is empty: send the image tarball as the request body")
         reservation = reserve_slot(g.db, settings, task, phase, user)
@@ -225,7 +252,7 @@ def list_submissions():
 
         conds.append(or_(*parts))
     values = {}
-    if request.args.get("task"):
+    if "task" in request.args:  # an empty or unknown task is a 404, not "every task"
         conds.append(Submission.task_id == _task(request.args["task"]).id)
         values["task"] = request.args["task"]
     for c in conds:
@@ -309,7 +336,7 @@ def list_evaluations():
     conds = [Submission.task_id.in_(tasks)]
     values = {}
     status = request.args.get("status")
-    if status:
+    if status is not None:  # an empty status is refused like any other unknown one
         try:
             conds.append(Evaluation.status == EvaluationStatus(status))
         except ValueError:
@@ -355,11 +382,15 @@ def list_tokens():
 def new_token():
     """A new personal token (shown once in the response). JSON body: {"name": "..."} (optional)."""
     user = _require_user()
-    body = request.get_json(silent=True) or {}
-    name = body.get("name") if isinstance(body, dict) else None
-    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 100):
-        abort(400, description="name must be a string of 1 to 100 characters")
-    row, token = create_token(g.db, user, name or "token")
+    body = request.get_json(silent=True) if request.get_data(cache=True).strip() else {}
+    if not isinstance(body, dict):
+        abort(400, description='the body must be empty or a JSON object such as {"name": "laptop"} '
+                               "(Content-Type: application/json)")
+    name = body.get("name", "token")
+    if not isinstance(name, str) or not name or text_problem("name", name, TOKEN_NAME_MAX):
+        abort(400, description=f"name must be a string of 1 to {TOKEN_NAME_MAX} characters, none of them control "
+                               "characters")
+    row, token = create_token(g.db, user, name)
     audit.record(g.db, user, "token.create", "api_token", row.id, name=row.name)
     g.db.commit()
     return jsonify(id=row.id, name=row.name, token=token), 201

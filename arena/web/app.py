@@ -99,12 +99,14 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
+        # the exception's own headers (Allow of a 405, WWW-Authenticate, Retry-After) stay on the answer
+        headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"]
         if request.path.startswith("/api/"):
-            return jsonify(error=e.description or e.name), e.code
+            return jsonify(error=e.description or e.name), e.code, headers
         from flask import render_template
 
         try:
-            return render_template("error.html", error=e), e.code
+            return render_template("error.html", error=e), e.code, headers
         except Exception:
             return e
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from arena.disclosure import OUTCOMES
 from arena.lifecycle import EvaluationStatus
+from arena.tasks.spec import SLUG
+from arena.web.api import FILENAME_MAX, LABEL_MAX, PLAIN_TEXT, TOKEN_NAME_MAX
 
 
 def _err(desc: str) -> dict:
@@ -18,7 +20,7 @@ def _ok(desc: str, schema: dict, code: str = "200") -> dict:
 
 
 REF = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
-PAGE = [{"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+PAGE = [{"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10**6}},
         {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}]
 SEC = [{"bearer": []}]
 NULLABLE_STR = {"type": ["string", "null"]}
@@ -38,7 +40,12 @@ def _path_int(name: str) -> dict:
 
 
 def _path_str(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": SLUG}}
+
+
+def _text(max_len: int, min_len: int = 0) -> dict:
+    """Free text as the API accepts it (arena.web.api.text_problem)."""
+    return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": PLAIN_TEXT}
 
 
 def document(server: str = "/api/v1") -> dict[str, Any]:
@@ -120,8 +127,8 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
         "/tasks/{slug}/phases/{phase}/submissions": {"post": {
             "operationId": "submit", "summary": "Upload a docker-save tarball as the raw body (streamed to disk)",
             "security": SEC, "parameters": [_path_str("slug"), _path_str("phase"),
-                                            {"name": "label", "in": "query", "schema": {"type": "string"}},
-                                            {"name": "filename", "in": "query", "schema": {"type": "string"}}],
+                                            {"name": "label", "in": "query", "schema": _text(LABEL_MAX)},
+                                            {"name": "filename", "in": "query", "schema": _text(FILENAME_MAX)}],
             "requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}},
             "responses": {**_ok("accepted: intake and evaluation follow on the workers", REF("Submission"), "202"),
@@ -130,7 +137,8 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
                           "503": _err("stored, but the queue is unreachable")}}},
         "/submissions": {"get": {
             "operationId": "listSubmissions", "summary": "Your team's submissions (organizers: their tasks' too)",
-            "security": SEC, "parameters": [*PAGE, {"name": "task", "in": "query", "schema": {"type": "string"}}],
+            "security": SEC, "parameters": [*PAGE, {"name": "task", "in": "query", "schema": {"type": "string",
+                                                                                              "pattern": SLUG}}],
             "responses": {**_ok("a page of submissions", _page_of(REF("SubmissionSummary"))), "400": e400,
                           "401": e401, "404": e404}}},
         "/submissions/{submission_id}": {"get": {
@@ -155,7 +163,8 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
                           "401": e401, "403": e403, "404": e404, "409": e409, "503": _err("queue unreachable")}}},
         "/evaluations": {"get": {
             "operationId": "listEvaluations", "summary": "Organizers: the queue, newest first",
-            "security": SEC, "parameters": [*PAGE, {"name": "status", "in": "query", "schema": {"type": "string"}}],
+            "security": SEC, "parameters": [*PAGE, {"name": "status", "in": "query", "schema": {
+                "type": "string", "enum": [st.value for st in EvaluationStatus]}}],
             "responses": {**_ok("a page of evaluations", _page_of(REF("QueueEntry"))), "400": e400, "401": e401,
                           "403": e403}}},
         "/evaluations/{evaluation_id}/cancel": {"post": {
@@ -169,8 +178,7 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
                         "items": {"type": "array", "items": REF("Token")}}}), "401": e401}},
             "post": {"operationId": "createToken", "summary": "A new token, shown once", "security": SEC,
                      "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                         "type": "object", "properties": {"name": {"type": "string", "minLength": 1,
-                                                                   "maxLength": 100}}}}}},
+                         "type": "object", "properties": {"name": _text(TOKEN_NAME_MAX, 1)}}}}},
                      "responses": {**_ok("the token", {"type": "object", "required": ["id", "name", "token"],
                                                        "properties": {"id": {"type": "integer"},
                                                                       "name": {"type": "string"},
@@ -184,6 +192,9 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                   "responses": _ok("OpenAPI 3.1", {"type": "object"})}},
     }
+    for ops in paths.values():  # a NUL in the URL is refused before any route (arena.web.api._refuse_nul)
+        for op in ops.values():
+            op["responses"].setdefault("400", e400)
     return {"openapi": "3.1.0",
             "info": {"title": "Arena API", "version": "1",
                      "description": "Medical image AI challenges: tasks, submissions, evaluations, leaderboards. "
