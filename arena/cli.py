@@ -596,13 +596,13 @@ def _demo_all_tasks(settings, ctx, cases: int, size: str, step) -> list[tuple[st
         with session_scope(settings.database_url) as s:
             out.append((slug, phase_slug, s.scalar(select(Submission.id).order_by(Submission.id.desc()))))
     step("pathology tasks (signet-ring-cells, colon-tissue)")
-    try:
-        from arena.datasets.pathology import demo_pathology
-    except ImportError:  # hook: the pathology demo loader is not there yet
-        click.secho("  pathology demo loader not available (arena.datasets.pathology.demo_pathology)", fg="yellow")
-    else:
-        with session_scope(settings.database_url) as s:
-            demo_pathology(s, settings, REPO_ROOT, n=max(cases, 8), size="small", log=click.echo)
+    from arena.tasks.store import load_demo_cases, upsert_task
+
+    with session_scope(settings.database_url) as s:
+        for pslug in ("signet-ring-cells", "colon-tissue"):
+            ptask = upsert_task(s, REPO_ROOT / "tasks" / pslug)
+            load_demo_cases(s, settings, ptask, max(cases, 8), size="small")
+            click.echo(f"task {pslug}: " + ", ".join(f"{p.slug} {len(p.cases)} tiles" for p in ptask.phases))
         out.append(("signet-ring-cells", "validation", None))  # its entry: the cell_detector reference model
     return out
 

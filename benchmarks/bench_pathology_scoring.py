@@ -7,7 +7,7 @@ on every tile). Stages, as the runner and the board run them:
 
   load      read the references (arena.runner.evaluate.load_reference)
   validate  check every output JSON (arena.runner.output_check.read_checked_boxes)
-  metrics   match per tile and build the per-case rows (score_tile_case: TP/FP counts + probabilities)
+  metrics   match per tile and build the per-case rows (the tile kinds' score_case: TP/FP counts + probabilities)
   rank      DigestPath's set-level metrics and mean rank over all teams (arena.leaderboard.set_level)
 
     python benchmarks/bench_pathology_scoring.py [--teams 10] [--scale 1.0]
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arena.datasets.pathology import CELLS_PER_POSITIVE_TILE, boxes_to_gc, digestpath_scale  # noqa: E402
 from arena.leaderboard.set_level import set_level_rank  # noqa: E402
-from arena.runner.evaluate import CaseOutcome, _check_case_output, load_reference, score_case  # noqa: E402
+from arena.runner.evaluate import CaseOutcome, check_case_output, load_reference, score_case  # noqa: E402
 from arena.tasks.spec import load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         for team in range(a.teams):
             for k in keys:
                 o = CaseOutcome(ok=False)
-                preds[team, k] = _check_case_output(spec, tmp / "out" / f"team-{team}" / k, references[k], o)
+                preds[team, k] = check_case_output(spec, tmp / "out" / f"team-{team}" / k, references[k], o)
                 assert o.ok, o.error
         times["validate"] = time.perf_counter() - t0
         t0 = time.perf_counter()

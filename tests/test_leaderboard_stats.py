@@ -14,7 +14,6 @@ from scipy import stats
 from arena.leaderboard.ranking import (
     aggregate_then_rank,
     rank_by_spec,
-    load_literature,
     place_literature,
     rank_then_aggregate,
     structseg_rank,
@@ -28,6 +27,7 @@ from arena.leaderboard.statistics import (
     pairwise_compare,
     resample_counts,
 )
+from arena.tasks.literature import load_literature
 from arena.tasks.spec import RankingSpec, TaskSpecError, load_spec
 
 REPO = Path(__file__).resolve().parents[1]

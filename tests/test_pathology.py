@@ -11,6 +11,7 @@ import pytest
 
 from arena.datasets import pathology as P
 from arena.datasets.slides import image_size, read_level, read_region, read_tile, slide_info, write_slide, write_tile
+from arena.kinds import kind_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +109,7 @@ def test_task_folders_validate(slug):
     from arena.tasks.spec import load_spec
 
     spec = load_spec(REPO / "tasks" / slug)
-    assert spec.is_tile_task and spec.has_set_metrics
+    assert not kind_for(spec).volumetric and spec.has_set_metrics
     assert (REPO / "tasks" / slug / "README.md").is_file()
 
 
@@ -162,7 +163,7 @@ def _colon_output(out: Path, mask, probability) -> None:
 
 
 def test_colon_outputs_scored_and_checked(settings, db, tmp_path):
-    from arena.runner.evaluate import CaseOutcome, _check_case_output, load_reference, score_case
+    from arena.runner.evaluate import CaseOutcome, check_case_output, load_reference, score_case
     from arena.tasks.store import load_demo_cases, spec_of, upsert_task
 
     task = upsert_task(db, REPO / "tasks" / "colon-tissue")
@@ -174,7 +175,7 @@ def test_colon_outputs_scored_and_checked(settings, db, tmp_path):
     out = tmp_path / "ok"
     _colon_output(out, ref.mask, 0.9)
     o = CaseOutcome(ok=False)
-    pred = _check_case_output(spec, out, ref, o)
+    pred = check_case_output(spec, out, ref, o)
     assert o.ok, o.error
     assert score_case(spec, pred, ref) == {1: {"dice": 1.0, "probability": 0.9, "target": 1.0}}
     # failed case: Dice 0, the maximally wrong probability
@@ -190,7 +191,7 @@ def test_colon_outputs_scored_and_checked(settings, db, tmp_path):
         d = tmp_path / name
         _colon_output(d, mask, p)
         o = CaseOutcome(ok=False)
-        assert _check_case_output(spec, d, ref, o) is None
+        assert check_case_output(spec, d, ref, o) is None
         assert not o.ok and message in o.error, (name, o.error)
         assert o.failure.value == "invalid-output"
 

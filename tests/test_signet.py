@@ -61,11 +61,11 @@ def _prediction_json(items) -> dict:
 def test_digestpath_board_reproduces_hand_computed_ranking(settings, db, tmp_path):
     """Three teams scored through the runner's output check and per-case scoring, stored as case results,
     ranked by compute_leaderboard with the task's DigestPath rule."""
-    from arena.datasets.pathology import add_tile_case
+    from arena.tasks.store import add_tile_case
     from arena.leaderboard.query import compute_leaderboard
     from arena.models import CaseResult, Evaluation, MetricValue
     from arena.lifecycle import CaseStatus
-    from arena.runner.evaluate import CaseOutcome, _check_case_output, load_reference, score_case
+    from arena.runner.evaluate import CaseOutcome, check_case_output, load_reference, score_case
     from arena.submissions.intake import StoredUpload, create_submission
     from arena.tasks.store import spec_of, upsert_task
     from arena.users import create_user
@@ -90,7 +90,7 @@ def test_digestpath_board_reproduces_hand_computed_ranking(settings, db, tmp_pat
             (out / "signet-ring-cells.json").write_text(json.dumps(_prediction_json(per_case.get(key, []))))
             ref = load_reference(spec, Path(case.reference_path))
             outcome = CaseOutcome(ok=False)
-            pred = _check_case_output(spec, out, ref, outcome)
+            pred = check_case_output(spec, out, ref, outcome)
             assert outcome.ok, outcome.error
             cr = CaseResult(evaluation_id=ev.id, case_id=case.id, status=CaseStatus.SUCCEEDED)
             cr.metrics = [MetricValue(label=lab, metric=m, value=v)
@@ -164,7 +164,7 @@ BOX = [[10, 10, 0], [30, 10, 0], [30, 30, 0], [10, 30, 0]]
      "5001 boxes, more than the task's limit of 5000"),
 ])
 def test_bad_json_outputs_get_named_errors(tmp_path, content, message):
-    from arena.runner.evaluate import CaseOutcome, _check_case_output, load_reference
+    from arena.runner.evaluate import CaseOutcome, check_case_output, load_reference
     from arena.tasks.spec import load_spec
 
     spec = load_spec(TASK)
@@ -174,12 +174,12 @@ def test_bad_json_outputs_get_named_errors(tmp_path, content, message):
     out.mkdir()
     (out / "signet-ring-cells.json").write_text(content)
     o = CaseOutcome(ok=False)
-    assert _check_case_output(spec, out, ref, o) is None
+    assert check_case_output(spec, out, ref, o) is None
     assert message in o.error and o.failure.value == "invalid-output", o.error
 
 
 def test_missing_or_linked_json_output(tmp_path):
-    from arena.runner.evaluate import CaseOutcome, _check_case_output, load_reference
+    from arena.runner.evaluate import CaseOutcome, check_case_output, load_reference
     from arena.tasks.spec import load_spec
 
     spec = load_spec(TASK)
@@ -188,10 +188,10 @@ def test_missing_or_linked_json_output(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "boxes.json").write_text("{}")
     o = CaseOutcome(ok=False)
-    _check_case_output(spec, tmp_path / "out", ref, o)
+    check_case_output(spec, tmp_path / "out", ref, o)
     assert o.error == "no output: expected the JSON file /output/signet-ring-cells.json (found: boxes.json)"
     o = CaseOutcome(ok=False)
-    _check_case_output(spec, tmp_path / "out", ref, o, ["signet-ring-cells.json (symlink)"])
+    check_case_output(spec, tmp_path / "out", ref, o, ["signet-ring-cells.json (symlink)"])
     assert "was not collected (signet-ring-cells.json (symlink))" in o.error
 
 

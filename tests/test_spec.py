@@ -92,3 +92,15 @@ def test_cli_validate_reports_error(tmp_path):
     assert "modalty: unknown key" in res.output
     ok = CliRunner().invoke(main, ["task", "validate", str(HAN.parent)])
     assert ok.exit_code == 0 and "22 labels" in ok.output
+
+
+@pytest.mark.parametrize("task_dir", sorted(p.parent for p in (REPO / "tasks").glob("*/task.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_task_passes_its_own_check(task_dir):
+    """`arena task check` on each shipped task: the spec, the README, the literature, its real cases (where
+    the shared data is there) or one generated case of its kind — tile tasks included."""
+    from arena.tasks.check import check_task
+
+    res = check_task(task_dir)
+    assert not res.problems, res.problems
+    assert res.cases, f"{task_dir.name}: no case checked"

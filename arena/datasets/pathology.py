@@ -36,7 +36,7 @@ from scipy import ndimage
 
 __all__ = ["DIGESTPATH_SIGNET", "DIGESTPATH_COLON", "SIZE_PRESETS", "SignetTile", "ColonTile", "signet_tile",
            "colon_tile", "signet_split", "colon_split", "digestpath_scale", "write_signet_case", "write_colon_case",
-           "boxes_to_gc", "add_tile_case", "load_demo_cases", "demo_pathology", "parse_tile_size"]
+           "boxes_to_gc", "parse_tile_size"]
 
 #: DigestPath 2019 task 1 (signet ring cell detection), the released set.
 DIGESTPATH_SIGNET = {"tiles": 687, "positive": 104, "negative": 583, "cells": 14589, "tile_px": 2000}
@@ -395,91 +395,3 @@ def write_colon_case(directory: str | Path, key: str, seed: int, size: str | int
     write_slide(d / "reference.tif", t.mask, t.mpp, levels=1)
     return {"case_id": key, "malignant": t.malignant, "lesion_pixels": int(t.mask.sum()),
             "size": int(t.image.shape[0]), "mpp": t.mpp, "seed": seed}
-
-
-def add_tile_case(session, settings, task, key: str, image: Path, reference: Path, phases, meta: dict | None = None):
-    """Register a tile case: copy ``image`` (.tif/.png) and ``reference`` (.json boxes or a mask) into the
-    case store as they are (no volume conversion) and add it to ``phases``."""
-    import shutil
-
-    from sqlalchemy import select
-
-    from arena.models import Case
-
-    dest = settings.cases_dir / task.slug / key
-    dest.mkdir(parents=True, exist_ok=True)
-    image, reference = Path(image), Path(reference)
-    img_dst, ref_dst = dest / f"image{image.suffix.lower()}", dest / f"reference{reference.suffix.lower()}"
-    if image.resolve() != img_dst.resolve():
-        shutil.copyfile(image, img_dst)
-    if reference.resolve() != ref_dst.resolve():
-        shutil.copyfile(reference, ref_dst)
-    case = session.scalar(select(Case).where(Case.task_id == task.id, Case.key == key))
-    if case is None:
-        case = Case(task=task, key=key, image_path="", reference_path="")
-        session.add(case)
-    case.image_path, case.reference_path, case.meta = str(img_dst), str(ref_dst), dict(meta or {})
-    for phase in phases:
-        if case not in phase.cases:
-            phase.cases.append(case)
-    session.flush()
-    return case
-
-
-def load_demo_cases(session, settings, task, n: int, size: str = "small",
-                    progress: Callable[[int, int, str], None] | None = None) -> list:
-    """Generate ``n`` synthetic tiles for a pathology task (``signet-ring-cells``-like detection tasks or
-    ``colon-tissue``-like segmentation + classification tasks) and add them to the task.
-
-    Positive (malignant) and negative (benign) tiles are assigned to the open phases separately,
-    round-robin, so every phase gets both kinds; phases that list their cases get those.
-    """
-    from arena.tasks.store import spec_of
-
-    spec = spec_of(task)
-    detection = spec.kind == "detection"
-    flags = signet_split(n) if detection else colon_split(n)
-    by_slug = {p.slug: p for p in task.phases}
-    open_phases = [by_slug[p.slug] for p in spec.phases if p.cases is None]
-    seen = {True: 0, False: 0}
-    cases = []
-    root = settings.cases_dir / task.slug
-    for i, flag in enumerate(flags):
-        key = f"demo-{i:03d}"
-        if progress:
-            progress(i, n, key)
-        if detection:
-            meta = write_signet_case(root, key, seed=5000 + i, size=size, positive=flag)
-            ref = root / key / "reference.json"
-        else:
-            meta = write_colon_case(root, key, seed=7000 + i, size=size, malignant=flag)
-            ref = root / key / "reference.tif"
-        listed = [by_slug[p.slug] for p in spec.phases if p.cases and key in p.cases]
-        if listed:
-            phases = listed
-        elif open_phases:
-            phases = [open_phases[seen[flag] % len(open_phases)]]
-        else:
-            phases = []
-        seen[flag] += 1
-        cases.append(add_tile_case(session, settings, task, key, root / key / "image.tif", ref, phases,
-                              meta={"synthetic": True, **{k: v for k, v in meta.items() if k != "case_id"}}))
-    if progress:
-        progress(n, n, "")
-    return cases
-
-
-def demo_pathology(session, settings, repo: str | Path, n: int = 8, size: str = "small",
-                   slugs: tuple[str, ...] = ("signet-ring-cells", "colon-tissue"), log: Callable[[str], None] = print):
-    """For ``arena demo``: create/update the pathology tasks from ``repo/tasks/<slug>`` and give each
-    ``n`` synthetic tiles. Returns the tasks."""
-    from arena.tasks.store import upsert_task
-
-    tasks = []
-    for slug in slugs:
-        task = upsert_task(session, Path(repo) / "tasks" / slug)
-        load_demo_cases(session, settings, task, n, size=size)
-        counts = {p.slug: len(p.cases) for p in task.phases}
-        log(f"task {slug}: " + ", ".join(f"{k} {v} tiles" for k, v in counts.items()))
-        tasks.append(task)
-    return tasks

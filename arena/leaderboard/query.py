@@ -32,7 +32,6 @@ from arena.leaderboard.ranking import (
     SCORE_COLUMNS,
     board_arguments,
     complete_scores,
-    load_literature,
     place_literature,
     rank_by_spec,
     select_team_entries,
@@ -41,6 +40,7 @@ from arena.leaderboard.ranking import (
 )
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from arena.models import Case, CaseResult, Evaluation, MetricValue, Phase, Submission, Task
+from arena.tasks.literature import load_literature
 from arena.tasks.spec import TaskSpec
 from arena.tasks.store import spec_of
 

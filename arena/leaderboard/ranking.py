@@ -21,14 +21,12 @@ Missing results are never dropped silently: :func:`complete_scores` gives every 
 (case, label, metric) of the phase, filling absent ones (failed or missing cases) with the task's worst
 value (:func:`worst_values`); :func:`rank_then_aggregate` refuses incomplete tables.
 
-Published results (``tasks/<slug>/literature.csv``) are read by :func:`load_literature` and placed on a
+Published results (``tasks/<slug>/literature.csv``) are read by :func:`arena.tasks.literature.load_literature` and placed on a
 board by :func:`place_literature` (never ranked; positioned by their mean where comparable).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import warnings
 from dataclasses import dataclass
@@ -39,13 +37,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from arena.metrics.directions import DISTANCE_METRICS, OVERLAP_METRICS, higher_is_better
+
 if TYPE_CHECKING:
     from arena.metrics.detection import PRCurve
     from arena.tasks.spec import TaskSpec
 
 SCORE_COLUMNS = ["entry", "case", "label", "metric", "value"]
-HIGHER_IS_BETTER_METRICS = frozenset({"dice", "jaccard", "nsd"})
-DISTANCE_METRICS = frozenset({"hd", "hd95", "assd", "masd", "asd_pred_to_ref", "asd_ref_to_pred"})
+HIGHER_IS_BETTER_METRICS = OVERLAP_METRICS  # per-case metrics whose worst value is 0
 
 Statistic = Literal["mean", "median"]
 
@@ -56,8 +55,8 @@ Statistic = Literal["mean", "median"]
 
 
 def default_higher_is_better(metric: str) -> bool:
-    """Overlap metrics (dice, jaccard, nsd) are better when higher; everything else when lower."""
-    return metric in HIGHER_IS_BETTER_METRICS
+    """arena.metrics.directions: overlap, detection and AUC metrics are better when higher; the rest when lower."""
+    return higher_is_better(metric)
 
 
 def _hib(higher_is_better: Mapping[str, bool] | None, metric: str) -> bool:
@@ -689,121 +688,6 @@ def select_team_entries(entries: pd.DataFrame, how: Literal["best", "latest"] = 
 # --------------------------------------------------------------------------------------------------
 # published results
 # --------------------------------------------------------------------------------------------------
-
-LITERATURE_COLUMNS = ["source", "citation", "model", "label", "metric", "value", "unit", "note"]
-_REQUIRED_LITERATURE = ("source", "citation", "model", "label", "metric", "value", "unit")
-MEAN_LABEL = "mean"
-_UNITS = ("%", "fraction", "mm")
-
-
-def _unit_ok(metric: str, unit: str) -> bool:
-    if metric in HIGHER_IS_BETTER_METRICS:
-        return unit in ("%", "fraction")
-    if metric in DISTANCE_METRICS:
-        return unit == "mm"
-    return unit in _UNITS
-
-
-def load_literature(path: str | Path, spec: TaskSpec) -> pd.DataFrame:
-    """Published results of ``tasks/<slug>/literature.csv`` as a long table.
-
-    File format (UTF-8 CSV; lines starting with ``#`` are comments; a header row naming exactly the
-    columns ``source, citation, model, label, metric, value, unit, note`` in any order):
-
-    - ``source``: short name of the paper (e.g. ``AnatomyNet (Zhu 2019)``); ``citation``: the full reference.
-    - ``model``: the method as the paper names it; (source, model) identifies a published entry.
-    - ``label``: a label name of task.yaml (or its numeric id), or ``mean`` for a mean the paper reports
-      over all of the task's labels.
-    - ``metric``: one of the task's metrics (only the metrics the paper reports; nothing is imputed).
-    - ``value`` in ``unit``: ``%`` or ``fraction`` for dice/jaccard/nsd (converted to a fraction), ``mm``
-      for distances.
-    - ``note``: free text (e.g. the paper's test set).
-
-    Returns columns ``entry`` (``"published:<source>/<model>"``), ``source, citation, model, label``
-    (label id; ``<NA>`` for ``mean``), ``label_name, metric, value`` (arena units), ``reported`` (the
-    number as written), ``unit, note, badge`` (``"published"``) and ``evaluated_here`` (False: not
-    evaluated on this test set).
-
-    Raises:
-        ValueError: naming the file, the row (data row number and file line) and the column.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
-    lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
-    out_cols = ["entry", "source", "citation", "model", "label", "label_name", "metric", "value", "reported", "unit",
-                "note", "badge", "evaluated_here"]
-    if not lines:
-        raise ValueError(f"{path}: no header row (expected columns {', '.join(LITERATURE_COLUMNS)})")
-    rows = list(csv.reader(io.StringIO("\n".join(ln for _, ln in lines))))
-    header = [h.strip() for h in rows[0]]
-    missing = [c for c in LITERATURE_COLUMNS if c not in header]
-    unknown = [c for c in header if c not in LITERATURE_COLUMNS]
-    if missing or unknown or len(set(header)) != len(header):
-        raise ValueError(f"{path}: line {lines[0][0]}: header: expected columns {', '.join(LITERATURE_COLUMNS)}; "
-                         f"missing {missing}, unknown {unknown}")
-    by_name = {s.name: lab for lab, s in spec.labels.items()}
-    metric_names = [m.name for m in spec.metrics]
-    records = []
-    seen: dict[tuple, int] = {}
-    citations: dict[tuple, str] = {}
-    for n, (row, (lineno, _)) in enumerate(zip(rows[1:], lines[1:]), start=1):
-        where = f"{path}: row {n} (line {lineno})"
-        if len(row) != len(header):
-            raise ValueError(f"{where}: expected {len(header)} fields, got {len(row)} (quote fields containing commas)")
-        r = {h: v.strip() for h, v in zip(header, row)}
-        for c in _REQUIRED_LITERATURE:
-            if not r[c]:
-                raise ValueError(f"{where}, column {c!r}: must not be empty")
-        lab_txt = r["label"]
-        if lab_txt == MEAN_LABEL:
-            lab, lab_name = pd.NA, MEAN_LABEL
-        elif lab_txt in by_name:
-            lab, lab_name = by_name[lab_txt], lab_txt
-        elif lab_txt.isdigit() and int(lab_txt) in spec.labels:
-            lab, lab_name = int(lab_txt), spec.labels[int(lab_txt)].name
-        else:
-            raise ValueError(f"{where}, column 'label': unknown label {lab_txt!r}; expected one of "
-                             f"{list(by_name)} (or a label id, or {MEAN_LABEL!r})")
-        metric = r["metric"]
-        if metric not in metric_names:
-            raise ValueError(f"{where}, column 'metric': {metric!r} is not a metric of task {spec.slug} "
-                             f"(expected one of {metric_names})")
-        unit = r["unit"]
-        if unit not in _UNITS or not _unit_ok(metric, unit):
-            ok = (["%", "fraction"] if metric in HIGHER_IS_BETTER_METRICS
-                  else ["mm"] if metric in DISTANCE_METRICS else list(_UNITS))
-            raise ValueError(f"{where}, column 'unit': expected one of {ok} for {metric}, got {unit!r}")
-        try:
-            reported = float(r["value"])
-        except ValueError:
-            raise ValueError(f"{where}, column 'value': expected a number, got {r['value']!r}") from None
-        if not math.isfinite(reported) or reported < 0:
-            raise ValueError(f"{where}, column 'value': expected a finite number >= 0, got {r['value']!r}")
-        value = reported / 100.0 if unit == "%" else reported
-        if metric in HIGHER_IS_BETTER_METRICS and value > 1:
-            raise ValueError(f"{where}, column 'value': {metric} must be at most {'100' if unit == '%' else '1'} "
-                             f"{unit}, got {r['value']!r}")
-        entry_key = (r["source"], r["model"])
-        if citations.setdefault(entry_key, r["citation"]) != r["citation"]:
-            raise ValueError(f"{where}, column 'citation': differs from an earlier row of the same source and model")
-        k = (*entry_key, lab_name, metric)
-        if k in seen:
-            raise ValueError(f"{where}: duplicate of row {seen[k]} (same source, model, label and metric)")
-        seen[k] = n
-        records.append({"entry": f"published:{r['source']}/{r['model']}", "source": r["source"],
-                        "citation": r["citation"], "model": r["model"], "label": lab, "label_name": lab_name,
-                        "metric": metric, "value": value, "reported": reported,
-                        "unit": "fraction" if unit == "%" else unit, "note": r["note"], "badge": "published",
-                        "evaluated_here": False})
-    df = pd.DataFrame(records, columns=out_cols)
-    df["label"] = df["label"].astype("Int64")
-    df["value"] = df["value"].astype(float)
-    df["evaluated_here"] = df["evaluated_here"].astype(bool)
-    return df
-
 
 def place_literature(board: pd.DataFrame, literature: pd.DataFrame, by: Sequence[str],
                      higher_is_better: Mapping[str, bool] | None = None, *,

@@ -1192,3 +1192,27 @@ def read_detections(path: str | Path, *, image: Hashable | None = None,
         df["diameter_mm"] = d
         df["radius"] = d / 2.0
     return df
+
+
+def digestpath_numbers(tp: np.ndarray, fp: np.ndarray, fp_normal: np.ndarray, n_targets: int, n_negative: int, *,
+                       min_precision: float = 0.2, normal_fp_rates: Sequence[float] = (1, 2, 4, 8, 16, 32),
+                       fp_score_max: float = 100.0) -> dict[str, float]:
+    """DigestPath's three numbers from pooled box probabilities: ``tp`` (true positives), ``fp`` (all false
+    positives), ``fp_normal`` (false positives on negative tiles, a subset of ``fp``), ``n_targets`` (all
+    GT boxes) and ``n_negative`` (negative tiles)."""
+    tp, fp, fp_normal = (np.asarray(a, dtype=float).ravel() for a in (tp, fp, fp_normal))
+    if n_targets:
+        pr = pr_curve_from_scores(np.r_[tp, fp], np.r_[np.ones(tp.size, bool), np.zeros(fp.size, bool)], n_targets)
+        ok = pr.precision > min_precision
+        recall = float(pr.recall[ok].max()) if ok.any() else 0.0
+    else:
+        recall = float("nan")
+    normal_fps = float(fp_normal.size)
+    if n_negative and n_targets:
+        hits = np.r_[tp, np.full(max(n_targets - tp.size, 0), np.nan)]
+        curve = froc_curve_from_scores(hits, fp_normal, n_negative)
+        froc = float(np.mean(sensitivity_at(curve, normal_fp_rates, readout="interpolated")))
+    else:
+        froc = float("nan")
+    return {"recall": recall, "normal_fps": normal_fps, "fp_score": max(fp_score_max - normal_fps, 0.0),
+            "froc": froc, "tp": float(tp.size), "fp": float(fp.size), "targets": float(n_targets)}

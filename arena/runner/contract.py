@@ -14,10 +14,12 @@ import subprocess
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from arena.runner.untrusted_reader import DETACHED_HEADERS
-from arena.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from arena.tasks.spec import TaskSpec
 
 
 class OutputError(ValueError):

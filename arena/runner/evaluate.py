@@ -1,16 +1,11 @@
 """Evaluating cases: lay out /input, run the sandbox (per case or once in batch mode), collect and check
 /output, score it.
 
-Two families of tasks share this path:
-
-- volumes (CT, ...): the reference is a label image; the output one label image of the same geometry;
-  scores are per label (:func:`score_case`).
-- tiles (``modality: pathology``): the input is a TIFF tile, the reference a ground-truth box JSON
-  (``kind: detection``) or a 2-D lesion mask (``kind: segmentation``). Detection outputs are
-  grand-challenge "Multiple 2D bounding boxes" JSON; segmentation tiles may add an image-level
-  probability (a ``value`` output). Per case Arena stores what the set-level metrics need, as
-  MetricValue rows of label 1 (see :func:`score_tile_case`); the board computes DigestPath's recall at
-  precision > 0.2, normal-region FP score and FROC, and the AUC, over the whole phase.
+The lifecycle of a case: provision its input (a random folder, :func:`arena.runner.contract.run_area`),
+execute the container (:func:`arena.runner.sandbox.run_sandboxed`), collect the declared outputs, check
+and score them, deprovision. Everything that depends on the kind of task — reading the reference, finding
+and checking the outputs, scoring, what a failed case scores — is asked of the task's kind
+(:func:`arena.kinds.kind_for`; volumes in ``arena/kinds/volume.py``, tiles in ``arena/kinds/tiles.py``).
 """
 
 from __future__ import annotations
@@ -18,32 +13,20 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-import numpy as np
-import SimpleITK as sitk
-
-from arena.metrics import EmptyPolicy, score_segmentation
-from arena.runner.collect import CollectError, collect_outputs
 from arena.config import default_run_root
+from arena.kinds import kind_for
+from arena.runner.collect import CollectError, collect_outputs
 from arena.runner.contract import (
     OutputError,
     declared_output,
-    find_file_output,
-    find_segmentation_output,
-    find_tile_mask_output,
     opaque_name,
     output_area,
     prepare_case_input,
     run_area,
 )
 from arena.runner.failures import Failure
-from arena.runner.output_check import (
-    read_checked_boxes,
-    read_checked_output,
-    read_checked_tile_mask,
-    read_checked_value,
-)
 from arena.runner.sandbox import SandboxLimits, run_sandboxed
 from arena.tasks.spec import TaskSpec
 
@@ -68,139 +51,19 @@ def limits_for(spec: TaskSpec, gpu_device_ids: tuple[str, ...] = ()) -> SandboxL
                          gpu_device_ids=gpu_device_ids if r.gpu else ())
 
 
-def empty_policy_for(spec: TaskSpec) -> EmptyPolicy:
-    return EmptyPolicy(both_empty=spec.empty_policy.both_empty,
-                       one_empty_distance=spec.empty_policy.one_empty_distance,
-                       reference_empty=spec.empty_policy.reference_empty)
-
-
-@dataclass
-class TileReference:
-    """A tile task's ground truth: boxes (detection) or a lesion mask (segmentation), and the tile size."""
-
-    width: int
-    height: int
-    boxes: object = None  # pandas DataFrame image, x0, y0, x1, y1 (detection)
-    mask: np.ndarray | None = None  # (H, W) uint8 (segmentation)
-
-    @property
-    def target(self) -> int:
-        """Image-level truth: 1 when the tile holds a target (cells, lesion)."""
-        if self.mask is not None:
-            return int(bool(self.mask.any()))
-        return int(len(self.boxes) > 0) if self.boxes is not None else 0
-
-
-@dataclass
-class TilePrediction:
-    boxes: object = None  # checked boxes table (detection)
-    mask: np.ndarray | None = None
-    probability: float | None = None
-
-
 def load_reference(spec: TaskSpec, reference_path: Path, image_path: Path | None = None):
-    """The case's reference: a SimpleITK image (volumes) or a :class:`TileReference` (tile tasks)."""
-    if not spec.is_tile_task:
-        return sitk.ReadImage(str(reference_path))
-    import json
-
-    from arena.datasets.slides import image_size, read_level
-    from arena.metrics.detection import read_detections
-
-    reference_path = Path(reference_path)
-    if spec.kind == "detection":
-        boxes = read_detections(reference_path, image="case")
-        size = json.loads(reference_path.read_text()).get("image_size")
-        if not size:
-            img = image_path or next(reference_path.parent.glob("image.*"))
-            size = image_size(img)
-        return TileReference(int(size[0]), int(size[1]), boxes=boxes)
-    mask = read_level(reference_path, 0) if reference_path.suffix.lower() in (".tif", ".tiff") else \
-        sitk.GetArrayFromImage(sitk.ReadImage(str(reference_path)))
-    mask = np.asarray(mask).reshape(mask.shape[-2:])
-    return TileReference(int(mask.shape[1]), int(mask.shape[0]), mask=mask)
+    """The case's reference, as its task's kind reads it (a SimpleITK image, a tile's boxes or mask)."""
+    return kind_for(spec).load_reference(spec, Path(reference_path), image_path)
 
 
 def empty_prediction(spec: TaskSpec, reference):
-    """What a failed case is scored as: an all-background volume, or no tile output at all (None)."""
-    if isinstance(reference, TileReference):
-        return None
-    return np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
-
-
-def score_tile_case(spec: TaskSpec, prediction: TilePrediction | None, reference: TileReference
-                    ) -> dict[int, dict[str, float | None]]:
-    """Per-case rows (label 1) for a tile task; ``prediction`` None = the case failed.
-
-    Detection: ``targets`` (GT boxes), ``tp``, ``fp``, ``negative`` (1 when the tile has no target) and
-    one row per box, ``tp#k`` / ``fp#k`` (k from 0, descending probability) holding its probability:
-    exactly what recall at precision, the normal-region FPs and the FROC need over the phase.
-    Segmentation + value: ``dice`` (the task's empty policy when both masks are empty; 0 for a failed
-    case), ``probability`` (a failed case or a missing value output: ``1 - target``, the maximally
-    wrong answer) and ``target``.
-    """
-    lab = next(iter(spec.labels))
-    rows: dict[str, float | None] = {}
-    if spec.kind == "detection":
-        from arena.metrics.detection import match_detections
-
-        n = len(reference.boxes)
-        rows.update(targets=float(n), negative=float(n == 0))
-        boxes = prediction.boxes if prediction is not None else None
-        if boxes is None or len(boxes) == 0:
-            rows.update(tp=0.0, fp=0.0)
-            return {lab: rows}
-        d = spec.detection
-        m = match_detections(boxes, reference.boxes, criterion=d.criterion, threshold=d.threshold,
-                             matching=d.matching, images=["case"])
-        prob = m.pred_probability
-        order = np.argsort(-prob, kind="stable")
-        tp = [float(prob[i]) for i in order if m.pred_status[i] == 1]
-        fp = [float(prob[i]) for i in order if m.pred_status[i] == 0]
-        rows.update(tp=float(len(tp)), fp=float(len(fp)))
-        rows.update({f"tp#{k}": v for k, v in enumerate(tp)})
-        rows.update({f"fp#{k}": v for k, v in enumerate(fp)})
-        return {lab: rows}
-    target = reference.target
-    ref = reference.mask == lab
-    if not ref.any() and spec.empty_policy.reference_empty == "exclude":
-        rows["dice"] = None  # not scored where the reference has no lesion, whatever was predicted
-    elif prediction is None or prediction.mask is None:
-        rows["dice"] = 0.0
-    else:
-        pred = prediction.mask == lab
-        denom = int(ref.sum()) + int(pred.sum())
-        if denom == 0:
-            rows["dice"] = 1.0 if spec.empty_policy.both_empty == "perfect" else None
-        else:
-            rows["dice"] = 2.0 * int(np.logical_and(ref, pred).sum()) / denom
-    if spec.output_of_kind("value") is not None:
-        p = prediction.probability if prediction is not None else None
-        rows["probability"] = float(1 - target) if p is None else float(p)
-        rows["target"] = float(target)
-    return {lab: rows}
+    """What a failed case is scored as (the kind's: an all-background volume, no tile output at all)."""
+    return kind_for(spec).empty_prediction(spec, reference)
 
 
 def score_case(spec: TaskSpec, prediction, reference) -> dict[int, dict[str, float | None]]:
-    """Score a prediction array (z, y, x) against the reference image with each metric's own options
-    (tile tasks: :func:`score_tile_case`).
-
-    Metrics that share (convention, percentile, tolerance) are computed in one pass.
-    """
-    if isinstance(reference, TileReference):
-        return score_tile_case(spec, prediction, reference)
-    groups: dict[tuple[str, float, float], list[str]] = {}
-    for m in spec.metrics:
-        groups.setdefault((m.convention, m.percentile, m.tolerance_mm), []).append(m.name)
-    ref = sitk.GetArrayViewFromImage(reference)
-    out: dict[int, dict[str, float | None]] = {lab: {} for lab in spec.labels}
-    for (convention, percentile, tolerance), names in groups.items():
-        scores = score_segmentation(prediction, ref, reference.GetSpacing()[::-1], list(spec.labels),
-                                    convention=convention, percentile=percentile, tolerance_mm=tolerance,
-                                    empty_policy=empty_policy_for(spec))
-        for lab, vals in scores.items():
-            out[lab].update({k: vals[k] for k in names})
-    return out
+    """Score one case's prediction against its reference with each metric's own options (the kind's)."""
+    return kind_for(spec).score_case(spec, prediction, reference)
 
 
 def output_nearly_full(path: Path, size_mb: int) -> bool:
@@ -255,50 +118,23 @@ def _run_once(client, image: str, input_dir: Path, out_dir: Path, results_dir: P
     return run
 
 
-def _check_tile_output(spec: TaskSpec, case_results: Path, reference: TileReference, outcome: CaseOutcome,
-                       skipped: list[str] = ()) -> TilePrediction | None:
-    """The checked outputs of one tile case, or None with outcome.error set (the first problem)."""
+def check_case_output(spec: TaskSpec, case_results: Path, reference, outcome: CaseOutcome,
+                      skipped: Sequence[str] = ()):
+    """The checked prediction of one case (the kind finds and reads its outputs in ``case_results``); when
+    an output is missing or broken, the kind's empty prediction with ``outcome.error`` set. Warnings the
+    kind raises go into the case log."""
+    kind = kind_for(spec)
+    warnings: list[str] = []
     try:
-        pred = TilePrediction()
-        if spec.kind == "detection":
-            path = find_file_output(case_results, spec.output_of_kind("bounding-boxes"), skipped)
-            outcome.output_path = str(path)
-            pred.boxes = read_checked_boxes(path, reference.width, reference.height,
-                                            max_boxes=spec.detection.max_detections,
-                                            max_mb=spec.detection.max_json_mb, image="case")
-        else:
-            path = find_tile_mask_output(case_results, spec.segmentation_output, skipped)
-            outcome.output_path = str(path)
-            pred.mask = read_checked_tile_mask(path, reference.width, reference.height, set(spec.labels),
-                                               spec.segmentation_output.formats)
-            value = spec.output_of_kind("value")
-            if value is not None:
-                pred.probability = read_checked_value(find_file_output(case_results, value, skipped))
-        outcome.ok = True
-        return pred
-    except OutputError as e:
-        outcome.error, outcome.failure = str(e), e.failure
-        return None
-
-
-def _check_case_output(spec: TaskSpec, case_results: Path, reference, outcome: CaseOutcome,
-                       skipped: list[str] = ()):
-    """The checked prediction array of one case, or an all-background array with outcome.error set."""
-    if isinstance(reference, TileReference):
-        return _check_tile_output(spec, case_results, reference, outcome, skipped)
-    try:
-        path = find_segmentation_output(case_results, spec, skipped)
+        path = kind.find_output(spec, case_results, skipped)
         outcome.output_path = str(path)
-        socket = spec.segmentation_output
-        warnings: list[str] = []
-        prediction = read_checked_output(path, reference, set(spec.labels), socket.formats, socket.geometry,
-                                         warnings)
-        outcome.log_tail += "".join(f"\n[arena] warning: {w}" for w in warnings)
-        outcome.ok = True
-        return prediction
+        prediction = kind.read_output(spec, path, case_results, reference, skipped, warnings)
     except OutputError as e:
         outcome.error, outcome.failure = str(e), e.failure
-        return np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
+        return kind.empty_prediction(spec, reference)
+    outcome.log_tail += "".join(f"\n[arena] warning: {w}" for w in warnings)
+    outcome.ok = True
+    return prediction
 
 
 def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image: Path, case_reference: Path,
@@ -324,7 +160,7 @@ def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image:
         outcome.error, outcome.failure = run.error, run.failure
         prediction = empty_prediction(spec, reference)
     else:
-        prediction = _check_case_output(spec, results_dir, reference, outcome, run.skipped)
+        prediction = check_case_output(spec, results_dir, reference, outcome, run.skipped)
     outcome.scores = score_case(spec, prediction, reference)
     return outcome
 
@@ -366,7 +202,7 @@ def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], w
         reference = load_reference(spec, c.reference, c.image)
         outcome = CaseOutcome(ok=False, exit_code=run.exit_code, runtime_s=run.runtime_s / n, log_tail=run.logs,
                               stats=dict(share))
-        prediction = _check_case_output(spec, results_dir / c.key, reference, outcome,
+        prediction = check_case_output(spec, results_dir / c.key, reference, outcome,
                                         [x for x in run.skipped if x.startswith(f"{c.key}/")])
         if not outcome.ok and run.error and "no output" in (outcome.error or ""):
             outcome.error, outcome.failure = run.error, run.failure

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from arena.kinds import kind_for
 from arena.runner.evaluate import CaseInput, CaseOutcome, evaluate_batch, evaluate_case, limits_for
 from arena.tasks.spec import TaskSpec, load_spec
 
@@ -35,20 +36,16 @@ def sample_cases(task_dir: Path, spec: TaskSpec, n: int, size: str, scratch: Pat
                 found.append(CaseInput(d.name, img, ref))
         if found:
             return found[:n] if n else found
-    from arena.tasks.store import GENERATORS, generator_for
-
-    try:
-        write = None if spec.is_tile_task else GENERATORS[generator_for(spec)][0]
-    except ValueError:  # no generator matches its label map
-        write = None
-    if write is None:
-        raise ValueError(f"task {spec.slug} has no sample cases in {samples}/<case>/image.* + reference.* and "
-                         f"no synthetic data generator")
+    kind = kind_for(spec)
     out = []
-    for i in range(n or 2):  # the demo's seeds: the cases `arena demo` / `task load --demo-data` generate
-        key = f"sample-{i:03d}"
-        write(scratch, key, 1000 + i, size)
-        out.append(CaseInput(key, scratch / key / "image.mha", scratch / key / "reference.mha"))
+    try:
+        # the demo's seeds and strata: the cases `arena demo` / `task load --demo-data` generate
+        for i, stratum in enumerate(kind.demo_strata(spec, n or 2)):
+            demo = kind.write_demo_case(spec, scratch, f"sample-{i:03d}", i, size, stratum)
+            out.append(CaseInput(f"sample-{i:03d}", demo.image, demo.reference))
+    except ValueError as e:  # no generator for its label map
+        raise ValueError(f"task {spec.slug} has no sample cases in {samples}/<case>/image.* + reference.* and "
+                         f"no synthetic data generator ({e})") from None
     return out
 
 

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
+from arena.kinds import kind_for
+from arena.metrics.directions import SET_METRICS, higher_is_better
+
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
@@ -79,9 +82,6 @@ MetricName = Literal["dice", "jaccard", "volume_ref", "volume_pred", "volume_dif
                      # image-level classification over the whole test set
                      "auc"]
 
-#: metrics computed over a phase's whole test set per entry, not per case (see arena.leaderboard.set_level)
-SET_METRICS = frozenset({"recall", "fp_score", "froc", "auc"})
-DETECTION_METRICS = frozenset({"recall", "fp_score", "froc"})
 
 
 class MetricSpec(_Strict):
@@ -263,29 +263,11 @@ class TaskSpec(_Strict):
             raise ValueError(f"metrics: each metric once, got {metric_names}")
         if self.ranking.primary not in metric_names:
             raise ValueError(f"ranking.primary: one of the task's metrics {metric_names}, got {self.ranking.primary!r}")
-        if self.kind == "segmentation" and not any(o.kind == "segmentation" for o in self.outputs):
-            raise ValueError("outputs: a segmentation task needs an output of kind 'segmentation'")
-        if self.kind == "detection":
-            if not any(o.kind == "bounding-boxes" for o in self.outputs):
-                raise ValueError("outputs: a detection task needs an output of kind 'bounding-boxes'")
-            other = [m for m in metric_names if m not in DETECTION_METRICS]
-            if other:
-                raise ValueError(f"metrics: a detection task's metrics are {sorted(DETECTION_METRICS)}, got {other}")
-        elif any(m in DETECTION_METRICS for m in metric_names):
-            raise ValueError(f"metrics: {sorted(DETECTION_METRICS)} need kind 'detection'")
         if "auc" in metric_names and not any(o.kind == "value" for o in self.outputs):
             raise ValueError("metrics: 'auc' needs an output of kind 'value' (the image-level probability)")
-        for slug in ["", *self.ranking.phases]:
-            r = self.ranking.for_phase(slug) if slug else self.ranking
-            where = f"ranking.phases.{slug}" if slug else "ranking"
-            if r.method == "digestpath-2019" and self.kind != "detection":
-                raise ValueError(f"{where}.method: 'digestpath-2019' ranks detection tasks (kind: detection)")
-            if self.kind == "detection" and r.method != "digestpath-2019":
-                raise ValueError(f"{where}.method: a detection task is ranked by 'digestpath-2019', got {r.method!r}")
-            set_metrics = [m for m in metric_names if m in SET_METRICS]
-            if set_metrics and self.kind != "detection" and r.method != "mean-of-metric-ranks":
-                raise ValueError(f"{where}.method: set-level metrics {set_metrics} are ranked by "
-                                 f"'mean-of-metric-ranks', got {r.method!r}")
+        problems = kind_for(self).check_spec(self)  # what the task's kind requires (arena/kinds)
+        if problems:
+            raise ValueError(problems[0])
         return self
 
     # -- helpers used by the runner and the leaderboard -------------------------------------
@@ -303,12 +285,6 @@ class TaskSpec(_Strict):
         return next((o for o in self.outputs if o.kind == kind), None)
 
     @property
-    def is_tile_task(self) -> bool:
-        """2-D tiles / slides (pathology): inputs are TIFF/PNG, outputs are checked against the tile's
-        pixel grid instead of a volume's geometry."""
-        return self.modality == "pathology"
-
-    @property
     def has_set_metrics(self) -> bool:
         """Some metrics are computed over the whole test set (detection, AUC), not per case."""
         return any(m.name in SET_METRICS for m in self.metrics)
@@ -318,7 +294,8 @@ class TaskSpec(_Strict):
 
     @staticmethod
     def higher_is_better(metric: str) -> bool:
-        return metric in ("dice", "jaccard", "nsd", "recall", "fp_score", "froc", "auc")
+        """Whether a larger ``metric`` is better (arena.metrics.directions, the one definition)."""
+        return higher_is_better(metric)
 
 
 def _format_loc(loc: tuple) -> str:
@@ -371,7 +348,7 @@ def load_spec(path: Path | str) -> TaskSpec:
     if spec.literature and not (path.parent / spec.literature).is_file():
         raise TaskSpecError(path, [f"literature: expected a file next to task.yaml, {spec.literature!r} not found"])
     if spec.literature:
-        from arena.leaderboard.ranking import load_literature  # lazy: pandas only when a task has one
+        from arena.tasks.literature import load_literature  # lazy: pandas only when a task has one
 
         try:
             load_literature(path.parent / spec.literature, spec)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from arena.config import Settings
+from arena.kinds import kind_for
 from arena.models import Case, Phase, Task
 from arena.tasks.spec import TaskSpec, load_spec
 
@@ -117,78 +118,56 @@ def _ext(path: Path) -> str:
 
 
 # -- synthetic cases ---------------------------------------------------------------------------
-def _han22(directory: Path, key: str, seed: int, size: str) -> dict:
-    from arena.datasets.phantom import write_case
-
-    return write_case(directory, key, seed=seed, size=size)
-
-
-def _han9(directory: Path, key: str, seed: int, size: str) -> dict:
-    from arena.datasets.phantom import write_case_9
-
-    return write_case_9(directory, key, seed=seed, size=size)
-
-
-def _thorax(directory: Path, key: str, seed: int, size: str) -> dict:
-    from arena.datasets.thorax import write_thorax_case
-
-    return write_thorax_case(directory, key, seed=seed, size=size)
-
-
-#: Generators for ``data.generator`` in task.yaml: ``f(directory, key, seed, size) -> meta`` writing
-#: ``directory/key/image.mha`` and ``reference.mha``; plus the label map they produce (checked on load).
-GENERATORS: dict[str, tuple[Callable[[Path, str, int, str], dict], Callable[[], dict[int, str]]]] = {
-    "han-oar-22": (_han22, lambda: __import__("arena.datasets.phantom", fromlist=["x"]).HAN_OAR_22),
-    "han-oar-9": (_han9, lambda: __import__("arena.datasets.phantom", fromlist=["x"]).HAN_OAR_9),
-    "thorax": (_thorax, lambda: __import__("arena.datasets.thorax", fromlist=["x"]).THORACIC_OAR_6),
-}
-
-
-def generator_for(spec: TaskSpec) -> str:
-    """The generator a task's demo data comes from: ``data.generator``, else the one whose label map it uses."""
-    if spec.data is not None and spec.data.generator:
-        if spec.data.generator not in GENERATORS:
-            raise ValueError(f"task {spec.slug}: data.generator {spec.data.generator!r} unknown; "
-                             f"expected one of {sorted(GENERATORS)}")
-        return spec.data.generator
-    names = {lab: s.name for lab, s in spec.labels.items()}
-    for name, (_, labels) in GENERATORS.items():
-        if labels() == names:
-            return name
-    raise ValueError(f"task {spec.slug} has no synthetic data generator (set data.generator in task.yaml to one "
-                     f"of {sorted(GENERATORS)}, or load real cases with a data.loader)")
+def add_tile_case(session: Session, settings: Settings, task: Task, key: str, image: Path, reference: Path,
+                  phases: Iterable[Phase], meta: dict | None = None) -> Case:
+    """Register a tile case: copy ``image`` (.tif/.png) and ``reference`` (.json boxes or a mask) into the
+    case store as they are (no volume conversion) and add it to ``phases``."""
+    dest = settings.cases_dir / task.slug / key
+    dest.mkdir(parents=True, exist_ok=True)
+    image, reference = Path(image), Path(reference)
+    img_dst, ref_dst = dest / f"image{image.suffix.lower()}", dest / f"reference{reference.suffix.lower()}"
+    if image.resolve() != img_dst.resolve():
+        shutil.copyfile(image, img_dst)
+    if reference.resolve() != ref_dst.resolve():
+        shutil.copyfile(reference, ref_dst)
+    case = session.scalar(select(Case).where(Case.task_id == task.id, Case.key == key))
+    if case is None:
+        case = Case(task=task, key=key, image_path="", reference_path="")
+        session.add(case)
+    case.image_path, case.reference_path, case.meta = str(img_dst), str(ref_dst), dict(meta or {})
+    for phase in phases:
+        if case not in phase.cases:
+            phase.cases.append(case)
+    session.flush()
+    return case
 
 
 def load_demo_cases(session: Session, settings: Settings, task: Task, n: int, size: str = "small",
                     progress: Callable[[int, int, str], None] | None = None) -> list[Case]:
-    """Generate ``n`` synthetic cases (seeded, deterministic) with the task's generator and add them to the task.
+    """Generate ``n`` synthetic cases (seeded, deterministic) with the task kind's generator and add them.
 
-    Cases go to the phases round-robin (case i → phase i mod P), unless a phase lists its cases.
+    Cases go to the phases round-robin (case i → phase i mod P) within their stratum (a kind may split
+    them, e.g. positive and negative tiles, so that every phase gets both), unless a phase lists its cases.
+    Raises ValueError when the kind has no generator for the task's labels.
     """
     spec = spec_of(task)
-    if spec.is_tile_task:  # pathology tiles (TIFF + boxes / masks): arena.datasets.pathology
-        from arena.datasets.pathology import load_demo_cases as load_tiles
-
-        return load_tiles(session, settings, task, n, size=size, progress=progress)
-    name = generator_for(spec)
-    write, labels = GENERATORS[name]
-    names = {lab: s.name for lab, s in spec.labels.items()}
-    if labels() != names:
-        raise ValueError(f"task {spec.slug}: generator {name!r} writes labels {labels()}, the task declares {names}")
+    kind = kind_for(spec)
     by_slug = {p.slug: p for p in task.phases}
     open_phases = [by_slug[p.slug] for p in spec.phases if p.cases is None]
+    root = settings.cases_dir / task.slug
+    seen: dict[object, int] = {}
     cases = []
-    for i in range(n):
+    for i, stratum in enumerate(kind.demo_strata(spec, n)):
         key = f"demo-{i:03d}"
         if progress:
             progress(i, n, key)
-        meta = write(settings.cases_dir / task.slug, key, 1000 + i, size)
-        dest = settings.cases_dir / task.slug / key
+        demo = kind.write_demo_case(spec, root, key, i, size, stratum)
         listed = [by_slug[p.slug] for p in spec.phases if p.cases and key in p.cases]
-        phases = listed or ([open_phases[i % len(open_phases)]] if open_phases else [])
-        keep = {k: v for k, v in meta.items() if k not in ("case_id", "image", "reference")}
-        cases.append(add_case(session, settings, task, key, dest / "image.mha", dest / "reference.mha", phases,
-                              meta={"synthetic": True, "generator": name, **keep}))
+        k = seen.get(stratum, 0)
+        phases = listed or ([open_phases[k % len(open_phases)]] if open_phases else [])
+        seen[stratum] = k + 1
+        add = add_case if kind.volumetric else add_tile_case
+        cases.append(add(session, settings, task, key, demo.image, demo.reference, phases, meta=demo.meta))
     if progress:
         progress(n, n, "")
     return cases
