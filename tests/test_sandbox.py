@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from arena.runner.sandbox import NOBODY, SandboxLimits, effective_user, run_sandboxed
+from arena.runner.identity import NOBODY, effective_user
+from arena.runner.sandbox import SandboxLimits, run_sandboxed
 
 pytestmark = pytest.mark.docker
 

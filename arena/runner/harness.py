@@ -73,7 +73,8 @@ def try_image(image_or_tarball: str, task_dir: Path, n_cases: int = 2, size: str
     """Run the image on the task's sample cases under the task's limits; return each case's outcome."""
     from arena.images.docker_client import docker_client
     from arena.runner.gpu import worker_device_ids
-    from arena.runner.sandbox import docker_run_command, effective_user
+    from arena.runner.identity import effective_user
+    from arena.runner.sandbox import docker_run_command
 
     spec = load_spec(task_dir)
     client = docker_client()

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from redis import Redis
@@ -591,8 +592,6 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
         todo = [(cid, c) for cid, c in cases if cid not in done]
         n_failed = 0
         if spec.io_mode == "batch" and todo and stop is None:
-            from dataclasses import replace
-
             if not _still_owned(settings, evaluation_id, worker):
                 return _lost(settings, evaluation_id)
 
@@ -623,8 +622,6 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 log.info("evaluation %s: case %d/%d (%s)", evaluation_id, index, len(cases), c.key)
                 case_limits = limits
                 if deadline:
-                    from dataclasses import replace
-
                     case_limits = replace(limits, time_s=max(1.0, min(limits.time_s, deadline - time.monotonic())))
                 out = engine.call(
                     lambda client, c=c, lim=case_limits: evaluate_case(

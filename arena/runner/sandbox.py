@@ -17,9 +17,9 @@ import docker.errors
 import requests
 
 from arena.runner.failures import Failure
+from arena.runner.identity import effective_user
 from arena.runner.monitor import ContainerMonitor
 
-NOBODY = "65534:65534"
 MANAGED_LABEL = "arena.managed"
 
 
@@ -52,14 +52,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def effective_user(image_user: str) -> str:
-    """The image's own USER when it is not root, else nobody (65534:65534)."""
-    u = (image_user or "").strip()
-    if not u or u.split(":")[0] in ("root", "0"):
-        return NOBODY
-    return u
 
 
 def _tail(data: bytes, limit: int) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from arena.config import Settings
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from arena.models import Phase, QuotaReservation, Submission, Task, Team, User, utcnow
-from arena.runner.sandbox import NOBODY, effective_user
+from arena.runner.identity import NOBODY, effective_user
 from arena.submissions.archive import ImageArchiveInfo, InvalidImageArchive, inspect_image_archive
 from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of

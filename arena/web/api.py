@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from functools import partial
-from typing import Callable
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, url_for
 from flask_login import current_user
@@ -21,31 +19,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from arena import audit
-from arena.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, upload_rate_limited, \
-    visible_submission_view
-from arena.config import Settings
+from arena.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, visible_submission_view
 from arena.lifecycle import EvaluationStatus
-from arena.models import ApiToken, Evaluation, Submission, Task, User
-from arena.submissions.intake import UploadError, create_submission, find_task_phase, quota, refresh_slot, release_slot, \
-    reserve_slot, store_upload
+from arena.models import Evaluation, Submission, Task, User
+from arena.submissions.intake import UploadError, find_task_phase, quota
 from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
+from arena.web.boards import frozen_board, leaderboard, result_version
+from arena.web.uploads import TOKEN_NAME_MAX, accept_upload, text_problem
 from arena.web.views import listed_status
 
 api = Blueprint("api", __name__)
-
-
-def leaderboard(*a, **kw):  # imported on first use: pandas/scipy stay out of processes that only take uploads
-    from arena.leaderboard.query import leaderboard as _leaderboard
-
-    return _leaderboard(*a, **kw)
-
-
-def result_version(*a, **kw):
-    from arena.leaderboard.query import result_version as _result_version
-
-    return _result_version(*a, **kw)
 
 
 def _error(message: str, status: int):
@@ -101,20 +86,6 @@ def _task(slug: str) -> Task:
     return task or abort(404, description=f"no task {slug!r} (GET /api/v1/tasks lists them)")
 
 
-# Free text a user sends (labels, file names, token names): no control characters (PostgreSQL cannot store
-# NUL; the others only garble pages and logs). The OpenAPI document states the same pattern.
-PLAIN_TEXT = r"^[^\x00-\x1f\x7f-\x9f]*$"
-LABEL_MAX, FILENAME_MAX, TOKEN_NAME_MAX = 200, 300, 100  # the columns' lengths
-
-
-def text_problem(name: str, value: str | None, max_len: int) -> str | None:
-    """Why ``value`` is not acceptable as ``name`` (more than ``max_len`` characters, or a control
-    character), or None when it is (None is)."""
-    if value is not None and (len(value) > max_len or not re.fullmatch(PLAIN_TEXT, value)):
-        return f"{name} must be at most {max_len} characters, none of them control characters"
-    return None
-
-
 @api.before_request
 def _refuse_nul() -> None:
     """A NUL anywhere in the path or query is refused before any route sees it (PostgreSQL refuses it in a
@@ -161,61 +132,6 @@ def get_task(slug: str):
 
 def _iso(v):
     return v.isoformat() + "Z" if v is not None else None
-
-
-def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, filename: str | None):
-    """Shared by the API and the browser upload: checks, a quota slot reserved, then the body streamed to
-    disk, then intake. The slot is given back whatever stops the upload (refusal, abort, invalid archive)."""
-    settings = current_app.config["ARENA"]
-    reservation = None
-    try:
-        task, phase = find_task_phase(g.db, slug, phase_slug)  # fail fast, before reading the body
-        problem = text_problem("label", label, LABEL_MAX) or text_problem("filename", filename, FILENAME_MAX)
-        if problem:
-            raise UploadError(problem)
-        if request.content_length == 0:
-            raise UploadError("the upload is empty: send the image tarball as the request body")
-        reservation = reserve_slot(g.db, settings, task, phase, user)
-        limited = upload_rate_limited(g.db, user)
-        if limited:
-            raise UploadError(limited, 429)
-        upload = store_upload(request.stream, settings, progress=_keep_alive(settings, reservation))
-        try:
-            sub = create_submission(g.db, slug, phase_slug, user, upload, upload_name=filename, label=label,
-                                    settings=settings, reservation=reservation)
-            g.db.commit()
-            reservation = None  # it is the submission now
-        except BaseException:
-            upload.path.unlink(missing_ok=True)
-            raise
-    except UploadError as e:
-        g.db.rollback()
-        return _error(str(e), e.status)
-    finally:
-        if reservation is not None:
-            release_slot(g.db, reservation)
-    from arena.runner.jobs import enqueue_intake
-
-    try:
-        enqueue_intake(settings, sub.id)
-    except Exception as e:  # Redis down: the upload is kept, an organizer can re-queue
-        return _error(f"submission {sub.id} stored, but the queue is unreachable: {e}", 503)
-    body = visible_submission_view(sub, user)
-    body["url"] = url_for("pages.submission", submission_id=sub.id, _external=True)
-    return jsonify(body), 202
-
-
-def _keep_alive(settings: Settings, reservation: int) -> Callable[[int], None]:
-    """A progress callback for store_upload that refreshes the upload's quota reservation now and then."""
-    last = time.monotonic()
-
-    def progress(_n: int) -> None:
-        nonlocal last
-        if time.monotonic() - last > settings.upload_reservation_s / 4:
-            refresh_slot(g.db, settings, reservation)
-            last = time.monotonic()
-
-    return progress
 
 
 @api.post("/tasks/<slug>/phases/<phase>/submissions")
@@ -428,8 +344,6 @@ def get_leaderboard(slug: str):
     if not can_view_board(user, phase):
         abort(404, description=f"the board of phase {phase.slug!r} is hidden until it is revealed")
     if phase.frozen() and not is_organizer(user, task):
-        from arena.web.pages import frozen_board
-
         return jsonify(task=slug, phase=phase.slug, primary=spec_of(task).ranking.primary,
                        frozen_at=_iso(phase.frozen_at), rows=frozen_board(phase))
     key = (phase.id, result_version(g.db, phase))

@@ -20,6 +20,7 @@ from arena.lifecycle import EvaluationStatus
 from arena.models import PHASE_VISIBILITY, AuditEvent, Evaluation, Submission, Task, User, utcnow
 from arena.tasks.spec import TaskSpecError, load_spec
 from arena.tasks.store import spec_of, upsert_task
+from arena.web.boards import snapshot_board
 from arena.users import ONE_TIME_PASSWORD_DAYS, set_disabled, set_one_time_password
 from arena.web import export
 
@@ -142,8 +143,6 @@ def _when(name: str) -> dt.datetime | None:
 @manage.post("/tasks/<slug>/phases/<phase_slug>")
 def phase(slug: str, phase_slug: str):
     """Schedule, quota, visibility, freeze and reveal of one phase; or a quick action (open/close/freeze/reveal now)."""
-    from arena.web.pages import snapshot_board
-
     task = _task(slug)
     user = me()
     ph = next((p for p in task.phases if p.slug == phase_slug), None) or abort(404, description="no such phase")

@@ -8,7 +8,7 @@ from typing import Any
 from arena.disclosure import OUTCOMES
 from arena.lifecycle import EvaluationStatus
 from arena.tasks.spec import SLUG
-from arena.web.api import FILENAME_MAX, LABEL_MAX, PLAIN_TEXT, TOKEN_NAME_MAX
+from arena.web.uploads import FILENAME_MAX, LABEL_MAX, PLAIN_TEXT, TOKEN_NAME_MAX
 
 
 def _err(desc: str) -> dict:

@@ -13,6 +13,8 @@ from arena.csv_cells import frame_csv
 from arena.models import Submission, Task
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
+from arena.web.boards import frozen_board, leaderboard, result_version
+from arena.web.uploads import accept_upload
 from arena.web.views import listed_status
 
 pages = Blueprint("pages", __name__)
@@ -22,18 +24,6 @@ pages = Blueprint("pages", __name__)
 def submission_status(sub: Submission) -> str:
     """A submission's status in the lists of a page, as the signed-in visitor may see it."""
     return listed_status(sub, me())
-
-
-def leaderboard(*a, **kw):  # imported on first use: pandas/scipy stay out of processes that only take uploads
-    from arena.leaderboard.query import leaderboard as _leaderboard
-
-    return _leaderboard(*a, **kw)
-
-
-def result_version(*a, **kw):
-    from arena.leaderboard.query import result_version as _result_version
-
-    return _result_version(*a, **kw)
 
 
 def _task_or_404(slug: str) -> Task:
@@ -85,32 +75,6 @@ def task(slug: str):
                               .order_by(Submission.id.desc()).limit(20)).all()
     return render_template("task.html", task=task, spec=spec, phase=phase, board_html=board_html, recent=recent,
                            frozen_rows=frozen_rows, organizer=organizer, primary=spec.ranking.primary)
-
-
-def frozen_board(phase) -> list[dict]:
-    """The board as it was when the freeze began (taken at the first look after ``frozen_at``)."""
-    if phase.frozen_board is None:
-        snapshot_board(phase)
-        g.db.commit()
-    return phase.frozen_board or []
-
-
-def snapshot_board(phase) -> None:
-    board = leaderboard(g.db, phase.task, phase)
-    spec = spec_of(phase.task)
-    keep = ["rank", "team", "label", "submission_id", "cases", "badge", *[m.name for m in spec.metrics]]
-    rows = []
-    for row in board.table.to_dict(orient="records"):
-        rows.append({k: _plain(row.get(k)) for k in keep if k in row})
-    phase.frozen_board = rows
-
-
-def _plain(v):
-    import math
-
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v.item() if hasattr(v, "item") else v
 
 
 _FRAGMENTS: dict[tuple, Markup] = {}
@@ -278,8 +242,6 @@ def submit_form(slug: str):
 def upload(slug: str, phase_slug: str):
     """The browser's upload (XMLHttpRequest, CSRF token in X-CSRFToken): the raw body is the tarball,
     streamed to disk as it arrives; JSON back, as from the API."""
-    from arena.web.api import accept_upload
-
     user = me()
     if user is None:
         return jsonify(error="sign in first"), 401

@@ -1,0 +1,48 @@
+"""The board wrappers the pages, the API and the organizer pages share: the board of a phase (its
+leaderboard module imported on first use, so that processes that only take uploads never load pandas
+and scipy) and the snapshot a frozen phase shows."""
+
+from __future__ import annotations
+
+import math
+
+from flask import g
+
+from arena.tasks.store import spec_of
+
+
+def leaderboard(*a, **kw):  # imported on first use: pandas/scipy stay out of processes that only take uploads
+    from arena.leaderboard.query import leaderboard as _leaderboard
+
+    return _leaderboard(*a, **kw)
+
+
+def result_version(*a, **kw):
+    from arena.leaderboard.query import result_version as _result_version
+
+    return _result_version(*a, **kw)
+
+
+def frozen_board(phase) -> list[dict]:
+    """The board as it was when the freeze began (taken at the first look after ``frozen_at``)."""
+    if phase.frozen_board is None:
+        snapshot_board(phase)
+        g.db.commit()
+    return phase.frozen_board or []
+
+
+def snapshot_board(phase) -> None:
+    """Store the phase's board as it is now in ``phase.frozen_board`` (plain JSON values, NaN as None)."""
+    board = leaderboard(g.db, phase.task, phase)
+    spec = spec_of(phase.task)
+    keep = ["rank", "team", "label", "submission_id", "cases", "badge", *[m.name for m in spec.metrics]]
+    rows = []
+    for row in board.table.to_dict(orient="records"):
+        rows.append({k: _plain(row.get(k)) for k in keep if k in row})
+    phase.frozen_board = rows
+
+
+def _plain(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v.item() if hasattr(v, "item") else v
