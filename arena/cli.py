@@ -236,8 +236,11 @@ def _watch(settings, submission_id: int, timeout: float | None = None) -> str:
 @click.option("--label", help="algorithm name / version shown on the leaderboard")
 @click.option("--wait/--no-wait", default=False, help="follow the evaluation until it finishes")
 @click.option("--server", default=None, help="upload over HTTP to this server (default without --user: arena login's)")
+@click.option("--model", "model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="a model archive (tar/tar.gz of the weights), uploaded beside the image and extracted "
+                   "read-only at /opt/ml/model (grand-challenge's layout)")
 def submit(tarball: Path, task_slug: str, phase_slug: str, user_name: str | None, label: str | None, wait: bool,
-           server: str | None = None) -> None:
+           server: str | None = None, model: Path | None = None) -> None:
     """Submit a `docker save` TARBALL (optionally gzipped) to a task's phase (over HTTP without --user)."""
     if user_name is None:
         from arena.cli_client import client_settings, submit_http
@@ -245,13 +248,19 @@ def submit(tarball: Path, task_slug: str, phase_slug: str, user_name: str | None
         conf = client_settings(server)
         if conf is None:
             _fail("give --user NAME (local mode) or run `arena login` / pass --server (HTTP mode)")
-        return submit_http(*conf, tarball, task_slug, phase_slug, label, wait)
+        return submit_http(*conf, tarball, task_slug, phase_slug, label, wait, model=model)
     from sqlalchemy import select
 
     from arena.db import session_scope
     from arena.models import User
     from arena.runner.jobs import enqueue_intake
-    from arena.submissions.intake import UploadError, create_submission, find_task_phase, store_upload
+    from arena.submissions.intake import (
+        UploadError,
+        create_submission,
+        find_task_phase,
+        store_model_archive,
+        store_upload,
+    )
 
     settings = load_settings()
     try:
@@ -260,11 +269,18 @@ def submit(tarball: Path, task_slug: str, phase_slug: str, user_name: str | None
             if u is None:
                 raise UploadError(f"no user {user_name!r} (arena user add {user_name} --team TEAM)")
             find_task_phase(s, task_slug, phase_slug)
+            sha = None
+            if model is not None:
+                if u.team is None:
+                    raise UploadError(f"user {user_name!r} is in no team; add them to one first")
+                with open(model, "rb") as f:
+                    sha = store_model_archive(s, settings, u.team, f).sha256
+                click.echo(f"model archive {model.name}: sha256 {sha[:12]}")
             with open(tarball, "rb") as f:
                 upload = store_upload(f, settings)
             try:
                 sub = create_submission(s, task_slug, phase_slug, u, upload, upload_name=tarball.name, label=label,
-                                        settings=settings)
+                                        settings=settings, model=sha)
             except BaseException:
                 upload.path.unlink(missing_ok=True)
                 raise
@@ -494,12 +510,20 @@ def images() -> None:
 @images.command("build-base")
 @click.option("--force", is_flag=True, help="rebuild even if the tag exists")
 def images_build_base(force: bool) -> None:
-    """Build arena/base:<version> with mmdebstrap + docker import."""
-    from arena.images.base import build_base_image
+    """Build arena/base:<version>-<contents> with mmdebstrap + docker import."""
+    from arena.images.base import BASE_TAG, build_base_image
 
     t0 = time.monotonic()
     image_id = build_base_image(force=force, log=click.echo)
-    click.echo(f"base image {image_id[:19]} ready in {time.monotonic() - t0:.1f} s")
+    click.echo(f"base image {BASE_TAG} ({image_id[:19]}) ready in {time.monotonic() - t0:.1f} s")
+
+
+@images.command("base-tag")
+def images_base_tag() -> None:
+    """Print the base image's tag (for `docker build --build-arg BASE_IMAGE=$(arena images base-tag)`)."""
+    from arena.images.base import BASE_TAG
+
+    click.echo(BASE_TAG)
 
 
 @images.command("build-example")

@@ -112,15 +112,28 @@ class _ProgressFile:
 
 
 def submit_http(server: str, token: str, tarball: Path, task: str, phase: str, label: str | None,
-                wait: bool) -> None:
+                wait: bool, model: Path | None = None) -> None:
+    """Upload the image (and first its model archive, when given) with progress bars; optionally follow it."""
     from tqdm import tqdm
 
+    params = {"label": label or "", "filename": tarball.name}
+    if model is not None:
+        msize = model.stat().st_size
+        with tqdm(total=msize, unit="B", unit_scale=True, unit_divisor=1024, desc=f"uploading {model.name}") as bar:
+            body = _ProgressFile(model, bar)
+            try:
+                m = _request("POST", server, token, "/models", data=body, timeout=3600,
+                             headers={"Content-Type": "application/octet-stream"}).json()
+            finally:
+                body.close()
+        click.echo(f"model archive {model.name}: sha256 {m['sha256'][:12]}, {m['files']} files")
+        params["model"] = m["sha256"]
     size = tarball.stat().st_size
     with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"uploading {tarball.name}") as bar:
         body = _ProgressFile(tarball, bar)
         try:
             r = _request("POST", server, token, f"/tasks/{task}/phases/{phase}/submissions", data=body,
-                         params={"label": label or "", "filename": tarball.name}, timeout=3600,
+                         params=params, timeout=3600,
                          headers={"Content-Type": "application/octet-stream"})
         finally:
             body.close()

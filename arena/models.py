@@ -217,6 +217,22 @@ class Case(Base):
     task: Mapped[Task] = relationship(back_populates="cases")
 
 
+class ModelArchive(Base):
+    """A team's model tarball (checked: regular files and directories only), stored once per content."""
+
+    __tablename__ = "model_archives"
+    __table_args__ = (UniqueConstraint("team_id", "sha256"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the archive file as uploaded
+    path: Mapped[str] = mapped_column(String(500))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    unpacked_bytes: Mapped[int] = mapped_column(BigInteger)
+    files: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    team: Mapped[Team] = relationship()
+
+
 class Submission(Base):
     __tablename__ = "submissions"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -235,6 +251,8 @@ class Submission(Base):
     image_tag: Mapped[str | None] = mapped_column(String(200))  # arena/submission:<id>
     image_user: Mapped[str | None] = mapped_column(String(100))  # the image's configured USER ("" = root)
     image_bytes: Mapped[int | None] = mapped_column(BigInteger)  # uncompressed size of the image archive
+    # the model tarball extracted read-only at /opt/ml/model (grand-challenge's separate model upload)
+    model_archive_id: Mapped[int | None] = mapped_column(ForeignKey("model_archives.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     task: Mapped[Task] = relationship()
@@ -242,6 +260,7 @@ class Submission(Base):
     team: Mapped[Team] = relationship()
     user: Mapped[User | None] = relationship()
     evaluations: Mapped[list[Evaluation]] = relationship(back_populates="submission", order_by="Evaluation.id")
+    model_archive: Mapped[ModelArchive | None] = relationship()
 
     def set_status(self, new: SubmissionStatus, error: str | None = None) -> None:
         check_submission_transition(self.status, new)

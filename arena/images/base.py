@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import os
 import re
 import shlex
@@ -31,13 +32,16 @@ import arena
 
 from .docker_client import docker_client
 
-BASE_TAG = f"arena/base:{arena.__version__}"
 PYTHON_ALIAS = "python:3.11-slim"
 SUITE = "bookworm"
 PYTHON_VERSION = "3.11"  # Debian bookworm's python3 (3.11.2)
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
-PACKAGES = ("python3", "python3-numpy", "libstdc++6")
+# passwd: groupadd/useradd, which grand-challenge's templates (and many Dockerfiles) run to add a user
+PACKAGES = ("python3", "python3-numpy", "libstdc++6", "passwd")
 WHEELS = ("SimpleITK",)
+# the tag names the contents too: an engine that holds an older base image of the same Arena version builds
+# the new one instead of reusing it
+BASE_TAG = f"arena/base:{arena.__version__}-" + hashlib.sha256(repr((SUITE, PACKAGES, WHEELS)).encode()).hexdigest()[:8]
 MERGED_USR_HOOKS = "/usr/share/mmdebstrap/hooks/merged-usr"
 BASE_LABEL = "org.arena.base"
 

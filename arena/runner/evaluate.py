@@ -87,7 +87,8 @@ class CaseInput:
 
 
 def _run_once(client, image: str, input_dir: Path, out_dir: Path, results_dir: Path, output_mb: int,
-              limits: SandboxLimits, labels: dict[str, str], keep: Callable[[str], bool] | None = None):
+              limits: SandboxLimits, labels: dict[str, str], keep: Callable[[str], bool] | None = None,
+              mounts: dict[str, tuple[str, str]] | None = None):
     """Run the container once over ``input_dir``; collect the declared outputs (``keep``) of /output into
     ``results_dir``, counting and discarding the rest (a line in the case log says how much).
 
@@ -95,8 +96,8 @@ def _run_once(client, image: str, input_dir: Path, out_dir: Path, results_dir: P
     "output too large"; an over-cap /output found while collecting likewise.
     """
     with output_area(out_dir, output_mb) as out:
-        run = run_sandboxed(client, image, mounts={"/input": (str(input_dir), "ro"), "/output": (str(out), "rw")},
-                            limits=limits, labels=labels)
+        run = run_sandboxed(client, image, mounts={"/input": (str(input_dir), "ro"), "/output": (str(out), "rw"),
+                                                   **(mounts or {})}, limits=limits, labels=labels)
         full = output_nearly_full(out, output_mb)
         try:
             collected = collect_outputs(out, results_dir, max_bytes=output_mb * 2**20, keep=keep)
@@ -139,7 +140,7 @@ def check_case_output(spec: TaskSpec, case_results: Path, reference, outcome: Ca
 
 def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image: Path, case_reference: Path,
                   work_dir: Path, results_dir: Path, limits: SandboxLimits, labels: dict[str, str],
-                  run_root: Path | None = None) -> CaseOutcome:
+                  run_root: Path | None = None, mounts: dict[str, tuple[str, str]] | None = None) -> CaseOutcome:
     """Run ``image`` on one case (per-case mode) and score what it wrote.
 
     A case that fails (container error, no or malformed output) is scored as an empty prediction,
@@ -147,13 +148,15 @@ def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image:
     outcome says why it failed (``error`` in words, ``failure`` as a class). The declared outputs are
     kept under ``results_dir`` for inspection. The container's /input and /output live in a random
     folder below ``run_root`` (default :func:`arena.config.default_run_root`); ``work_dir`` only marks it.
+    ``mounts``: more read-only mounts (container path → (host path, mode)), e.g. the model at /opt/ml/model.
     """
     reference = load_reference(spec, case_reference, case_image)
     outcome = CaseOutcome(ok=False)
     with run_area(work_dir, run_root or default_run_root()) as run_dir:
         prepare_case_input(spec, case_image, run_dir / "input")
         run = _run_once(client, image, run_dir / "input", run_dir / "output", results_dir,
-                        spec.resources.output_mb, limits, labels, keep=lambda rel: declared_output(spec, rel))
+                        spec.resources.output_mb, limits, labels, keep=lambda rel: declared_output(spec, rel),
+                        mounts=mounts)
     outcome.exit_code, outcome.runtime_s, outcome.log_tail = run.exit_code, run.runtime_s, run.logs
     outcome.stats = dict(run.stats)
     if run.error:
@@ -166,7 +169,8 @@ def evaluate_case(client, spec: TaskSpec, image: str, case_key: str, case_image:
 
 
 def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], work_dir: Path, results_dir: Path,
-                   limits: SandboxLimits, labels: dict[str, str], run_root: Path | None = None) -> list[CaseOutcome]:
+                   limits: SandboxLimits, labels: dict[str, str], run_root: Path | None = None,
+                   mounts: dict[str, tuple[str, str]] | None = None) -> list[CaseOutcome]:
     """Run ``image`` once over all ``cases`` (batch mode) and score each case's output.
 
     Layout: ``/input/<case-id>/...`` per case (the per-case layout inside), outputs at
@@ -187,7 +191,7 @@ def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], w
         for c in cases:
             prepare_case_input(spec, c.image, run_dir / "input" / ids[c.key])
         run = _run_once(client, image, run_dir / "input", run_dir / "output", results_dir,
-                        spec.resources.output_mb * max(1, len(cases)), limits, labels, keep=keep)
+                        spec.resources.output_mb * max(1, len(cases)), limits, labels, keep=keep, mounts=mounts)
     for case_id, key in keys.items():  # results under the case keys, as in per-case mode
         if (results_dir / case_id).is_dir():
             shutil.rmtree(results_dir / key, ignore_errors=True)

@@ -560,6 +560,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
         ev.cases_total = len(cases)
         done = {cr.case_id for cr in ev.case_results}
         sub_id = sub.id
+        model_path = sub.model_archive.path if sub.model_archive is not None else None
     started = time.monotonic()
     deadline = started + spec.resources.time_per_evaluation_s if spec.resources.time_per_evaluation_s else None
     # One work directory per run: a silent process that wakes after its evaluation was re-queued
@@ -568,8 +569,10 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
     results = settings.results_dir / f"evaluation-{evaluation_id}"
     # arena.queue tells apart evaluations of several Arena instances (or test runs) sharing one engine
     labels = {"arena.evaluation": str(evaluation_id), "arena.worker": worker, "arena.queue": settings.queue_name}
+    stack = contextlib.ExitStack()
     try:
         engine = _Engine(f"evaluation {evaluation_id}", settings.engine_wait_s)
+        mounts = _model_mount(stack, model_path, work / "model", settings.run_root) if model_path else {}
 
         def ensure(client) -> str:
             with session_scope(settings.database_url) as s:
@@ -602,7 +605,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
             outs = engine.call(
                 lambda client: evaluate_batch(client, spec, image, [c for _, c in todo], work / "batch", results,
                                               replace(limits, time_s=budget), {**labels, "arena.case": "batch"},
-                                              run_root=settings.run_root),
+                                              run_root=settings.run_root, mounts=mounts),
                 "the batch run", cleanup=lambda client: clean_up(client, "batch", [results / c.key for _, c in todo]))
             for i, ((cid, _), out) in enumerate(zip(todo, outs)):
                 n_failed += not out.ok
@@ -627,7 +630,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                     lambda client, c=c, lim=case_limits: evaluate_case(
                         client, spec, image, c.key, c.image, c.reference, work_dir=work / c.key,
                         results_dir=results / c.key, limits=lim, labels={**labels, "arena.case": c.key},
-                        run_root=settings.run_root),
+                        run_root=settings.run_root, mounts=mounts),
                     f"case {c.key}", cleanup=lambda client, key=c.key: clean_up(client, key, [results / key]))
                 if not out.ok and out.failure == Failure.ENGINE_ERROR and index == 1:
                     stop = (Failure.SKIPPED, f"not run: the smoke case could not be run ({out.error})")
@@ -681,6 +684,20 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 return _lost(settings, evaluation_id)
             ev.set_status(EvaluationStatus.FAILED, error=f"{e.__class__.__name__}: {e}")
         return EvaluationStatus.FAILED.value
+    finally:
+        stack.close()  # the extracted model, if any
+
+
+def _model_mount(stack: contextlib.ExitStack, archive: str, marker: Path, run_root: Path) -> dict[str, tuple[str, str]]:
+    """Extract the submission's model archive once per evaluation into a random run folder (removed when
+    ``stack`` closes) and return the read-only mount of it at /opt/ml/model."""
+    from arena.runner.contract import run_area
+    from arena.submissions.model_archive import MODEL_MOUNT, extract_model_archive
+
+    folder = stack.enter_context(run_area(marker, run_root))
+    n = extract_model_archive(archive, folder / "model")
+    log.info("model archive %s: %d files extracted for %s", Path(archive).name[:16], n, MODEL_MOUNT)
+    return {MODEL_MOUNT: (str(folder / "model"), "ro")}
 
 
 def _still_owned(settings: Settings, evaluation_id: int, worker: str) -> bool:

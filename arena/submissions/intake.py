@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 
 from arena.config import Settings
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
-from arena.models import Phase, QuotaReservation, Submission, Task, Team, User, utcnow
+from arena.models import ModelArchive, Phase, QuotaReservation, Submission, Task, Team, User, utcnow
 from arena.runner.identity import NOBODY, effective_user
 from arena.submissions.archive import ImageArchiveInfo, InvalidImageArchive, inspect_image_archive
+from arena.submissions.model_archive import InvalidModelArchive, inspect_model_archive
 from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of
 
@@ -236,19 +237,60 @@ def check_archive(session: Session, settings: Settings, phase: Phase, team: Team
     return info
 
 
+def store_model_archive(session: Session, settings: Settings, team: Team, stream: BinaryIO) -> ModelArchive:
+    """Stream a model tarball to disk, check it (:func:`arena.submissions.model_archive.inspect_model_archive`)
+    and record it for ``team`` (once per content: the same archive again returns the stored one). A refused
+    archive raises UploadError (400, naming the member) and nothing is kept."""
+    upload = store_upload(stream, settings)
+    try:
+        info = inspect_model_archive(upload.path)
+    except InvalidModelArchive as e:
+        upload.path.unlink(missing_ok=True)
+        raise UploadError(f"invalid model archive: {e}") from None
+    known = session.scalar(select(ModelArchive).where(ModelArchive.team_id == team.id,
+                                                      ModelArchive.sha256 == info.sha256))
+    if known is not None:
+        upload.path.unlink(missing_ok=True)
+        return known
+    dest = settings.uploads_dir / "models" / str(team.id)
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / f"{info.sha256}.{'tar' if info.compression == 'none' else 'tar.' + info.compression}"
+    os.replace(upload.path, final)
+    archive = ModelArchive(team=team, sha256=info.sha256, path=str(final), bytes=info.bytes,
+                           unpacked_bytes=info.unpacked_bytes, files=info.files)
+    session.add(archive)
+    session.flush()
+    return archive
+
+
+def find_model_archive(session: Session, team: Team, sha256: str) -> ModelArchive:
+    """The team's model archive with this sha256 (hex; a unique prefix of at least 12 digits will do);
+    UploadError (400) when the team has uploaded none such."""
+    sha = (sha256 or "").strip().lower().removeprefix("sha256:")
+    found = [] if not re.fullmatch(r"[0-9a-f]{12,64}", sha) else session.scalars(select(ModelArchive).where(
+        ModelArchive.team_id == team.id, ModelArchive.sha256.startswith(sha))).all()
+    if len(found) != 1:
+        raise UploadError(f"model {sha256[:80]!r}: your team has uploaded no such model archive "
+                          "(POST /api/v1/models returns its sha256)")
+    return found[0]
+
+
 def create_submission(session: Session, task_slug: str, phase_slug: str, user: User, upload: StoredUpload,
                       upload_name: str | None = None, label: str | None = None,
-                      settings: Settings | None = None, reservation: int | None = None) -> Submission:
+                      settings: Settings | None = None, reservation: int | None = None,
+                      model: str | None = None) -> Submission:
     """Check and record an uploaded submission (status ``uploaded``); the caller commits and queues its intake.
 
     With ``settings``, the archive is validated now (see :func:`check_archive`); a refusal raises
     UploadError and the caller removes the upload, so nothing is stored. ``reservation`` (from
     :func:`reserve_slot`) becomes the submission; without one the quota is checked and charged in one
-    step under the team's lock, which is held until the caller commits.
+    step under the team's lock, which is held until the caller commits. ``model``: the sha256 of a model
+    archive the team uploaded (:func:`store_model_archive`), extracted at /opt/ml/model when it runs.
     """
     task, phase = find_task_phase(session, task_slug, phase_slug)
     if user.team is None:
         raise UploadError(f"user {user.name!r} is in no team; add them to one first", status=403)
+    archive = find_model_archive(session, user.team, model) if model else None
     if reservation is None:
         check_quota(session, task, phase, user.team)  # fail fast; _claim_slot below decides
     info = check_archive(session, settings, phase, user.team, upload.path) if settings is not None else None
@@ -257,7 +299,7 @@ def create_submission(session: Session, task_slug: str, phase_slug: str, user: U
                      status=SubmissionStatus.UPLOADED, upload_name=upload_name, upload_path=str(upload.path),
                      upload_sha256=upload.sha256, upload_bytes=upload.size,
                      image_id=info.image_id if info else None, image_user=info.user if info else None,
-                     image_bytes=info.uncompressed_bytes if info else None)
+                     image_bytes=info.uncompressed_bytes if info else None, model_archive=archive)
     session.add(sub)
     session.flush()
     return sub

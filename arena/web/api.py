@@ -22,7 +22,7 @@ from arena import audit
 from arena.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, visible_submission_view
 from arena.lifecycle import EvaluationStatus
 from arena.models import Evaluation, Submission, Task, User
-from arena.submissions.intake import UploadError, find_task_phase, quota
+from arena.submissions.intake import UploadError, find_task_phase, quota, store_model_archive
 from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
@@ -142,7 +142,29 @@ def submit(slug: str, phase: str):
     Returns 202 with the submission; its intake and evaluation run on the workers.
     """
     user = _require_user()
-    return accept_upload(user, slug, phase, request.args.get("label"), request.args.get("filename"))
+    return accept_upload(user, slug, phase, request.args.get("label"), request.args.get("filename"),
+                         request.args.get("model"))
+
+
+@api.post("/models")
+def upload_model():
+    """Upload a model archive (a tar or tar.gz of the model's files) as the raw request body; it is checked
+    (regular files and directories only, no links, no paths out, size caps) and stored once per content for
+    your team. A submission names it with ``?model=<sha256>``; it is extracted read-only at /opt/ml/model."""
+    user = _require_user()
+    if user.team is None:
+        return _error(f"user {user.name!r} is in no team; join one first", 403)
+    settings = current_app.config["ARENA"]
+    try:
+        archive = store_model_archive(g.db, settings, user.team, request.stream)
+        g.db.commit()
+    except UploadError as e:
+        g.db.rollback()
+        return _error(str(e), e.status)
+    audit.record(g.db, user, "model.upload", "model_archive", archive.id, sha256=archive.sha256, bytes=archive.bytes)
+    g.db.commit()
+    return jsonify(sha256=archive.sha256, bytes=archive.bytes, unpacked_bytes=archive.unpacked_bytes,
+                   files=archive.files), 201
 
 
 def _submission_summary(s: Submission, viewer: User) -> dict:

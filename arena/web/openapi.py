@@ -92,6 +92,10 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
             "team": {"type": "string"}, "label": NULLABLE_STR, "status": {"type": "string"},
             "intake_status": {"type": "string"}, "error": NULLABLE_STR, "image_id": NULLABLE_STR,
             "upload_sha256": NULLABLE_STR, "upload_bytes": NULLABLE_INT, "created_at": {"type": "string"},
+            "model": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["sha256", "bytes", "files"],
+                                                   "properties": {"sha256": {"type": "string"},
+                                                                  "bytes": {"type": "integer"},
+                                                                  "files": {"type": "integer"}}}]},
             "scores_hidden": {"type": "boolean"}, "url": {"type": "string"},
             "evaluations": {"type": "array", "items": REF("Evaluation")}}},
         "SubmissionSummary": {"type": "object", "required": ["id", "task", "phase", "team", "status"], "properties": {
@@ -128,13 +132,27 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
             "operationId": "submit", "summary": "Upload a docker-save tarball as the raw body (streamed to disk)",
             "security": SEC, "parameters": [_path_str("slug"), _path_str("phase"),
                                             {"name": "label", "in": "query", "schema": _text(LABEL_MAX)},
-                                            {"name": "filename", "in": "query", "schema": _text(FILENAME_MAX)}],
+                                            {"name": "filename", "in": "query", "schema": _text(FILENAME_MAX)},
+                                            {"name": "model", "in": "query", "description": "sha256 of a model "
+                                             "archive your team uploaded (POST /models): extracted read-only at "
+                                             "/opt/ml/model", "schema": {"type": "string", "maxLength": 71}}],
             "requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}},
             "responses": {**_ok("accepted: intake and evaluation follow on the workers", REF("Submission"), "202"),
                           "400": e400, "401": e401, "403": e403, "404": e404, "409": e409,
                           "413": _err("larger than the upload limit"), "429": _err("over the quota or rate limit"),
                           "503": _err("stored, but the queue is unreachable")}}},
+        "/models": {"post": {
+            "operationId": "uploadModel", "summary": "Upload a model archive (tar or tar.gz of regular files and "
+            "directories) as the raw body; submissions name it with ?model=<sha256>",
+            "security": SEC,
+            "requestBody": {"required": True, "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}},
+            "responses": {**_ok("stored (or already stored: the same content)", {
+                "type": "object", "required": ["sha256", "bytes", "unpacked_bytes", "files"], "properties": {
+                    "sha256": {"type": "string"}, "bytes": {"type": "integer"}, "unpacked_bytes": {"type": "integer"},
+                    "files": {"type": "integer"}}}, "201"),
+                "400": e400, "401": e401, "403": e403, "413": _err("larger than the upload limit")}}},
         "/submissions": {"get": {
             "operationId": "listSubmissions", "summary": "Your team's submissions (organizers: their tasks' too)",
             "security": SEC, "parameters": [*PAGE, {"name": "task", "in": "query", "schema": {"type": "string",

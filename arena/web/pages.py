@@ -245,4 +245,5 @@ def upload(slug: str, phase_slug: str):
     user = me()
     if user is None:
         return jsonify(error="sign in first"), 401
-    return accept_upload(user, slug, phase_slug, request.args.get("label"), request.args.get("filename"))
+    return accept_upload(user, slug, phase_slug, request.args.get("label"), request.args.get("filename"),
+                         request.args.get("model"))

@@ -13,8 +13,8 @@ from flask import current_app, g, jsonify, request, url_for
 from arena.auth import upload_rate_limited, visible_submission_view
 from arena.config import Settings
 from arena.models import User
-from arena.submissions.intake import UploadError, create_submission, find_task_phase, refresh_slot, release_slot, \
-    reserve_slot, store_upload
+from arena.submissions.intake import UploadError, create_submission, find_model_archive, find_task_phase, \
+    refresh_slot, release_slot, reserve_slot, store_upload
 
 # Free text a user sends (labels, file names, token names): no control characters (PostgreSQL cannot store
 # NUL; the others only garble pages and logs). The OpenAPI document states the same pattern.
@@ -37,7 +37,8 @@ def _error(message: str, status: int):
     return resp
 
 
-def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, filename: str | None):
+def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, filename: str | None,
+                  model: str | None = None):
     """Shared by the API and the browser upload: checks, a quota slot reserved, then the body streamed to
     disk, then intake. The slot is given back whatever stops the upload (refusal, abort, invalid archive)."""
     settings = current_app.config["ARENA"]
@@ -49,6 +50,8 @@ def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, fil
             raise UploadError(problem)
         if request.content_length == 0:
             raise UploadError("the upload is empty: send the image tarball as the request body")
+        if model and user.team is not None:
+            find_model_archive(g.db, user.team, model)  # fail fast, before reading the body
         reservation = reserve_slot(g.db, settings, task, phase, user)
         limited = upload_rate_limited(g.db, user)
         if limited:
@@ -56,7 +59,7 @@ def accept_upload(user: User, slug: str, phase_slug: str, label: str | None, fil
         upload = store_upload(request.stream, settings, progress=_keep_alive(settings, reservation))
         try:
             sub = create_submission(g.db, slug, phase_slug, user, upload, upload_name=filename, label=label,
-                                    settings=settings, reservation=reservation)
+                                    settings=settings, reservation=reservation, model=model)
             g.db.commit()
             reservation = None  # it is the submission now
         except BaseException:

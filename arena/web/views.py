@@ -118,6 +118,8 @@ def submission_view(sub: Submission, viewer_is_organizer: bool = False, hide_sco
         "label": sub.label, "status": status_for(sub, hidden=not show_cases), "intake_status": sub.status.value,
         "error": sub.error,
         "image_id": sub.image_id, "upload_sha256": sub.upload_sha256, "upload_bytes": sub.upload_bytes,
+        "model": ({"sha256": sub.model_archive.sha256, "bytes": sub.model_archive.bytes,
+                   "files": sub.model_archive.files} if sub.model_archive is not None else None),
         "created_at": sub.created_at.isoformat() + "Z", "scores_hidden": hide_scores and not viewer_is_organizer,
         "evaluations": [evaluation_view(ev, show_cases, show_logs) for ev in sub.evaluations],
     }
