@@ -289,6 +289,7 @@ class Evaluation(Base):
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
     status: Mapped[EvaluationStatus] = mapped_column(_enum(EvaluationStatus), default=EvaluationStatus.QUEUED)
     error: Mapped[str | None] = mapped_column(Text)
+    fault: Mapped[str | None] = mapped_column(String(20))  # a failed one: arena.runner.failures.Fault value
     cases_total: Mapped[int] = mapped_column(default=0)
     cases_done: Mapped[int] = mapped_column(default=0)
     job_id: Mapped[str | None] = mapped_column(String(100))
@@ -299,11 +300,13 @@ class Evaluation(Base):
     submission: Mapped[Submission] = relationship(back_populates="evaluations")
     case_results: Mapped[list[CaseResult]] = relationship(back_populates="evaluation", order_by="CaseResult.id")
 
-    def set_status(self, new: EvaluationStatus, error: str | None = None) -> None:
+    def set_status(self, new: EvaluationStatus, error: str | None = None, fault: str | None = None) -> None:
+        """Move to ``new`` (a legal transition only); ``fault`` (a Fault value) says whose fault a failure is."""
         check_evaluation_transition(self.status, new)
         self.status = new
         if error is not None:
             self.error = error
+        self.fault = getattr(fault, "value", fault) if new == EvaluationStatus.FAILED else None
         if new == EvaluationStatus.RUNNING:
             self.started_at = utcnow()
         if new.finished:

@@ -111,3 +111,39 @@ def test_0005_session_generations_and_rate_counters(arena_env):
     command.upgrade(cfg, "head")
     engine.dispose()
     dispose_engines()
+
+
+def test_0008_carries_old_platform_failures_over_to_the_fault_column(arena_env):
+    """Failed evaluations get a fault: 'platform' where the old message said so, 'participant' otherwise;
+    the quota then refunds the same ones as before."""
+    from alembic import command
+
+    from arena.db import alembic_config, dispose_engines
+
+    url = arena_env["ARENA_DATABASE_URL"]
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0007_model_archives")
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO teams (id, name, is_reference, quota_serial, created_at) VALUES "
+                       "(1, 't', false, 0, '2026-01-01 00:00:00')"))
+        c.execute(text("INSERT INTO tasks (id, slug, title, kind, spec_path, spec, created_at, updated_at) VALUES "
+                       "(1, 'x', 'x', 'segmentation', '', '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        c.execute(text("INSERT INTO phases (id, task_id, slug, title) VALUES (1, 1, 'p', 'p')"))
+        c.execute(text("INSERT INTO submissions (id, task_id, phase_id, team_id, status, created_at, updated_at) "
+                       "VALUES (1, 1, 1, 1, 'validated', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        for i, (status, error) in enumerate([("failed", "worker w:1 died; gave up after 2 re-queues"),
+                                             ("failed", "all 2 cases failed; first: exited with code 3"),
+                                             ("succeeded", None)], start=1):
+            c.execute(text("INSERT INTO evaluations (id, submission_id, status, error, cases_total, cases_done, "
+                           "created_at) VALUES (:i, 1, :s, :e, 0, 0, '2026-01-01 00:00:00')"),
+                      {"i": i, "s": status, "e": error})
+    command.upgrade(cfg, "0008_evaluation_fault")
+    with engine.connect() as c:
+        assert c.execute(text("SELECT id, fault FROM evaluations ORDER BY id")).all() == [
+            (1, "platform"), (2, "participant"), (3, None)]
+    command.downgrade(cfg, "0007_model_archives")
+    assert "fault" not in {col["name"] for col in inspect(engine).get_columns("evaluations")}
+    command.upgrade(cfg, "head")
+    engine.dispose()
+    dispose_engines()

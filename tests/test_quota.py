@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from arena.models import Evaluation, Submission
+from arena.runner.failures import Fault
 from test_archive import make_archive
 from web_helpers import bearer, fake_submission, make_task, make_user
 
@@ -33,18 +34,26 @@ def test_platform_failures_are_not_charged(settings, db):
     task = upsert_task(db, REPO / "tasks" / "han-oar-22")
     phase = next(p for p in task.phases if p.slug == "validation")
     user, _ = create_user(db, "q", team="Quota team")
+    # the fault is what the runner recorded (tests/test_runner_modes.py: a GPU task on a worker without one);
+    # the error text plays no part any more, so the same text with either fault is charged differently
+    same = "all 2 cases failed; first: ..."
     outcomes = [
         (EvaluationStatus.CANCELLED, None, False),
-        (EvaluationStatus.FAILED, "worker host-a:12 died; gave up after 2 re-queues", False),
-        (EvaluationStatus.FAILED, "stopped: the smoke case could not be run (the Docker engine could not run it)", False),
-        (EvaluationStatus.FAILED, "all 2 cases failed; first: the container exited with code 3", True),
+        (EvaluationStatus.FAILED, Fault.PLATFORM, False),
+        (EvaluationStatus.FAILED, Fault.PARTICIPANT, True),
         (EvaluationStatus.SUCCEEDED, None, True),
     ]
-    for status, error, _ in outcomes:
+    for status, fault, _ in outcomes:
         sub = Submission(task=task, phase=phase, team=user.team, user=user, status=SubmissionStatus.VALIDATED)
         db.add(sub)
         db.flush()
-        db.add(Evaluation(submission=sub, status=status, error=error))
+        ev = Evaluation(submission=sub, status=EvaluationStatus.QUEUED)
+        db.add(ev)
+        if status != EvaluationStatus.SUCCEEDED and status != EvaluationStatus.CANCELLED:
+            ev.set_status(EvaluationStatus.RUNNING)
+            ev.set_status(status, error=same, fault=fault)
+        else:
+            ev.status = status
     db.commit()
     db.expire_all()
     _, used = quota(db, task, phase, user.team)

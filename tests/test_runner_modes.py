@@ -109,6 +109,18 @@ def test_gpu_task_without_gpu(settings, db, images, monkeypatch):
     status, ev = _run(db, ev_id)
     assert status == "failed" and "needs a GPU" in ev.error
     assert [cr.failure for cr in ev.case_results] == ["no-gpu", "no-gpu"]
+    assert ev.fault == "platform"  # the worker's, not the team's: not charged to its quota
+
+
+def test_a_submission_that_fails_every_case_is_charged(settings, db, images):
+    """A failure the submission caused is charged; one the platform caused is not (decided by type)."""
+    from arena.submissions.intake import quota
+
+    ev_id = _evaluation(settings, db, images["bad"], 2)
+    status, ev = _run(db, ev_id)
+    assert status == "failed" and ev.fault == "participant"
+    _, used = quota(db, ev.submission.task, ev.submission.phase, ev.submission.team)
+    assert used == 1
 
 
 def test_gpu_tasks_have_their_own_queue(settings, db, images, redis_url, monkeypatch):

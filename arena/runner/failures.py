@@ -20,3 +20,15 @@ class Failure(str, enum.Enum):
     @property
     def participant_fault(self) -> bool:
         return self not in (Failure.ENGINE_ERROR, Failure.NO_GPU)
+
+
+class Fault(str, enum.Enum):
+    """Whose fault a failed evaluation is, decided where the runner knows it (never from message text)."""
+
+    PARTICIPANT = "participant"  # the submission's doing: counts against the team's quota
+    PLATFORM = "platform"  # Arena's or its machines' (no GPU, engine errors, workers lost): not charged
+
+    @classmethod
+    def of_cases(cls, failures: list[Failure]) -> Fault:
+        """A failed evaluation whose every failed case failed through the platform is the platform's fault."""
+        return cls.PLATFORM if failures and not any(f.participant_fault for f in failures) else cls.PARTICIPANT

@@ -22,6 +22,7 @@ from arena.config import Settings, load_settings
 from arena.db import session_scope
 from arena.lifecycle import CaseStatus, EvaluationStatus, SubmissionStatus
 from arena.models import CaseResult, Evaluation, MetricValue, Submission
+from arena.runner.failures import Failure, Fault
 from arena.tasks.store import spec_of
 
 log = logging.getLogger("arena.runner")
@@ -109,7 +110,7 @@ def evaluation_job_failed(job, connection, exc_type=None, exc_value=None, tb=Non
         ev = s.get(Evaluation, evaluation_id)
         if ev is None or ev.status.finished or _stale_job(ev, job):
             return
-        ev.set_status(EvaluationStatus.FAILED, error=f"evaluation job failed: {reason}")
+        ev.set_status(EvaluationStatus.FAILED, error=f"evaluation job failed: {reason}", fault=Fault.PLATFORM)
 
 
 def _stale_job(ev: Evaluation, job) -> bool:
@@ -260,7 +261,8 @@ def requeue_evaluation(settings: Settings, evaluation_id: int, reason: str, only
             return False
         tries = (ev.error or "").count("re-queued")
         if tries >= MAX_REQUEUES:
-            ev.set_status(EvaluationStatus.FAILED, error=f"{reason}; gave up after {tries} re-queues")
+            ev.set_status(EvaluationStatus.FAILED, error=f"{reason}; gave up after {tries} re-queues",
+                          fault=Fault.PLATFORM)
             return False
         ev.set_status(EvaluationStatus.QUEUED)
         ev.error = ((ev.error + "; ") if ev.error else "") + f"re-queued: {reason}"
@@ -549,7 +551,6 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
         limits_for,
         skipped_case,
     )
-    from arena.runner.failures import Failure
     from arena.runner.gpu import worker_device_ids
 
     with session_scope(settings.database_url) as s:
@@ -589,8 +590,10 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
             log.info("evaluation %s: removed %d container(s) of the broken-off run of %s", evaluation_id, n, key)
         gpus = tuple(worker_device_ids()) if spec.resources.gpu else ()
         stop: tuple[Failure, str] | None = None
+        stop_fault = Fault.PARTICIPANT  # whose fault the stop is (fail-fast, the evaluation's time limit)
         if spec.resources.gpu and not gpus:
             stop = (Failure.NO_GPU, "this task needs a GPU and this worker has none (no NVIDIA driver found)")
+            stop_fault = Fault.PLATFORM
         limits = limits_for(spec, gpus)
         todo = [(cid, c) for cid, c in cases if cid not in done]
         n_failed = 0
@@ -634,6 +637,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                     f"case {c.key}", cleanup=lambda client, key=c.key: clean_up(client, key, [results / key]))
                 if not out.ok and out.failure == Failure.ENGINE_ERROR and index == 1:
                     stop = (Failure.SKIPPED, f"not run: the smoke case could not be run ({out.error})")
+                    stop_fault = Fault.PLATFORM
                 elif not out.ok and spec.resources.fail_fast:
                     stop = (Failure.SKIPPED, f"not run: case {index} failed and the task fails fast")
             n_failed += not out.ok
@@ -657,9 +661,12 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 n_failed_all = sum(cr.status != CaseStatus.SUCCEEDED for cr in ev.case_results)
                 if cases and n_failed_all >= len(cases):
                     first = next((cr.error for cr in ev.case_results if cr.error), "unknown")
-                    ev.set_status(EvaluationStatus.FAILED, error=f"all {len(cases)} cases failed; first: {first}")
+                    fault = Fault.of_cases([Failure(cr.failure) for cr in ev.case_results if cr.failure])
+                    ev.set_status(EvaluationStatus.FAILED, error=f"all {len(cases)} cases failed; first: {first}",
+                                  fault=fault)
                 elif stop is not None:
-                    ev.set_status(EvaluationStatus.FAILED, error=stop[1].replace("not run: ", "stopped: ", 1))
+                    ev.set_status(EvaluationStatus.FAILED, error=stop[1].replace("not run: ", "stopped: ", 1),
+                                  fault=stop_fault)
                 else:
                     ev.set_status(EvaluationStatus.SUCCEEDED)
                 return ev.status.value
@@ -682,7 +689,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
             ev = s.get(Evaluation, evaluation_id)
             if not _owns(ev, worker):
                 return _lost(settings, evaluation_id)
-            ev.set_status(EvaluationStatus.FAILED, error=f"{e.__class__.__name__}: {e}")
+            ev.set_status(EvaluationStatus.FAILED, error=f"{e.__class__.__name__}: {e}", fault=Fault.PLATFORM)
         return EvaluationStatus.FAILED.value
     finally:
         stack.close()  # the extracted model, if any

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from arena.config import Settings
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from arena.models import ModelArchive, Phase, QuotaReservation, Submission, Task, Team, User, utcnow
+from arena.runner.failures import Fault
 from arena.runner.identity import NOBODY, effective_user
 from arena.submissions.archive import ImageArchiveInfo, InvalidImageArchive, inspect_image_archive
 from arena.submissions.model_archive import InvalidModelArchive, inspect_model_archive
@@ -200,10 +201,6 @@ def _claim_slot(session: Session, task: Task, phase: Phase, team: Team, reservat
             raise QuotaExceeded(team, phase, limit, _in_progress(session, phase, team))
 
 
-# Evaluation errors that mean the platform, not the submission, failed (see arena/runner/jobs.py).
-PLATFORM_FAILURES = ("gave up after", "the smoke case could not be run", "this worker has none")
-
-
 def _not_charged(sub: Submission) -> bool:
     """A submission whose latest evaluation was cancelled, or failed because of the platform (workers kept
     dying, the engine could not start the container, no GPU), does not use the team's quota."""
@@ -212,7 +209,7 @@ def _not_charged(sub: Submission) -> bool:
         return False
     if ev.status == EvaluationStatus.CANCELLED:
         return True
-    return ev.status == EvaluationStatus.FAILED and any(m in (ev.error or "") for m in PLATFORM_FAILURES)
+    return ev.status == EvaluationStatus.FAILED and ev.fault == Fault.PLATFORM.value
 
 
 def check_archive(session: Session, settings: Settings, phase: Phase, team: Team, path: Path) -> ImageArchiveInfo:
