@@ -38,6 +38,11 @@ PIP_PLATFORM = ("--only-binary=:all:", "--python-version", "3.11", "--implementa
 STAGE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pt", "*_log.txt", "train.py", "phantom_data.py",
                                       "make_atlases.py", "README.md", "_site")
 
+#: The reference models ``arena demo`` runs, per task and phase (cell_detector only with --all-tasks);
+#: scripts/reference_readmes.py writes their board numbers into their READMEs.
+DEMO_REFERENCE = (("han-oar-22", "validation", ("anatomynet", "focusnetv2", "multiatlas")),
+                  ("signet-ring-cells", "validation", ("cell_detector",)))
+
 Log = Callable[[str], None]
 
 

@@ -1,7 +1,7 @@
 """Write the reference entries' board numbers into each reference model's README.
 
 Run after `arena demo [--all-tasks]` (same ARENA_HOME): for every reference model on the demo boards
-(arena.cli.DEMO_REFERENCE) the block between ``<!-- board:begin -->`` and ``<!-- board:end -->`` in
+(arena.reference.DEMO_REFERENCE) the block between ``<!-- board:begin -->`` and ``<!-- board:end -->`` in
 reference_models/<name>/README.md is replaced by `arena reference report` output for that model, so the
 READMEs quote exactly what the board shows. tests/test_reference_models.py re-runs the models through
 the runner on the same cases and checks the README numbers against the board.
@@ -18,7 +18,6 @@ from pathlib import Path
 from sqlalchemy import select
 
 from arena import reference
-from arena.cli import DEMO_REFERENCE
 from arena.config import load_settings
 from arena.db import session_scope
 from arena.leaderboard.query import leaderboard
@@ -31,7 +30,7 @@ def main() -> int:
     settings = load_settings()
     missing = []
     with session_scope(settings.database_url) as s:
-        for slug, phase_slug, names in DEMO_REFERENCE:
+        for slug, phase_slug, names in reference.DEMO_REFERENCE:
             task = s.scalar(select(Task).where(Task.slug == slug))
             phase = next((p for p in task.phases if p.slug == phase_slug), None) if task else None
             for name in names:

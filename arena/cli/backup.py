@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
+from arena.cli.root import main
 from arena.config import load_settings
 
 
-@click.command("export")
+@main.command("export")
 @click.option("--task", "slug", required=True, help="task slug")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="archive to write (default: <task>-<date>.arena.tar.gz)")
@@ -32,7 +33,7 @@ def export_cmd(slug: str, output: Path | None, no_boards: bool) -> None:
                ", ".join(f"{n} {t}" for t, n in sorted(counts.items())))
 
 
-@click.command("import")
+@main.command("import")
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_cmd(archive: Path) -> None:
     """Restore an archive written by ``arena export`` into this (empty) database; all or nothing."""

@@ -1,5 +1,5 @@
-"""The ``arena`` client commands over HTTP: ``login``, ``submit`` (with an upload progress bar),
-``status [ID] --watch`` and ``results ID --csv``.
+"""The ``arena`` client over HTTP: ``login``, and what ``submit`` (with an upload progress bar),
+``status [ID] --watch`` and ``results ID --csv`` (arena.cli.submissions) do when a server is known.
 
 Credentials (server URL and API token) live in ``$ARENA_CONFIG`` or ``~/.config/arena/credentials``
 (JSON, mode 0600). ``arena submit`` uses HTTP when it has no ``--user`` (local mode) and a server is
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import click
+
+from arena.cli.root import _fail, main
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -54,11 +55,6 @@ def client_settings(server: str | None = None) -> tuple[str, str] | None:
     return server.rstrip("/"), token
 
 
-def _fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(2)
-
-
 def _request(method: str, server: str, token: str, path: str, **kw):
     import requests
 
@@ -77,7 +73,7 @@ def _request(method: str, server: str, token: str, path: str, **kw):
     return r
 
 
-@click.command()
+@main.command()
 @click.option("--server", prompt="Arena server URL", help="e.g. https://arena.example.org")
 @click.option("--token", prompt="API token (from your account page)", hide_input=True, help="a personal API token")
 def login(server: str, token: str) -> None:
@@ -197,43 +193,3 @@ def status_http(server: str, token: str, submission_id: int | None, follow: bool
         watch(server, token, submission_id)
     else:
         _show(_request("GET", server, token, f"/submissions/{submission_id}").json())
-
-
-@click.command()
-@click.argument("submission_id", type=int)
-@click.option("--csv", "as_csv", is_flag=True, help="CSV: one row per case and label, every metric a column")
-@click.option("--server", default=None, help="server URL (default: from `arena login`)")
-def results(submission_id: int, as_csv: bool, server: str | None) -> None:
-    """Per-case, per-label results of a submission (as the phase's visibility allows)."""
-    conf = client_settings(server)
-    if conf is None:
-        from arena.config import load_settings
-        from arena.db import session_scope
-        from arena.models import Submission
-        from arena.web.export import result_rows, to_csv
-
-        with session_scope(load_settings().database_url) as s:
-            sub = s.get(Submission, submission_id)
-            if sub is None:
-                _fail(f"no submission {submission_id}")
-            rows = result_rows([sub])
-        text = to_csv(rows)
-    else:
-        text = _request("GET", *conf, f"/submissions/{submission_id}/results", params={"format": "csv"}).text
-    if as_csv:
-        click.echo(text, nl=False)
-        return
-    import csv
-    import io
-
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows:
-        click.echo("no per-case results to show (still running, or hidden in this phase)")
-        return
-    metrics = [k for k in rows[0] if k not in ("evaluation_id", "submission_id", "team", "phase", "case", "case_status",
-                                                "failure", "runtime_s", "peak_memory_mb", "gpu_memory_peak_mb",
-                                                "label", "label_name")]
-    click.echo(f"{'evaluation':>10} {'case':<16} {'label':<16} " + " ".join(f"{m:>10}" for m in metrics))
-    for r in rows:
-        vals = " ".join(f"{float(r[m]):>10.3f}" if r[m] else f"{'–':>10}" for m in metrics)
-        click.echo(f"{r['evaluation_id']:>10} {r['case']:<16} {r['label_name']:<16} {vals}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from arena.cli.root import main
 
-@click.group()
+
+@main.group()
 def reference() -> None:
     """Bundled reference models (AnatomyNet, FocusNetv2, multi-atlas, ...), run like any submission."""
 
