@@ -45,7 +45,7 @@ def bearer_token() -> str:
 def init_auth(app: Flask) -> None:
     """Sessions, remember cookies, CSRF and the one-time-password gate for ``app``."""
     settings: Settings = app.config["ARENA"]
-    secure = os.environ.get("ARENA_SECURE_COOKIES", "").strip().lower() in ("1", "true", "yes")
+    secure = settings.secure_cookies
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=secure,
         SESSION_COOKIE_NAME="arena_session",

@@ -1,4 +1,6 @@
-"""Settings read from the environment, with defaults that work on one machine.
+"""Settings read from the environment, with defaults that work on one machine: every ARENA_* variable
+the server and the workers read is read here (the CLI client's own ARENA_SERVER / ARENA_TOKEN /
+ARENA_CONFIG / ARENA_USER are the command line's, see `arena login`). docs/settings.md holds this table.
 
 | variable | default | meaning |
 |---|---|---|
@@ -8,7 +10,8 @@
 | ARENA_QUEUE | arena | RQ queue name evaluations go to |
 | ARENA_MAX_UPLOAD_BYTES | 8 GiB | largest accepted upload (bytes) |
 | ARENA_UPLOAD_RESERVATION_S | 600 | an upload holds its quota slot this long after its last bytes arrived (seconds) |
-| ARENA_SECRET_KEY | random per process | Flask session key |
+| ARENA_SECRET_KEY | kept in ARENA_HOME/.secret_key | Flask session key (every web process and restart shares it) |
+| ARENA_SECURE_COOKIES | off | "1": session and remember cookies only over HTTPS (set it behind TLS) |
 | ARENA_REMEMBER_DAYS | 14 | "keep me signed in" lasts this many days (sign-out, a password change or disabling ends it sooner) |
 | ARENA_SIGNIN_RATE | 10 | failed sign-ins per account from one address per 15 minutes; then 429 for that pair only |
 | ARENA_SIGNIN_ADDRESS_RATE | 50 | failed sign-ins from one address per 15 minutes, all accounts together |
@@ -22,13 +25,17 @@
 | ARENA_HEARTBEAT_S | 10 | how often a running evaluation reports that it is alive (seconds) |
 | ARENA_STALE_AFTER_S | 120 | a running evaluation with no heartbeat for this long is re-queued by any worker (seconds) |
 | ARENA_ENGINE_WAIT_S | 120 | how long a job waits for its Docker engine to come back after it went away mid-case (seconds) |
+| ARENA_IMPORT_ROOTS | ARENA_HOME/import | ':'-separated folders organizers may load cases from on the web |
+| ARENA_SHARED_DATA | ../shared/data beside the repository | the real-data root the task loaders read (never copied into the repository) |
+| ARENA_REFERENCE_MODELS | reference_models/ of the repository | the bundled reference models' folder |
+| ARENA_DEBIAN_MIRROR | the host's apt sources | the Debian mirror the base image is built from |
+| ARENA_GPU_DEVICES | every GPU NVML sees | GPU(s) a worker owns ("0" or "0,1"; `arena worker --gpu` sets it) |
 | ARENA_RUN_DIR | $TMPDIR/arena-runs | parent of the random per-run folders mounted as a container's /input and /output (outside ARENA_HOME, so a container learns no store path) |
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +65,14 @@ class Settings:
     # where each case run's /input and /output live: outside the store, random names, so a container that
     # reads its mount table learns no store path, evaluation id, worker or case key (ARENA_RUN_DIR)
     run_root: Path = field(default_factory=lambda: default_run_root())
-    secret_key: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+    secure_cookies: bool = False  # session/remember cookies only over HTTPS (ARENA_SECURE_COOKIES)
+    import_roots: tuple[Path, ...] = ()  # folders organizers may load cases from; () = ARENA_HOME/import
+    shared_data: Path | None = None  # the real-data root (ARENA_SHARED_DATA); None = ../shared/data beside the repo
+    reference_models: Path | None = None  # the reference models' folder (ARENA_REFERENCE_MODELS)
+    debian_mirror: str = ""  # the base image's Debian mirror (ARENA_DEBIAN_MIRROR); "" = the host's
+    gpu_devices: tuple[str, ...] = ()  # GPUs this worker owns (ARENA_GPU_DEVICES); () = every GPU NVML sees
+    # None: the web keeps one in ARENA_HOME/.secret_key, shared by its processes and restarts
+    secret_key: str | None = field(default=None, repr=False)
 
     @property
     def uploads_dir(self) -> Path:
@@ -101,6 +115,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     kwargs = {}
     if env.get("ARENA_SECRET_KEY"):
         kwargs["secret_key"] = env["ARENA_SECRET_KEY"]
+    path = lambda key: Path(env[key]).expanduser() if env.get(key) else None  # noqa: E731
     return Settings(
         home=home,
         database_url=db,
@@ -122,5 +137,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         stale_after_s=float(env.get("ARENA_STALE_AFTER_S") or 120),
         engine_wait_s=float(env.get("ARENA_ENGINE_WAIT_S") or 120),
         run_root=Path(env["ARENA_RUN_DIR"]).expanduser().resolve() if env.get("ARENA_RUN_DIR") else default_run_root(),
+        secure_cookies=(env.get("ARENA_SECURE_COOKIES") or "").strip().lower() in ("1", "true", "yes"),
+        import_roots=tuple(Path(p).expanduser() for p in (env.get("ARENA_IMPORT_ROOTS") or "").split(":") if p),
+        shared_data=path("ARENA_SHARED_DATA"),
+        reference_models=path("ARENA_REFERENCE_MODELS"),
+        debian_mirror=(env.get("ARENA_DEBIAN_MIRROR") or "").strip(),
+        gpu_devices=tuple(d.strip() for d in (env.get("ARENA_GPU_DEVICES") or "").split(",") if d.strip()),
         **kwargs,
     )

@@ -15,7 +15,6 @@ Dockerfile copies into the image's ``dist-packages``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -25,11 +24,17 @@ from pathlib import Path
 from typing import Callable
 
 import arena
+from arena.config import load_settings
 
 REFERENCE_TEAM = "Reference models"
 REFERENCE_USER = "reference-models"
 REPO = Path(__file__).resolve().parents[1]
-MODELS_DIR = Path(os.environ.get("ARENA_REFERENCE_MODELS", REPO / "reference_models"))
+
+
+def default_models_dir() -> Path:
+    """The reference models' folder: ARENA_REFERENCE_MODELS, else reference_models/ of the repository."""
+    return load_settings().reference_models or REPO / "reference_models"
+
 TAG_PREFIX = "arena-reference/"
 SHARED_DIR = "_shared"  # modules several models use (refio.py), copied into each build context
 PIP_PLATFORM = ("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
@@ -55,7 +60,7 @@ class BuiltModel:
 
 def discover(models_dir: Path | None = None, names: list[str] | tuple[str, ...] | None = None) -> list[Path]:
     """Folders of ``reference_models/`` that have a Dockerfile (optionally only ``names``)."""
-    root = Path(models_dir or MODELS_DIR)
+    root = Path(models_dir or default_models_dir())
     found = sorted(p for p in root.iterdir() if p.is_dir() and (p / "Dockerfile").is_file()) if root.is_dir() else []
     if names:
         unknown = set(names) - {p.name for p in found}

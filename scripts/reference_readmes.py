@@ -38,7 +38,7 @@ def main() -> int:
                 if not text:
                     missing.append(f"{name} on {slug}/{phase_slug}")
                     continue
-                readme = reference.MODELS_DIR / name / "README.md"
+                readme = reference.default_models_dir() / name / "README.md"
                 body = readme.read_text()
                 if BEGIN not in body or END not in body:
                     sys.exit(f"{readme}: no {BEGIN} … {END} block to replace")

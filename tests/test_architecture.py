@@ -110,3 +110,27 @@ print(sorted(m for m in sys.modules if m == "docker" or m.startswith("docker.")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-500:]
+
+
+def test_every_server_setting_is_read_in_the_settings_module():
+    """ARENA_* variables are read only in arena/config.py (the CLI client's own four aside), and the settings
+    table in docs/settings.md is the module's."""
+    import re
+
+    client_side = {"ARENA_SERVER", "ARENA_TOKEN", "ARENA_CONFIG", "ARENA_USER"}
+    # `arena worker --gpu 0` pins its own process by setting ARENA_GPU_DEVICES, which load_settings() reads
+    allowed = {("arena.runner.worker", "ARENA_GPU_DEVICES")}
+    config = (ARENA / "config.py").read_text()
+    read_there = set(re.findall(r'env(?:\.get)?\(?\[?"(ARENA_[A-Z_]+)"', config))
+    for mod, path in _modules().items():
+        if mod == "arena.config":
+            continue
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and re.fullmatch(r"ARENA_[A-Z_]+", n.value):
+                ok = n.value in client_side or (mod, n.value) in allowed
+                assert ok, f"{mod} names {n.value}: read it in arena/config.py"
+    documented = set(re.findall(r"^\| (ARENA_[A-Z_]+) \|", config, re.M))
+    assert read_there <= documented, read_there - documented
+    docs = (ARENA.parent / "docs" / "settings.md").read_text()
+    table = [ln for ln in config.split('"""')[1].splitlines() if ln.startswith("|")]
+    assert all(ln in docs.splitlines() for ln in table), "docs/settings.md differs from arena/config.py's table"

@@ -164,9 +164,10 @@ def test_cookies_are_hardened(app, world, monkeypatch):
     cookie = r.headers.get("Set-Cookie")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     monkeypatch.setenv("ARENA_SECURE_COOKIES", "1")
+    from arena.config import load_settings
     from arena.web import create_app
 
-    secure = create_app(app.config["ARENA"]).test_client()
+    secure = create_app(load_settings()).test_client()
     token = csrf_of(secure.get("/signin").get_data(as_text=True))
     r = secure.post("/signin", data={"name": "alice", "password": "correct horse battery", "csrf_token": token},
                     base_url="https://localhost", headers={"Referer": "https://localhost/signin"})

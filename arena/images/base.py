@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import arena
+from arena.config import load_settings
 
 from .docker_client import docker_client
 
@@ -136,7 +137,7 @@ def debian_sources(suite: str = SUITE, entries: Iterable[tuple[str, list[str], l
     Debian only through a local mirror keeps using it); without one for ``suite`` itself,
     any host URI ending in ``/debian`` is used, else ``http://deb.debian.org/debian``.
     """
-    override = os.environ.get("ARENA_DEBIAN_MIRROR", "").strip()
+    override = load_settings().debian_mirror
     if override:
         return [f"deb {override.rstrip('/')} {suite} main"]
     if entries is None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from arena.config import load_settings
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ def detect_gpus() -> list[GpuInfo]:
 
 def worker_device_ids(env: dict[str, str] | None = None) -> list[str]:
     """The GPU(s) this worker is pinned to: ``ARENA_GPU_DEVICES`` ("0" or "0,1"), else every GPU seen."""
-    env = os.environ if env is None else env
-    if env.get("ARENA_GPU_DEVICES"):
-        return [d.strip() for d in env["ARENA_GPU_DEVICES"].split(",") if d.strip()]
+    pinned = load_settings(env).gpu_devices
+    if pinned:
+        return list(pinned)
     return [str(g.index) for g in detect_gpus()]
 
 

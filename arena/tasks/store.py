@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arena.config import Settings
+from arena.config import Settings, load_settings
 from arena.kinds import kind_for
 from arena.models import Case, Phase, Task
 from arena.tasks.spec import TaskSpec, load_spec
@@ -180,12 +180,7 @@ class DataUnavailable(LookupError):
 
 def shared_data_root() -> Path:
     """``ARENA_SHARED_DATA``, else ``../shared/data`` beside the repository (never copied into it)."""
-    import os
-
-    env = os.environ.get("ARENA_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    return load_settings().shared_data or Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @dataclass

@@ -30,8 +30,8 @@ FORM_BODIES = {"pages.upload": ("multipart/form-data", "application/x-www-form-u
 def _secret_key(settings: Settings) -> str:
     """ARENA_SECRET_KEY, else one kept in ARENA_HOME/.secret_key (so gunicorn workers and restarts share
     sessions)."""
-    if os.environ.get("ARENA_SECRET_KEY"):
-        return os.environ["ARENA_SECRET_KEY"]
+    if settings.secret_key:
+        return settings.secret_key
     path = settings.home / ".secret_key"
     try:
         return path.read_text().strip()
@@ -41,8 +41,8 @@ def _secret_key(settings: Settings) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(key)
         return key
-    except OSError:
-        return settings.secret_key
+    except OSError:  # a read-only home: this process's own key (sessions end with it)
+        return secrets.token_hex(32)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -5,7 +5,6 @@ the users (one-time password reset, disable, enable)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -225,9 +224,8 @@ def organizers(slug: str):
 # -- cases ------------------------------------------------------------------------------------
 def _import_roots() -> list[Path]:
     """Folders organizers may load cases from: ARENA_IMPORT_ROOTS (':'-separated), default ARENA_HOME/import."""
-    raw = os.environ.get("ARENA_IMPORT_ROOTS")
-    roots = [Path(p) for p in raw.split(":") if p] if raw else [current_app.config["ARENA"].home / "import"]
-    return [r.resolve() for r in roots]
+    settings = current_app.config["ARENA"]
+    return [r.resolve() for r in (settings.import_roots or (settings.home / "import",))]
 
 
 def _is_image(p: Path) -> bool:
