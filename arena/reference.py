@@ -1,7 +1,7 @@
 """Bundled reference models (reference_models/<name>/): build their images and submit them to a task.
 
 They are packaged exactly as a participant would package them (a Dockerfile taking ``ARG BASE_IMAGE``,
-the container contract of DESIGN.md) and go through the normal path: ``docker save`` tarball ->
+the container contract of docs/contract.md) and go through the normal path: ``docker save`` tarball ->
 upload store -> archive check -> intake job -> runner. They are submitted by a reserved user of the
 reserved team "Reference models" (``Team.is_reference``), so boards mark them with the reference badge.
 The team's daily quota does not apply (one task may get several reference models per phase), and a
@@ -9,7 +9,7 @@ re-run is idempotent: an image (by ID) that the team already has in a phase is n
 
 Modules shared by several models live once in ``reference_models/_shared/`` and are copied into each
 model's build context. Python packages a model needs (its ``requirements.txt``) are installed from the host into ``_site/``
-of a temporary copy of the model's folder (no pip inside ``docker build``; SANDBOX-NOTES.md), which the
+of a temporary copy of the model's folder (no pip inside ``docker build``; docs/sandbox.md), which the
 Dockerfile copies into the image's ``dist-packages``.
 """
 

@@ -134,3 +134,13 @@ def test_every_server_setting_is_read_in_the_settings_module():
     docs = (ARENA.parent / "docs" / "settings.md").read_text()
     table = [ln for ln in config.split('"""')[1].splitlines() if ln.startswith("|")]
     assert all(ln in docs.splitlines() for ln in table), "docs/settings.md differs from arena/config.py's table"
+
+
+def test_the_project_cites_only_its_own_files():
+    """Code, READMEs and docs cite docs/ (contract, metrics, sandbox), never notes that live outside the
+    repository."""
+    outside = ("DESIGN" + ".md", "SANDBOX-NOTES" + ".md")
+    files = subprocess.run(["git", "ls-files"], cwd=ARENA.parent, capture_output=True, text=True).stdout.split()
+    cited = [f for f in files if Path(ARENA.parent / f).is_file() and f.endswith((".py", ".md", ".yaml", "Dockerfile"))
+             and any(o in (ARENA.parent / f).read_text(errors="replace") for o in outside)]
+    assert not cited, f"these cite files outside the repository: {cited}"

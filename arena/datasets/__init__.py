@@ -1,4 +1,6 @@
-"""Datasets: the synthetic head-and-neck CT phantom (see :mod:`arena.datasets.phantom`)."""
+"""Datasets: synthetic cases (the 22- and 9-organ head-and-neck phantoms, :mod:`arena.datasets.phantom`; the
+thorax phantom, :mod:`arena.datasets.thorax`; pathology tiles, :mod:`arena.datasets.pathology`) and slide I/O
+(:mod:`arena.datasets.slides`). Real data is read by the task folders' loaders, never copied here."""
 
 from arena.datasets.phantom import (
     HAN_OAR_22,

@@ -3,7 +3,7 @@
 Units: ``spacing`` is in mm per *array axis* (for a SimpleITK array ``(z, y, x)`` pass the image's
 spacing reversed); distances are in mm, volumes in mm³.
 
-Surface-distance conventions (a task names one; libraries disagree, see DESIGN.md "Metrics"):
+Surface-distance conventions (a task names one; libraries disagree, see docs/metrics.md):
 
 - ``medpy``: boundary voxels are ``mask XOR erosion(mask)`` (face connectivity; outside the array
   counts as background); distances between voxel centres; HD95 is *one* percentile (numpy's linear

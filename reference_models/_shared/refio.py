@@ -1,6 +1,6 @@
 """Shared helpers of Arena's reference models (identical copy in each reference_models/<name>/).
 
-* the container contract (DESIGN.md, v1): per-case mode (``/input/images/ct/<uuid>.mha``) and
+* the container contract (docs/contract.md, v1): per-case mode (``/input/images/ct/<uuid>.mha``) and
   Arena's batch mode (``/input/<case-id>/images/ct/...`` -> ``/output/<case-id>/images/...``);
 * the canonical grid the networks work on: 136 x 136 x 80 voxels (x, y, z) at 2 x 2 x 3 mm,
   identity direction, its voxel (67, 67, 39.5) on the centre of the input image (272 x 272 x 240 mm,
