@@ -104,10 +104,10 @@ fi
 
 # ------------------------------------------------------------------ Python package
 
-log "pip install -e .[test,serve]"
+log "pip install -e .[test,serve,gpu]"
 # PIP_BREAK_SYSTEM_PACKAGES: Debian's own python3 is "externally managed" (PEP 668)
 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_INPUT=1 \
-    python3 -m pip install -q -e '.[test,serve]' || die "pip install -e '.[test,serve]' failed"
+    python3 -m pip install -q -e '.[test,serve,gpu]' || die "pip install -e '.[test,serve,gpu]' failed"
 
 # ------------------------------------------------------------------ dockerd
 

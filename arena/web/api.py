@@ -22,7 +22,7 @@ from arena import audit
 from arena.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, visible_submission_view
 from arena.lifecycle import EvaluationStatus
 from arena.models import Evaluation, Submission, Task, User
-from arena.submissions.intake import UploadError, find_task_phase, quota, store_model_archive
+from arena.submissions.intake import UploadError, quota, store_model_archive
 from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
@@ -358,10 +358,9 @@ def _clean(v):
 def get_leaderboard(slug: str):
     task = _task(slug)
     phase_slug = request.args.get("phase") or (task.phases[0].slug if task.phases else "")
-    try:
-        _, phase = find_task_phase(g.db, slug, phase_slug)
-    except UploadError as e:
-        return _error(str(e), e.status)
+    phase = next((p for p in task.phases if p.slug == phase_slug), None)
+    if phase is None:
+        return _error(f"task {slug!r} has no phase {phase_slug!r} (phases: {[p.slug for p in task.phases]})", 404)
     user = _current_user()
     if not can_view_board(user, phase):
         abort(404, description=f"the board of phase {phase.slug!r} is hidden until it is revealed")
