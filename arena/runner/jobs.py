@@ -23,17 +23,13 @@ from arena.db import session_scope
 from arena.lifecycle import CaseStatus, EvaluationStatus, SubmissionStatus
 from arena.models import CaseResult, Evaluation, MetricValue, Submission
 from arena.runner.failures import Failure, Fault
+from arena.runner.keys import queue_name, team_lock_key
 from arena.tasks.store import spec_of
 
 log = logging.getLogger("arena.runner")
 
 INTAKE_TIMEOUT_S = 3600
 STAT_COLUMNS = ("cpu_s", "peak_memory_mb", "pids_peak", "gpu_memory_peak_mb", "gpu_utilization_mean")
-
-
-def queue_name(settings: Settings, gpu: bool = False) -> str:
-    """GPU tasks go to their own queue, which only workers started with ``--gpu`` listen to."""
-    return f"{settings.queue_name}-gpu" if gpu else settings.queue_name
 
 
 def get_queue(settings: Settings, gpu: bool = False) -> Queue:
@@ -147,14 +143,14 @@ def intake_submission(submission_id: int) -> None:
             return
         path = sub.upload_path
     try:
-        image_id = _load_from_store(docker_client(), path, submission_tag(submission_id))
+        image_id = _load_from_store(docker_client(), path, submission_tag(settings.instance_id(), submission_id))
     except InvalidImageArchive as e:
         with session_scope(settings.database_url) as s:
             s.get(Submission, submission_id).set_status(SubmissionStatus.FAILED, error=f"invalid image archive: {e}")
         return
     with session_scope(settings.database_url) as s:
         sub = s.get(Submission, submission_id)
-        sub.image_id, sub.image_tag = image_id, submission_tag(submission_id)
+        sub.image_id, sub.image_tag = image_id, submission_tag(settings.instance_id(), submission_id)
         sub.set_status(SubmissionStatus.VALIDATED)
     create_evaluation(settings, submission_id)
 
@@ -162,9 +158,10 @@ def intake_submission(submission_id: int) -> None:
 def image_cache(settings: Settings, client):
     """This host's LRU of submission images (state file per host: ARENA_HOME may be shared)."""
     from arena.runner.image_cache import ImageCache
+    from arena.submissions.loading import submission_repo
 
     return ImageCache(client, settings.home / f"image-cache-{socket.gethostname()}.json",
-                      settings.image_cache_bytes, grace_s=300)
+                      settings.image_cache_bytes, repo=submission_repo(settings.instance_id()), grace_s=300)
 
 
 def _load_from_store(client, upload_path: str, tag: str) -> str:
@@ -181,7 +178,7 @@ def _ensure_image(client, sub: Submission, settings: Settings | None = None) -> 
     from arena.submissions.loading import image_present, submission_tag
 
     if not image_present(client, sub.image_id):
-        _load_from_store(client, sub.upload_path, sub.image_tag or submission_tag(sub.id))
+        _load_from_store(client, sub.upload_path, sub.image_tag or submission_tag(settings.instance_id(), sub.id))
     if settings is not None:
         image_cache(settings, client).touch(sub.image_id)
     return sub.image_id
@@ -491,7 +488,7 @@ def _claim(settings: Settings, evaluation_id: int, worker: str) -> str:
             raise LookupError(f"no evaluation {evaluation_id}")
         team_id = ev.submission.team_id
     limit = settings.team_concurrency
-    lock = (Redis.from_url(settings.redis_url).lock(f"arena:{settings.queue_name}:team-lock:{team_id}",
+    lock = (Redis.from_url(settings.redis_url).lock(team_lock_key(settings, team_id),
                                                     timeout=60, blocking_timeout=60) if limit > 0 else nullcontext())
     with lock:
         with session_scope(settings.database_url) as s:

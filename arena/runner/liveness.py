@@ -28,16 +28,9 @@ from arena.config import Settings
 from arena.db import session_scope
 from arena.lifecycle import EvaluationStatus
 from arena.models import Evaluation, utcnow
+from arena.runner.keys import heartbeat_key, suspects_key
 
 log = logging.getLogger("arena.runner")
-
-
-def heartbeat_key(settings: Settings, evaluation_id: int) -> str:
-    return f"arena:{settings.queue_name}:heartbeat:{evaluation_id}"
-
-
-def _suspects_key(settings: Settings) -> str:
-    return f"arena:{settings.queue_name}:silent-since"
 
 
 def beat(conn: Redis, settings: Settings, evaluation_id: int, worker: str, now: float | None = None) -> None:
@@ -93,7 +86,7 @@ def find_silent(settings: Settings, now: float | None = None, conn: Redis | None
     now = time.time() if now is None else now
     conn = conn or Redis.from_url(settings.redis_url)
     limit = settings.stale_after_s
-    key = _suspects_key(settings)
+    key = suspects_key(settings)
     silent: list[int] = []
     with session_scope(settings.database_url) as s:
         rows = s.execute(select(Evaluation.id, Evaluation.started_at).where(
@@ -126,7 +119,7 @@ def sweep(settings: Settings, requeue: Callable[[int, str], bool], now: float | 
         reason = f"no heartbeat for {settings.stale_after_s:g} s"
         if requeue(ev_id, reason):
             done.append(ev_id)
-        conn.hdel(_suspects_key(settings), ev_id)
+        conn.hdel(suspects_key(settings), ev_id)
     if done:
         log(f"re-queued silent evaluations {done} (no heartbeat for {settings.stale_after_s:g} s)")
     return done

@@ -55,7 +55,8 @@ def run_worker(settings: Settings, burst: bool = False, gpu: str | None = None,
                say: Callable[[str], None] = print) -> None:
     """Recover, then take intake and evaluation jobs until stopped (or, with ``burst``, the queues are empty)."""
     from arena.runner.gpu import detect_gpus
-    from arena.runner.jobs import live_local_worker, queue_name, recover_dead_workers, requeue_lost_jobs
+    from arena.runner.jobs import live_local_worker, recover_dead_workers, requeue_lost_jobs
+    from arena.runner.keys import queue_name
     from arena.runner.sandbox import reap_leftovers
     from arena.services import ensure_docker
 
