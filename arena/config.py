@@ -36,6 +36,7 @@ ARENA_CONFIG / ARENA_USER are the command line's, see `arena login`). docs/setti
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,24 @@ class Settings:
     @property
     def results_dir(self) -> Path:
         return self.home / "results"
+
+    def instance_id(self) -> str:
+        """This Arena instance's id (8 hex digits, kept in ARENA_HOME/.instance_id, created on first use):
+        its images on a shared Docker engine are tagged ``arena/<id>/submission:<n>``, so two instances on
+        one engine never overwrite or evict each other's tags. Every process of the instance (web, workers
+        on hosts sharing ARENA_HOME) reads the same file."""
+        path = self.home / ".instance_id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            self.home.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:  # another process made it just now
+                return path.read_text().strip()
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(4))
+            return path.read_text().strip()
 
     def ensure_dirs(self) -> None:
         for d in (self.home, self.uploads_dir, self.cases_dir, self.work_dir, self.results_dir):

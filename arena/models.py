@@ -248,7 +248,7 @@ class Submission(Base):
     upload_sha256: Mapped[str | None] = mapped_column(String(64))
     upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
     image_id: Mapped[str | None] = mapped_column(String(80))  # sha256:... of the image config
-    image_tag: Mapped[str | None] = mapped_column(String(200))  # arena/submission:<id>
+    image_tag: Mapped[str | None] = mapped_column(String(200))  # arena/<instance>/submission:<id>
     image_user: Mapped[str | None] = mapped_column(String(100))  # the image's configured USER ("" = root)
     image_bytes: Mapped[int | None] = mapped_column(BigInteger)  # uncompressed size of the image archive
     # the model tarball extracted read-only at /opt/ml/model (grand-challenge's separate model upload)

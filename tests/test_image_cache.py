@@ -134,7 +134,7 @@ def test_tags_several_ours_vs_foreign(docker_engine, test_images, tmp_path):
 
 
 def _touch_many(state_path: str, worker: int, n: int) -> None:
-    cache = ImageCache(None, state_path, budget_bytes=0)
+    cache = ImageCache(None, state_path, budget_bytes=0, repo="arena-test/touch")
     for i in range(n):
         cache.touch(f"sha256:{worker:032x}{i:032x}")
 
@@ -151,3 +151,18 @@ def test_touch_is_safe_across_processes(tmp_path):
     used = json.loads(state.read_text())["last_used"]
     assert len(used) == 150  # no lost update
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_two_instances_tag_their_images_apart(tmp_path):
+    """Two Arena instances on one engine (two ARENA_HOMEs) tag submission n differently, and each one's
+    cache only ever considers its own repository; one instance's processes agree on its id."""
+    from arena.config import load_settings
+    from arena.submissions.loading import submission_repo, submission_tag
+
+    a = load_settings({"ARENA_HOME": str(tmp_path / "a")})
+    b = load_settings({"ARENA_HOME": str(tmp_path / "b")})
+    assert a.instance_id() == load_settings({"ARENA_HOME": str(tmp_path / "a")}).instance_id()
+    assert submission_tag(a.instance_id(), 1) != submission_tag(b.instance_id(), 1)
+    assert submission_tag(a.instance_id(), 1).startswith(submission_repo(a.instance_id()) + ":")
+    assert ImageCache(None, tmp_path / "c.json", 0, repo=submission_repo(a.instance_id())).repo != \
+        ImageCache(None, tmp_path / "d.json", 0, repo=submission_repo(b.instance_id())).repo

@@ -37,7 +37,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ImageCache:
-    def __init__(self, client, state_path: Path, budget_bytes: int, repo: str = "arena/submission", *,
+    def __init__(self, client, state_path: Path, budget_bytes: int, repo: str, *,
                  grace_s: float = 0.0):
         """grace_s: images touched less than this many seconds ago are not evicted either (another
         worker process on this host may be about to create a container from one)."""

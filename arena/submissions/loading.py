@@ -9,11 +9,14 @@ import docker.errors
 
 from arena.submissions.archive import ImageArchiveInfo, InvalidImageArchive, sanitized_tar_chunks
 
-SUBMISSION_REPO = "arena/submission"
+def submission_repo(instance_id: str) -> str:
+    """The repository an instance tags its submission images under (see Settings.instance_id)."""
+    return f"arena/{instance_id}/submission"
 
 
-def submission_tag(submission_id: int) -> str:
-    return f"{SUBMISSION_REPO}:{submission_id}"
+def submission_tag(instance_id: str, submission_id: int) -> str:
+    """``arena/<instance>/submission:<n>``: the tag of submission ``n``'s image on the engine."""
+    return f"{submission_repo(instance_id)}:{submission_id}"
 
 
 def image_present(client, image_id: str) -> bool:
