@@ -1,6 +1,6 @@
 """Accounts: sign up, sign in/out, password change, the team (create, join with an invite code, leave),
 API tokens. Sign-out ends the user's sessions on the server (every browser); sign-in and sign-up are
-rate-limited (see :func:`arena.auth.signin_limits`)."""
+rate-limited (see :func:`arena.web.auth.signin_limits`)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,30 @@ from flask_login.config import COOKIE_NAME
 from sqlalchemy import select
 
 from arena import audit
-from arena.auth import (SIGNIN_WINDOW_S, SIGNUP_WINDOW_S, client_address, me, rate_give_back, rate_take,
-                        rate_take_all, signin_limits)
 from arena.models import RateCounter, Submission, User
-from arena.users import (change_password, check_password, create_team, create_token, end_sessions, join_team,
-                         leave_team, new_invite_code, revoke_token, set_password, validate_username)
+from arena.users import (
+    change_password,
+    check_password,
+    create_team,
+    create_token,
+    end_sessions,
+    join_team,
+    leave_team,
+    new_invite_code,
+    revoke_token,
+    set_password,
+    validate_username,
+)
+from arena.web.auth import (
+    SIGNIN_WINDOW_S,
+    SIGNUP_WINDOW_S,
+    client_address,
+    me,
+    rate_give_back,
+    rate_take,
+    rate_take_all,
+    signin_limits,
+)
 
 account = Blueprint("account", __name__)
 

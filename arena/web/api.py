@@ -19,13 +19,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from arena import audit
-from arena.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, visible_submission_view
 from arena.lifecycle import EvaluationStatus
 from arena.models import Evaluation, Submission, Task, User
 from arena.submissions.intake import UploadError, quota, store_model_archive
 from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
+from arena.web.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, visible_submission_view
 from arena.web.boards import frozen_board, leaderboard, result_version
 from arena.web.uploads import TOKEN_NAME_MAX, accept_upload, text_problem
 from arena.web.views import listed_status

@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                                  "--data-binary @image.tar.gz (not -F/--form)"), 415
         return None
 
-    from arena.auth import init_auth
+    from arena.web.auth import init_auth
 
     init_auth(app)
 
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.context_processor
     def _globals() -> dict:
-        from arena.auth import me, user_tasks_organized
+        from arena.web.auth import me, user_tasks_organized
 
         user = me()
         organizes = bool(user is not None and (user.is_admin or user_tasks_organized(user)))
@@ -120,9 +120,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from arena.web.account import account
     from arena.web.api import api
+    from arena.web.auth import csrf
     from arena.web.manage import manage
     from arena.web.pages import pages
-    from arena.auth import csrf
 
     csrf.exempt(api)
     app.register_blueprint(api, url_prefix="/api/v1")

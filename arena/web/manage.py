@@ -14,14 +14,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from arena import audit
-from arena.auth import admin_required, me, organizer_tasks, require_organizer
 from arena.lifecycle import EvaluationStatus
 from arena.models import PHASE_VISIBILITY, AuditEvent, Evaluation, Submission, Task, User, utcnow
 from arena.tasks.spec import TaskSpecError, load_spec
 from arena.tasks.store import spec_of, upsert_task
-from arena.web.boards import snapshot_board
 from arena.users import ONE_TIME_PASSWORD_DAYS, set_disabled, set_one_time_password
 from arena.web import export
+from arena.web.auth import admin_required, me, organizer_tasks, require_organizer
+from arena.web.boards import snapshot_board
 
 manage = Blueprint("manage", __name__)
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, send_file, \
-    url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from arena.auth import can_view_board, can_view_submission, me, visible_submission_view
 from arena.csv_cells import frame_csv
 from arena.models import Submission, Task
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
+from arena.web.auth import can_view_board, can_view_submission, me, visible_submission_view
 from arena.web.boards import frozen_board, leaderboard, result_version
 from arena.web.uploads import accept_upload
 from arena.web.views import listed_status

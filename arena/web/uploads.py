@@ -10,11 +10,19 @@ from typing import Callable
 
 from flask import current_app, g, jsonify, request, url_for
 
-from arena.auth import upload_rate_limited, visible_submission_view
 from arena.config import Settings
 from arena.models import User
-from arena.submissions.intake import UploadError, create_submission, find_model_archive, find_task_phase, \
-    refresh_slot, release_slot, reserve_slot, store_upload
+from arena.submissions.intake import (
+    UploadError,
+    create_submission,
+    find_model_archive,
+    find_task_phase,
+    refresh_slot,
+    release_slot,
+    reserve_slot,
+    store_upload,
+)
+from arena.web.auth import upload_rate_limited, visible_submission_view
 
 # Free text a user sends (labels, file names, token names): no control characters (PostgreSQL cannot store
 # NUL; the others only garble pages and logs). The OpenAPI document states the same pattern.
