@@ -24,12 +24,12 @@ from arena.lifecycle import CaseStatus, EvaluationStatus, SubmissionStatus
 from arena.models import CaseResult, Evaluation, MetricValue, Submission
 from arena.runner.failures import Failure, Fault
 from arena.runner.keys import queue_name, team_lock_key
+from arena.runner.monitor import STAT_COLUMNS
 from arena.tasks.store import spec_of
 
 log = logging.getLogger("arena.runner")
 
 INTAKE_TIMEOUT_S = 3600
-STAT_COLUMNS = ("cpu_s", "peak_memory_mb", "pids_peak", "gpu_memory_peak_mb", "gpu_utilization_mean")
 
 
 def get_queue(settings: Settings, gpu: bool = False) -> Queue:

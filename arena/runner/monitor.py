@@ -43,7 +43,7 @@ from pathlib import Path
 log = logging.getLogger("arena.runner")
 
 MB = 2**20
-_STATS_COLUMNS = ("cpu_s", "peak_memory_mb", "pids_peak", "gpu_memory_peak_mb", "gpu_utilization_mean")
+STAT_COLUMNS = ("cpu_s", "peak_memory_mb", "pids_peak", "gpu_memory_peak_mb", "gpu_utilization_mean")
 
 
 @dataclass
@@ -57,7 +57,7 @@ class RunStats:
     samples: int
 
     def columns(self) -> dict[str, float | int | None]:
-        return {k: getattr(self, k) for k in _STATS_COLUMNS}
+        return {k: getattr(self, k) for k in STAT_COLUMNS}
 
 
 # ---------------------------------------------------------------------------------------------
