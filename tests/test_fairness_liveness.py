@@ -231,10 +231,12 @@ def test_silent_worker_is_swept_and_cannot_write_later(settings, db, redis_url, 
     try:
         wait_for_case_container(docker_engine, ev_id)
         _signal_session(frozen.pid, signal.SIGSTOP)  # the worker, its horse, its heartbeat thread: all frozen
-        rescuer = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.PIPE,
+        # its log goes to a file: a pipe nobody reads fills up (64 KB) and blocks the worker mid-run
+        rescuer_log = open(tmp_path / "rescuer.log", "w")
+        rescuer = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=rescuer_log,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
         ev = wait_finished(db, ev_id)
-        assert ev.status == EvaluationStatus.SUCCEEDED, ev.error
+        assert ev.status == EvaluationStatus.SUCCEEDED, (ev.error, (tmp_path / "rescuer.log").read_text()[-3000:])
         assert "re-queued: no heartbeat for 10 s" in ev.error
         _signal_session(frozen.pid, signal.SIGCONT)  # the old horse wakes, finishes its container, tries to record
         time.sleep(8)

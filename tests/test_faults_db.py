@@ -53,7 +53,8 @@ def test_database_restart_mid_evaluation(settings, redis_url, docker_engine, bas
     ev_id = create_evaluation(load_settings(), sub_id)
     env = {**os.environ, **arena_env, "ARENA_DATABASE_URL": private_pg.url, "ARENA_REDIS_URL": redis_url,
            "ARENA_HEARTBEAT_S": "1", "ARENA_STALE_AFTER_S": "20"}
-    worker = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.PIPE,
+    log = open(tmp_path / "worker.log", "w")  # a file, not a pipe: an unread pipe fills and blocks the worker
+    worker = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=log,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_case_container(docker_engine, ev_id)
@@ -71,10 +72,12 @@ def test_database_restart_mid_evaluation(settings, redis_url, docker_engine, bas
     finally:
         subprocess.run(["pkill", "-TERM", "-s", str(worker.pid)], check=False)
         try:
-            out, _ = worker.communicate(timeout=30)
+            worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             subprocess.run(["pkill", "-KILL", "-s", str(worker.pid)], check=False)
-            out, _ = worker.communicate()
+            worker.wait()
+        log.close()
+    out = (tmp_path / "worker.log").read_text()
     assert "database unavailable" in out  # it did wait the outage out, it did not just miss it
 
 
