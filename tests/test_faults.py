@@ -33,7 +33,8 @@ def test_worker_killed_mid_case(settings, db, redis_url, docker_engine, base_ima
 
     worker = subprocess.Popen([sys.executable, "-m", "arena.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
-    label = f"arena.evaluation={ev_id}"
+    # this test's containers only: evaluation ids repeat across test databases sharing one engine
+    label = [f"arena.evaluation={ev_id}", f"arena.queue={arena_env['ARENA_QUEUE']}"]
     wait_for_case_container(docker_engine, ev_id, timeout_s=60)
     # the worker and its work-horse (RQ gives the horse its own process group: kill the whole session)
     subprocess.run(["pkill", "-KILL", "-s", str(worker.pid)], check=False)
