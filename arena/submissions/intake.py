@@ -245,15 +245,15 @@ def store_model_archive(session: Session, settings: Settings, team: Team, stream
         upload.path.unlink(missing_ok=True)
         raise UploadError(f"invalid model archive: {e}") from None
     known = session.scalar(select(ModelArchive).where(ModelArchive.team_id == team.id,
-                                                      ModelArchive.sha256 == info.sha256))
+                                                      ModelArchive.sha256 == upload.sha256))
     if known is not None:
         upload.path.unlink(missing_ok=True)
         return known
     dest = settings.uploads_dir / "models" / str(team.id)
     dest.mkdir(parents=True, exist_ok=True)
-    final = dest / f"{info.sha256}.{'tar' if info.compression == 'none' else 'tar.' + info.compression}"
+    final = dest / f"{upload.sha256}.{'tar' if info.compression == 'none' else 'tar.' + info.compression}"
     os.replace(upload.path, final)
-    archive = ModelArchive(team=team, sha256=info.sha256, path=str(final), bytes=info.bytes,
+    archive = ModelArchive(team=team, sha256=upload.sha256, path=str(final), bytes=info.bytes,
                            unpacked_bytes=info.unpacked_bytes, files=info.files)
     session.add(archive)
     session.flush()

@@ -11,7 +11,6 @@ besides (:func:`extract_model_archive`), world-readable and without special bits
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import stat
@@ -37,7 +36,6 @@ class ModelLimits:
 
 @dataclass(frozen=True)
 class ModelArchiveInfo:
-    sha256: str  # of the archive file as uploaded (hex)
     bytes: int  # the archive's size
     unpacked_bytes: int
     files: int
@@ -55,7 +53,8 @@ def _member_name(name: str) -> str:
 
 
 def inspect_model_archive(path: str | os.PathLike, limits: ModelLimits = ModelLimits()) -> ModelArchiveInfo:
-    """Read the archive once, as a stream, and check every member; returns its sha256 and sizes.
+    """Read the archive once, as a stream, and check every member; returns its sizes (the upload path
+    hashed the file already: :func:`arena.submissions.intake.store_upload`).
 
     Raises InvalidModelArchive: not a tar (or compressed tar), an empty archive, a link, device, FIFO or
     socket member, an absolute or ``..`` path, more than ``limits.max_members`` members, more than
@@ -98,15 +97,7 @@ def inspect_model_archive(path: str | os.PathLike, limits: ModelLimits = ModelLi
             raise InvalidModelArchive(f"a broken {compression} stream ({e})") from None
     if files == 0:
         raise InvalidModelArchive("the archive holds no files")
-    return ModelArchiveInfo(_file_sha256(path), size, unpacked, files, compression)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return ModelArchiveInfo(size, unpacked, files, compression)
 
 
 def extract_model_archive(path: str | os.PathLike, dest: Path) -> int:
