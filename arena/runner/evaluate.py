@@ -196,8 +196,7 @@ def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], w
         if (results_dir / case_id).is_dir():
             shutil.rmtree(results_dir / key, ignore_errors=True)
             (results_dir / case_id).rename(results_dir / key)
-    run.skipped = [keys[s.split("/", 1)[0]] + s[len(s.split("/", 1)[0]):] if s.split("/", 1)[0] in keys else s
-                   for s in run.skipped]
+    run.skipped = [_with_key(s, keys) for s in run.skipped]
     n = max(1, len(cases))
     share = {k: (v / n if k == "cpu_s" and v is not None else v)
              for k, v in run.stats.items()}
@@ -213,6 +212,12 @@ def evaluate_batch(client, spec: TaskSpec, image: str, cases: list[CaseInput], w
         outcome.scores = score_case(spec, prediction, reference)
         outcomes.append(outcome)
     return outcomes
+
+
+def _with_key(entry: str, keys: dict[str, str]) -> str:
+    """``<case-id>/rest (why)`` with the random case id replaced by its case key (other entries unchanged)."""
+    case_id, sep, rest = entry.partition("/")
+    return f"{keys[case_id]}{sep}{rest}" if case_id in keys else entry
 
 
 def skipped_case(spec: TaskSpec, reference_path: Path, failure: Failure, reason: str) -> CaseOutcome:

@@ -28,6 +28,9 @@ from arena.runner.untrusted_reader import HeaderError, check_header
 
 JAIL_TIMEOUT_S = 300.0  # reading one output image; a reader still busy then is killed
 NOBODY = 65534
+# the jailed reader's whole environment: one ITK thread, small malloc arenas, nothing of the worker's
+_JAIL_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+             "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
 
 
 class ReaderUnavailable(RuntimeError):
@@ -79,17 +82,21 @@ def _jail_base() -> tuple[str, ...]:
     return tuple(args)
 
 
+def _python_as_nobody() -> list[str]:
+    """The jailed program's start: as root, setpriv to nobody without capabilities first; then Python,
+    isolated from the environment and the user's site folder."""
+    drop = [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"] if os.geteuid() == 0 else []
+    return [*drop, os.path.realpath(sys.executable), "-I"]
+
+
 def _jail_command(file: Path, out_dir: Path, request: dict) -> list[str]:
     inside = f"/in/{file.name}"
     req = {**request, "path": inside, "out": "/out"}
-    cmd = [*_jail_base(), "--perms", "0755", "--dir", "/in", "--perms", "0755", "--dir", "/reader",
-           "--ro-bind", str(file), inside, "--bind", str(out_dir), "/out",
-           "--ro-bind", untrusted_reader.__file__, "/reader/untrusted_reader.py", "--"]
-    if os.geteuid() == 0:
-        cmd += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-    cmd += [os.path.realpath(sys.executable), "-I", "/reader/untrusted_reader.py", json.dumps(req)]
-    return cmd
+    return [*_jail_base(), "--perms", "0755", "--dir", "/in", "--perms", "0755", "--dir", "/reader",
+            "--ro-bind", str(file), inside, "--bind", str(out_dir), "/out",
+            "--ro-bind", untrusted_reader.__file__, "/reader/untrusted_reader.py", "--",
+            *_python_as_nobody(), "/reader/untrusted_reader.py", json.dumps(req)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,11 +106,7 @@ def jail_problem() -> str | None:
         base = _jail_base()
     except ReaderUnavailable as e:
         return str(e)
-    probe = [*base, "--"]
-    if os.geteuid() == 0:
-        probe += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                  "--clear-groups", "--inh-caps=-all", "--no-new-privs"]
-    probe += [os.path.realpath(sys.executable), "-I", "-c", "import numpy, SimpleITK, tifffile, PIL"]
+    probe = [*base, "--", *_python_as_nobody(), "-c", "import numpy, SimpleITK, tifffile, PIL"]
     try:
         r = subprocess.run(probe, capture_output=True, text=True, timeout=60, env=_JAIL_ENV)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -111,10 +114,6 @@ def jail_problem() -> str | None:
     if r.returncode != 0:
         return f"the output-reading jail (bubblewrap) failed: {(r.stderr.strip().splitlines() or ['?'])[-1][:300]}"
     return None
-
-
-_JAIL_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
-             "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
 
 
 def read_in_jail(file: Path, request: dict, max_array_bytes: int) -> tuple[dict, np.ndarray | None]:

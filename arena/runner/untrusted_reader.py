@@ -198,7 +198,7 @@ def _volume(path: Path, req: dict, out: Path) -> dict:
 def _mask(path: Path, req: dict, out: Path) -> dict:
     """Read a 2-D tile mask (TIFF, PNG or .mha): its size and channels, then its pixels if the size fits."""
     width, height = int(req["width"]), int(req["height"])
-    check_header(path, req.get("formats"))
+    io = check_header(path, req.get("formats"))
     ext = extension(path.name)
     try:
         if ext in (".tif", ".tiff"):
@@ -221,7 +221,7 @@ def _mask(path: Path, req: dict, out: Path) -> dict:
             import SimpleITK as sitk
 
             reader = sitk.ImageFileReader()
-            reader.SetImageIO("MetaImageIO")
+            reader.SetImageIO(io)
             reader.SetFileName(str(path))
             reader.ReadImageInformation()
             size = reader.GetSize()
