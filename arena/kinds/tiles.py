@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from arena.kinds.base import DemoCase, Scores, TaskKind
-from arena.metrics.directions import SET_METRICS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -261,5 +260,5 @@ class TileSegmentation(TaskKind):
                         {"synthetic": True, **{k: v for k, v in meta.items() if k != "case_id"}}, bool(stratum))
 
 
-__all__ = ["DETECTION_METRICS", "SET_METRICS", "TileDetection", "TilePrediction", "TileReference",
+__all__ = ["DETECTION_METRICS", "TileDetection", "TilePrediction", "TileReference",
            "TileSegmentation"]

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from arena.tasks.spec import TaskSpec
 
 SCORE_COLUMNS = ["entry", "case", "label", "metric", "value"]
-HIGHER_IS_BETTER_METRICS = OVERLAP_METRICS  # per-case metrics whose worst value is 0
 
 Statistic = Literal["mean", "median"]
 
@@ -578,7 +577,7 @@ def worst_values(spec: TaskSpec, *, diagonal_mm: float | Mapping[Any, float] | N
     for m in (mm.name for mm in spec.metrics):
         if m in stated:
             out[m] = float(stated[m])
-        elif m in HIGHER_IS_BETTER_METRICS:
+        elif m in OVERLAP_METRICS:
             out[m] = 0.0
         elif m in DISTANCE_METRICS and isinstance(spec.empty_policy.one_empty_distance, (int, float)):
             out[m] = float(spec.empty_policy.one_empty_distance)

@@ -229,8 +229,6 @@ MAX_REQUEUES = 2
 def _clean_work_dir(path: Path) -> None:
     """Remove the run folders a dead worker's markers below ``path`` point to (unmounting their /output
     tmpfs), then ``path`` itself."""
-    import shutil
-
     from arena.runner.contract import clean_run_marker
 
     if path.is_dir() and not path.is_symlink():
@@ -238,8 +236,7 @@ def _clean_work_dir(path: Path) -> None:
             for name in dirs + files:
                 if os.path.islink(os.path.join(root, name)):
                     clean_run_marker(Path(root) / name)
-    clean_run_marker(path)
-    shutil.rmtree(path, ignore_errors=True)
+    clean_run_marker(path)  # a plain folder: unmounts what is below it and removes it
 
 
 def requeue_evaluation(settings: Settings, evaluation_id: int, reason: str, only_worker: str | None = None,

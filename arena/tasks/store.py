@@ -156,6 +156,7 @@ def load_demo_cases(session: Session, settings: Settings, task: Task, n: int, si
     open_phases = [by_slug[p.slug] for p in spec.phases if p.cases is None]
     root = settings.cases_dir / task.slug
     seen: dict[object, int] = {}
+    add = add_case if kind.volumetric else add_tile_case  # volumes are converted, tiles kept as they are
     cases = []
     for i, stratum in enumerate(kind.demo_strata(spec, n)):
         key = f"demo-{i:03d}"
@@ -166,7 +167,6 @@ def load_demo_cases(session: Session, settings: Settings, task: Task, n: int, si
         k = seen.get(stratum, 0)
         phases = listed or ([open_phases[k % len(open_phases)]] if open_phases else [])
         seen[stratum] = k + 1
-        add = add_case if kind.volumetric else add_tile_case
         cases.append(add(session, settings, task, key, demo.image, demo.reference, phases, meta=demo.meta))
     if progress:
         progress(n, n, "")
