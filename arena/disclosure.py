@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from arena.lifecycle import CaseStatus
-from arena.runner.failures import Failure
+from arena.runner.failures import Failure, Fault
 
 SUCCEEDED = "succeeded"
 PARTICIPANT_FAULT = "failed: participant fault"
@@ -54,11 +54,12 @@ def outcome_counts(cases: Iterable[tuple[CaseStatus | str, str | None]]) -> dict
     return {k: n for k, n in counts.items() if n}
 
 
-def failed_outcome(counts: dict[str, int]) -> str:
-    """The outcome of a failed evaluation given its cases' outcomes: the platform's fault when any case
-    was, or when no case explains the failure (a worker died, the job broke); else a time-out, else the
-    participant's fault."""
-    if counts.get(PLATFORM_FAULT):
+def failed_outcome(counts: dict[str, int], fault: str | None = None) -> str:
+    """The outcome of a failed evaluation: the platform's fault when the runner recorded it so
+    (``Evaluation.fault``, :class:`arena.runner.failures.Fault`); else from its cases' outcomes — the
+    platform's when any case was, or when no case explains the failure (a worker died, the job broke),
+    else a time-out, else the participant's fault."""
+    if fault == Fault.PLATFORM.value or counts.get(PLATFORM_FAULT):
         return PLATFORM_FAULT
     if counts.get(TIMED_OUT):
         return TIMED_OUT

@@ -79,7 +79,7 @@ def hidden_evaluation_view(ev: Evaluation) -> dict[str, Any]:
         else None
     return {
         "id": ev.id, "status": ev.status.value,
-        "outcome": failed_outcome(counts) if ev.status == EvaluationStatus.FAILED else ev.status.value,
+        "outcome": failed_outcome(counts, ev.fault) if ev.status == EvaluationStatus.FAILED else ev.status.value,
         "error": None, "cases_done": ev.cases_done if finished else 0, "cases_total": ev.cases_total,
         "created_at": ev.created_at.isoformat() + "Z", "started_at": None, "finished_at": None,
         "duration_s": coarse(duration), "diagnosis": [{"outcome": k, "cases": n} for k, n in counts.items()],
