@@ -48,8 +48,10 @@ def read_image(path: str | Path) -> sitk.Image:
             raise CaseFormatError(f"{path}: a folder but no DICOM series in it")
         if len(ids) > 1:
             raise CaseFormatError(f"{path}: {len(ids)} DICOM series in one folder, expected one ({list(ids)[:3]} ...)")
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0])
+        check_slice_spacing(path, files)
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
+        reader.SetFileNames(files)
         img = reader.Execute()
     else:
         if not path.is_file():
@@ -65,6 +67,45 @@ def read_image(path: str | Path) -> sitk.Image:
         raise CaseFormatError(f"{path}: expected a 3-D scalar image, got dimension {img.GetDimension()} with "
                               f"{img.GetNumberOfComponentsPerPixel()} components")
     return img
+
+
+def check_slice_spacing(folder: str | Path, files: list[str] | tuple[str, ...], rel_tol: float = 0.01) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced (a missing or duplicated slice).
+
+    Slice positions are read from each file's header (ImagePositionPatient projected on the slice normal
+    from ImageOrientationPatient, in mm). Every gap must equal the median gap within ``rel_tol`` (relative)
+    plus 1 µm; otherwise :class:`CaseFormatError` names the folder, the two files around the gap and both
+    spacings. Series of fewer than three slices, or without position tags, are not checked.
+    """
+    if len(files) < 3:
+        return
+    r = sitk.ImageFileReader()
+    pos, normal = [], None
+    for f in files:
+        r.SetFileName(str(f))
+        try:
+            r.ReadImageInformation()
+        except RuntimeError as e:
+            raise CaseFormatError(f"{f}: DICOM file cannot be read ({str(e).strip().splitlines()[-1]})") from None
+        if not r.HasMetaDataKey("0020|0032"):
+            return
+        if normal is None and r.HasMetaDataKey("0020|0037"):
+            o = [float(v) for v in r.GetMetaData("0020|0037").split("\\")]
+            normal = np.cross(o[:3], o[3:6])
+        pos.append([float(v) for v in r.GetMetaData("0020|0032").split("\\")])
+    normal = np.array([0.0, 0.0, 1.0]) if normal is None else normal
+    order = np.argsort([float(np.dot(p, normal)) for p in pos])
+    z = np.array([float(np.dot(pos[i], normal)) for i in order])
+    gaps = np.diff(z)
+    med = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - med) > rel_tol * abs(med) + 1e-3)
+    if med <= 0 or len(bad):
+        i = int(bad[0]) if len(bad) else 0
+        a, b = Path(files[order[i]]).name, Path(files[order[i + 1]]).name
+        raise CaseFormatError(
+            f"{folder}: DICOM series with uneven slice spacing (a missing or duplicated slice?): "
+            f"{gaps[i]:.3g} mm between {a} and {b} (z {z[i]:.2f} → {z[i + 1]:.2f} mm) where the series' "
+            f"spacing is {med:.3g} mm; {len(bad)} uneven gap(s) in {len(files)} files")
 
 
 def read_geometry(path: str | Path) -> dict[str, list]:
@@ -93,6 +134,49 @@ def same_grid(a: dict[str, list], b: dict[str, list], tol: float = 1e-4) -> bool
     return (all(abs(x - y) <= tol * max(1.0, abs(x)) for x, y in zip(a["spacing"], b["spacing"]))
             and all(abs(x - y) <= tol * sp for x, y in zip(a["origin"], b["origin"]))
             and all(abs(x - y) <= tol for x, y in zip(a["direction"], b["direction"])))
+
+
+def _corners(g: dict[str, list]) -> np.ndarray:
+    """Physical positions (mm) of the eight corner voxel centres of a grid, sorted for comparison."""
+    d = np.array(g["direction"], float).reshape(3, 3)
+    pts = []
+    for cx in (0, g["size"][0] - 1):
+        for cy in (0, g["size"][1] - 1):
+            for cz in (0, g["size"][2] - 1):
+                pts.append(np.array(g["origin"], float) + d @ (np.array(g["spacing"], float) * (cx, cy, cz)))
+    return np.array(sorted(map(tuple, np.round(pts, 6))))
+
+
+def same_lattice(a: dict[str, list], b: dict[str, list], tol: float = 0.01) -> bool:
+    """The same voxel centres in space, possibly stored in another axis order or sign (a NIfTI written
+    y-flipped next to its DICOM series): each grid axis has a matching axis in the other one (equal step
+    vector up to sign, in mm, and equal number of voxels), and the corner voxel centres coincide within
+    ``tol`` voxels. Putting one on the other is then an exact permutation of the voxels."""
+    if same_grid(a, b, tol=1e-4):
+        return True
+    da, db = (np.array(g["direction"], float).reshape(3, 3) for g in (a, b))
+    steps_b = [(db[:, j] * b["spacing"][j], b["size"][j]) for j in range(3)]
+    sp = min(min(a["spacing"]), min(b["spacing"]))
+    used: set[int] = set()
+    for i in range(3):
+        step = da[:, i] * a["spacing"][i]
+        match = next((j for j, (s, n) in enumerate(steps_b) if j not in used and n == a["size"][i]
+                      and (np.allclose(step, s, atol=tol * sp) or np.allclose(step, -s, atol=tol * sp))), None)
+        if match is None:
+            return False
+        used.add(match)
+    return bool(np.allclose(_corners(a), _corners(b), atol=tol * sp))
+
+
+def describe_grid(g: dict[str, list]) -> str:
+    """``size 128×128×128 voxels, spacing 3.9×3.9×2.5 mm, origin (0, 0, 0) mm, extent 500×500×320 mm``."""
+    ext = [n * s for n, s in zip(g["size"], g["spacing"])]
+    return (f"size {'×'.join(str(n) for n in g['size'])} voxels, spacing {'×'.join(f'{s:.4g}' for s in g['spacing'])}"
+            f" mm, origin ({', '.join(f'{o:.4g}' for o in g['origin'])}) mm, extent "
+            f"{'×'.join(f'{e:.4g}' for e in ext)} mm"
+            + ("" if np.allclose(np.abs(np.array(g["direction"], float)), np.eye(3).ravel())
+               and np.allclose(g["direction"], np.eye(3).ravel()) else
+               f", direction ({', '.join(f'{d:.3g}' for d in g['direction'])})"))
 
 
 def _centre_offset_voxels(src: sitk.Image, dst: sitk.Image) -> float:

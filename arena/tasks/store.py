@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from arena.config import Settings, load_settings
 from arena.kinds import kind_for
 from arena.models import Case, Phase, Task
+from arena.tasks.case_check import CaseReport, check_case
 from arena.tasks.spec import TaskSpec, load_spec
 
 
@@ -53,7 +54,8 @@ def upsert_task(session: Session, task_dir: Path) -> Task:
 
 
 def add_case(session: Session, settings: Settings, task: Task, key: str, image: Path, reference: Path,
-             phases: Iterable[Phase], meta: dict | None = None, label_map: dict[int, int] | None = None) -> Case:
+             phases: Iterable[Phase], meta: dict | None = None, label_map: dict[int, int] | None = None,
+             resample_reference: bool = False, checked: CaseReport | None = None) -> Case:
     """Store a case's image and reference in the case store and register it in ``phases``.
 
     ``image`` / ``reference``: .mha/.mhd, .nii/.nii.gz, .nrrd/.nhdr files or DICOM series folders. What
@@ -62,6 +64,12 @@ def add_case(session: Session, settings: Settings, task: Task, key: str, image: 
     grid by physical coordinates (:mod:`arena.tasks.convert`), optionally relabelled with ``label_map``
     (source id → task id). Files already in the target format on the same grid are copied as they are.
     The image geometry (size, spacing, origin, direction) is recorded in ``case.meta["geometry"]``.
+
+    Volumes are checked first (:func:`arena.tasks.case_check.check_case`, skipped when ``checked`` holds
+    its report): label values outside the task's map, a reference on another grid (refused unless
+    ``resample_reference``), a DICOM series with a missing slice, a missing label map each raise
+    :class:`~arena.tasks.case_check.CaseCheckError` before anything is written. The labels present go to
+    ``case.meta["labels_present"]``.
     """
     from arena.tasks import convert
 
@@ -69,9 +77,14 @@ def add_case(session: Session, settings: Settings, task: Task, key: str, image: 
     fmt = next((f for f in spec.inputs[0].formats if f in convert.OUTPUT_FORMATS), "mha")
     ext = convert.OUTPUT_FORMATS[fmt]
     dest = settings.cases_dir / task.slug / key
-    dest.mkdir(parents=True, exist_ok=True)
     image, reference = Path(image), Path(reference)
-    volumetric = all(p.is_dir() or convert.suffix(p) in convert.FILE_SUFFIXES for p in (image, reference))
+    volumetric = (all(p.is_dir() or convert.suffix(p) in convert.FILE_SUFFIXES for p in (image,))
+                  and (reference.is_dir() or not reference.exists() or convert.suffix(reference) in convert.FILE_SUFFIXES))
+    report = None
+    if volumetric:
+        report = checked or check_case(key, image, reference, spec.labels, label_map=label_map,
+                                       resample_reference=resample_reference)
+    dest.mkdir(parents=True, exist_ok=True)
     if not volumetric:  # slides, tiles, JSON references: stored as they are, under their own extensions
         if label_map is not None:
             raise ValueError(f"case {key}: label_map needs volumetric images, got {image.name} / {reference.name}")
@@ -105,6 +118,8 @@ def add_case(session: Session, settings: Settings, task: Task, key: str, image: 
         session.add(case)
     case.image_path, case.reference_path = str(img_dst), str(ref_dst)
     case.meta = {**(meta or {}), **extra}
+    if report is not None:
+        case.meta["labels_present"] = report.labels_present
     for phase in phases:
         if case not in phase.cases:
             phase.cases.append(case)
@@ -193,6 +208,7 @@ class CaseSource:
     phase: str
     meta: dict = field(default_factory=dict)
     label_map: dict[int, int] | None = None
+    resample_reference: bool = False  # explicit opt-in: a reference on another grid is resampled, not refused
 
 
 def task_loader(task_dir: Path, spec: TaskSpec):
@@ -243,7 +259,8 @@ def load_real_cases(session: Session, settings: Settings, task: Task, task_dir: 
         if progress:
             progress(i, len(sources), c.key)
         cases.append(add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
-                              meta={"synthetic": False, **c.meta}, label_map=c.label_map))
+                              meta={"synthetic": False, **c.meta}, label_map=c.label_map,
+                              resample_reference=c.resample_reference))
     if progress:
         progress(len(sources), len(sources), "")
     return cases
