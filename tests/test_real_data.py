@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from tests.openkbp_helpers import openkbp_folder
+
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,8 +78,9 @@ def test_example_algorithm_on_ct_tasks(settings, db, redis_url, docker_engine, b
     subs = {}
     for slug, phase in (("han-oar-9", "validation"), ("thoracic-oar-6", "validation"), ("han-oar-openkbp", "test")):
         task = upsert_task(db, REPO / "tasks" / slug)
-        if slug == "han-oar-openkbp":
-            assert len(load_real_cases(db, settings, task, REPO / "tasks" / slug)) == 2
+        if slug == "han-oar-openkbp":  # two OpenKBP test patients with a contoured mandible
+            openkbp_folder(shared_data, tmp_path / "kbp", patients=["pt_243", "pt_307"])
+            assert len(load_real_cases(db, settings, task, REPO / "tasks" / slug, data_root=tmp_path / "kbp")) == 2
         else:
             load_demo_cases(db, settings, task, 4, size="small")
         db.commit()
@@ -107,13 +110,14 @@ def test_example_algorithm_on_ct_tasks(settings, db, redis_url, docker_engine, b
     assert len(board) == 1 and board.iloc[0]["rank"] == 1
 
     so = _case_scores(db, subs["han-oar-openkbp"])
-    assert set(so) == {"pt-22", "pt-307"}
-    assert so["pt-22"]["Mandible"]["dice"] > 0.7 and so["pt-307"]["Mandible"]["dice"] > 0.45
+    assert set(so) == {"pt-243", "pt-307"}
+    assert so["pt-243"]["Mandible"]["dice"] > 0.65 and so["pt-307"]["Mandible"]["dice"] > 0.45
+    assert "Esophagus" not in so["pt-243"] and "Larynx" not in so["pt-243"]  # not contoured: not scored
     # scores agree with a direct computation on the stored files (real clinical contours)
     from arena.models import Submission
 
     ev = db.get(Submission, subs["han-oar-openkbp"]).latest_evaluation
-    for key in ("pt-22", "pt-307"):
+    for key in ("pt-243", "pt-307"):
         (out,) = (settings.results_dir / f"evaluation-{ev.id}" / key / "images" / "oar-segmentation").glob("*.mha")
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) == 7
         ref = sitk.GetArrayFromImage(sitk.ReadImage(str(settings.cases_dir / "han-oar-openkbp" / key

@@ -210,15 +210,22 @@ class DataSpec(_Strict):
     ``generator``: a synthetic case generator by name (``arena.tasks.store.GENERATORS``), used by
     ``--demo-data N``. ``loader``: a Python file next to task.yaml whose ``cases(data_root)`` lists real
     cases (read from the shared data root, ``ARENA_SHARED_DATA`` or ``../shared/data`` beside the repo),
-    loaded by ``arena task load`` without ``--demo-data``. ``requires``: paths below the data root the loader
-    needs; when one is missing the load is skipped with the reason.
+    loaded by ``arena task load`` without ``--demo-data``. ``folder``: the loader's own folder below the data
+    root (``openkbp``); ``arena task load --data DIR`` points it elsewhere. ``requires``: paths below that
+    folder (or the data root) the loader needs; when one is missing the load is skipped with the reason.
+    A loader may also define ``training(data_folder)`` listing the task's training cases (never scored:
+    offered to participants as the training-data archive).
     """
 
     generator: str | None = Field(default=None, pattern=SLUG)
     loader: str | None = None
+    folder: str | None = Field(default=None, description="the data folder below the shared data root (e.g. "
+                               "openkbp); the loader and ``requires`` then work inside it, and ``arena task load "
+                               "--data DIR`` names another folder instead")
     requires: list[str] = []
 
     _relative = field_validator("loader")(lambda v: v if v is None else _relative_path(v, "the task folder"))
+    _folder = field_validator("folder")(lambda v: v if v is None else _relative_path(v, "the shared data root"))
 
 
 class TaskSpec(_Strict):

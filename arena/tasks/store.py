@@ -211,8 +211,8 @@ class CaseSource:
     resample_reference: bool = False  # explicit opt-in: a reference on another grid is resampled, not refused
 
 
-def task_loader(task_dir: Path, spec: TaskSpec):
-    """The ``cases(data_root)`` function of the task's ``data.loader`` file, or None."""
+def _loader_module(task_dir: Path, spec: TaskSpec):
+    """The task folder's ``data.loader`` module, or None."""
     import importlib.util
 
     if spec.data is None or not spec.data.loader:
@@ -226,41 +226,127 @@ def task_loader(task_dir: Path, spec: TaskSpec):
     module_spec.loader.exec_module(module)  # type: ignore[union-attr]
     if not callable(getattr(module, "cases", None)):
         raise ValueError(f"{path}: expected a function cases(data_root) -> list[CaseSource]")
-    return module.cases
+    return module
+
+
+def task_loader(task_dir: Path, spec: TaskSpec):
+    """The ``cases(data_folder)`` function of the task's ``data.loader`` file, or None."""
+    module = _loader_module(task_dir, spec)
+    return None if module is None else module.cases
+
+
+def data_folder(spec: TaskSpec, data: Path | None = None) -> Path:
+    """The folder a task's loader reads: ``data`` when given (``arena task load --data DIR``), else
+    ``data.folder`` below the shared data root (or the root itself when the task names no folder)."""
+    if data is not None:
+        return Path(data)
+    root = shared_data_root()
+    folder = spec.data.folder if spec.data is not None else None
+    return root / folder if folder else root
+
+
+def _available(spec: TaskSpec, folder: Path) -> None:
+    """Raise :class:`DataUnavailable` when ``folder`` or one of ``data.requires`` below it is missing."""
+    required = spec.data.requires if spec.data else []
+    missing = [r for r in required if not (folder / r).exists()]
+    if not folder.is_dir() or missing:
+        raise DataUnavailable(f"data for {spec.slug} not found: {', '.join(missing) or '(the folder)'} under {folder} "
+                              "(name the folder with --data DIR, or set ARENA_SHARED_DATA)")
 
 
 def list_real_cases(task_dir: Path, spec: TaskSpec, data_root: Path | None = None) -> list[CaseSource]:
-    """The cases the task's loader lists; :class:`DataUnavailable` when the shared data is missing."""
+    """The cases the task's loader lists; :class:`DataUnavailable` when its data folder is missing.
+
+    ``data_root``: the loader's data folder (``--data``); default :func:`data_folder`. Each case must name
+    one of the task's phases; images and references that are not there are reported together, naming the
+    files (nothing is loaded then).
+    """
     fn = task_loader(task_dir, spec)
     if fn is None:
         return []
-    root = Path(data_root) if data_root is not None else shared_data_root()
-    required = spec.data.requires if spec.data else []
-    missing = [r for r in required if not (root / r).exists()]
-    if not root.is_dir() or missing:
-        raise DataUnavailable(f"shared data for {spec.slug} not found: {', '.join(missing) or '(all)'} under {root} "
-                              "(set ARENA_SHARED_DATA)")
-    out = list(fn(root))
+    folder = data_folder(spec, data_root)
+    _available(spec, folder)
+    out = list(fn(folder))
     phases = {p.slug for p in spec.phases}
     for c in out:
         if c.phase not in phases:
             raise ValueError(f"{spec.slug} loader: case {c.key} names phase {c.phase!r}, not one of {sorted(phases)}")
+    _require_files(out)
     return out
 
 
+def list_training_cases(task_dir: Path, spec: TaskSpec, data_root: Path | None = None) -> list[CaseSource]:
+    """The task's training cases (the loader's optional ``training(data_folder)``); [] when it has none."""
+    module = _loader_module(task_dir, spec)
+    if module is None or not callable(getattr(module, "training", None)):
+        return []
+    folder = data_folder(spec, data_root)
+    _available(spec, folder)
+    out = list(module.training(folder))
+    _require_files(out)
+    return out
+
+
+def _require_files(sources: list[CaseSource]) -> None:
+    missing = [f"case {c.key}: {what} {p} not found" for c in sources
+               for what, p in (("image", c.image), ("reference", c.reference)) if not Path(p).exists()]
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise FileNotFoundError("; ".join(missing[:5]) + more + "; nothing was loaded")
+
+
+def _fingerprint(source: CaseSource) -> list:
+    """What identifies a source's files cheaply (path, size, mtime in ns): unchanged → the stored case is kept."""
+    out = []
+    for p in (Path(source.image), Path(source.reference)):
+        st = p.stat()
+        out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    return out + [sorted((source.label_map or {}).items())]
+
+
 def load_real_cases(session: Session, settings: Settings, task: Task, task_dir: Path, data_root: Path | None = None,
-                    progress: Callable[[int, int, str], None] | None = None) -> list[Case]:
-    """Load the real cases the task folder's loader lists (converted into the case store)."""
+                    progress: Callable[[int, int, str], None] | None = None,
+                    limit: int | None = None) -> list[Case]:
+    """Load the real cases the task folder's loader lists (converted into the case store).
+
+    Idempotent: a case whose source files are unchanged (path, size, mtime) and whose stored files are
+    still there is not read again, so reloading 100 cases takes well under a second. ``limit``: load only
+    the first ``limit`` cases of each phase (in the loader's order), e.g. for a quick demo board; the
+    case's meta says so. The training cases (``training(data_folder)``) are recorded in the task's
+    training manifest (:mod:`arena.tasks.training`); they are not cases of any phase.
+    """
+    from arena.tasks.training import write_manifest
+
     spec = spec_of(task)
     sources = list_real_cases(task_dir, spec, data_root)
+    if limit is not None:
+        taken: dict[str, int] = {}
+        kept = []
+        for c in sources:
+            if taken.get(c.phase, 0) < limit:
+                kept.append(c)
+                taken[c.phase] = taken.get(c.phase, 0) + 1
+        sources = kept
     by_slug = {p.slug: p for p in task.phases}
+    existing = {c.key: c for c in session.scalars(select(Case).where(Case.task_id == task.id))}
     cases = []
     for i, c in enumerate(sources):
         if progress:
             progress(i, len(sources), c.key)
-        cases.append(add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
-                              meta={"synthetic": False, **c.meta}, label_map=c.label_map,
-                              resample_reference=c.resample_reference))
+        fp = _fingerprint(c)
+        case = existing.get(c.key)
+        if (case is not None and (case.meta or {}).get("source_files") == fp
+                and Path(case.image_path).is_file() and Path(case.reference_path).is_file()):
+            if case not in by_slug[c.phase].cases:
+                by_slug[c.phase].cases.append(case)
+        else:
+            case = add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
+                            meta={"synthetic": False, **c.meta}, label_map=c.label_map,
+                            resample_reference=c.resample_reference)
+            case.meta = {**case.meta, "source_files": fp}
+        cases.append(case)
+    write_manifest(settings, task.slug, list_training_cases(task_dir, spec, data_root))
+    session.flush()
     if progress:
         progress(len(sources), len(sources), "")
     return cases

@@ -27,6 +27,7 @@ from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
 from arena.web.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, visible_submission_view
 from arena.web.boards import frozen_board, leaderboard, result_version
+from arena.web.training import training_response, training_summary
 from arena.web.uploads import TOKEN_NAME_MAX, accept_upload, text_problem
 from arena.web.views import listed_status
 
@@ -127,7 +128,18 @@ def get_task(slug: str):
             limit, used = quota(g.db, task, p, user.team)
             d["quota_left"] = max(0, limit - used)
         phases.append(d)
-    return jsonify({"slug": task.slug, "title": task.title, "kind": task.kind, "spec": task.spec, "phases": phases})
+    training = training_summary(task)
+    if training is not None:
+        training["url"] = url_for("api.get_training_data", slug=task.slug)
+    return jsonify({"slug": task.slug, "title": task.title, "kind": task.kind, "spec": task.spec, "phases": phases,
+                    "training_data": training})
+
+
+@api.get("/tasks/<slug>/training-data")
+def get_training_data(slug: str):
+    """The task's training data: an uncompressed tar streamed with its Content-Length (any signed-in user)."""
+    _require_user()
+    return training_response(_task(slug))
 
 
 def _iso(v):

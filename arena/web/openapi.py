@@ -69,7 +69,11 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
                 "submission_limit": {"type": "integer"}, "opens_at": NULLABLE_STR, "closes_at": NULLABLE_STR,
                 "visibility": {"type": "string", "enum": ["public", "hidden", "private"]},
                 "accepting": {"type": "boolean"}, "board_public": {"type": "boolean"},
-                "quota_left": {"type": "integer"}}}}}},
+                "quota_left": {"type": "integer"}}}},
+            "training_data": {"type": ["object", "null"], "description": "the task's published training cases "
+                              "(GET /tasks/{slug}/training-data), or null", "properties": {
+                "cases": {"type": "integer"}, "bytes": {"type": "integer"}, "url": {"type": "string"},
+                "attribution": {"type": "array", "items": {"type": "string"}}}}}},
         "Case": {"type": "object", "properties": {
             "case": {"type": "string"}, "status": {"type": "string"}, "failure": NULLABLE_STR, "error": NULLABLE_STR,
             "runtime_s": NULLABLE_NUM, "exit_code": NULLABLE_INT, "cpu_s": NULLABLE_NUM, "peak_memory_mb": NULLABLE_NUM,
@@ -124,6 +128,13 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
         "/tasks/{slug}": {"get": {"operationId": "getTask", "summary": "A task, its spec and phases (with your quota)",
                                   "parameters": [_path_str("slug")],
                                   "responses": {**_ok("the task", REF("Task")), "404": e404}}},
+        "/tasks/{slug}/training-data": {"get": {
+            "operationId": "getTrainingData", "summary": "The task's training data: an uncompressed tar (images/, "
+            "labels/, labels.json, cases.json, SHA256SUMS) streamed with its Content-Length", "security": SEC,
+            "parameters": [_path_str("slug")],
+            "responses": {"200": {"description": "the archive", "content": {"application/x-tar": {
+                "schema": {"type": "string", "format": "binary"}}}},
+                "401": e401, "404": e404, "409": _err("the data changed since the task was loaded")}}},
         "/tasks/{slug}/leaderboard": {"get": {
             "operationId": "getLeaderboard", "summary": "A phase's board (hidden boards: organizers only)",
             "parameters": [_path_str("slug"), {"name": "phase", "in": "query", "schema": {"type": "string"}}],

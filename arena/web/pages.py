@@ -25,6 +25,7 @@ from arena.tasks.store import spec_of
 from arena.users import is_organizer
 from arena.web.auth import can_view_board, can_view_submission, me, visible_submission_view
 from arena.web.boards import frozen_board, leaderboard, result_version
+from arena.web.training import training_response, training_summary
 from arena.web.uploads import accept_upload
 from arena.web.views import listed_status
 
@@ -85,7 +86,17 @@ def task(slug: str):
         recent = g.db.scalars(q.options(selectinload(Submission.evaluations), selectinload(Submission.team))
                               .order_by(Submission.id.desc()).limit(20)).all()
     return render_template("task.html", task=task, spec=spec, phase=phase, board_html=board_html, recent=recent,
-                           frozen_rows=frozen_rows, organizer=organizer, primary=spec.ranking.primary)
+                           frozen_rows=frozen_rows, organizer=organizer, primary=spec.ranking.primary,
+                           training=training_summary(task))
+
+
+@pages.get("/tasks/<slug>/training-data")
+def training_data(slug: str):
+    """The task's training data as one tar (signed-in users; the archive streams from the data folder)."""
+    task = _task_or_404(slug)
+    if me() is None:
+        return redirect(url_for("account.signin", next=request.path))
+    return training_response(task)
 
 
 _FRAGMENTS: dict[tuple, Markup] = {}
