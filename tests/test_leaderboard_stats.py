@@ -161,7 +161,7 @@ def test_pairwise_wilcoxon_holm_against_scipy():
 
 # -- published results ---------------------------------------------------------------------------------------
 
-HEADER = "source,citation,model,label,metric,value,unit,note\n"
+HEADER = "source,citation,table,dataset,model,label,metric,value,sd,unit,convention,flag,note\n"
 
 
 def _lit(tmp_path: Path, body: str, header: str = HEADER) -> Path:
@@ -185,24 +185,31 @@ def test_han_oar_9_literature_ships_and_loads():
     assert foc[foc["metric"] == "hd95"].set_index("label_name")["value"]["Mandible"] == pytest.approx(1.08)
     assert foc[(foc["metric"] == "dice") & (foc["label_name"] == "mean")]["value"].item() == pytest.approx(0.8451)
     assert len(foc[foc["metric"] == "dice"]) == 5  # four organs + the mean: only what was reported
-    # the 22-organ file ships with its header (values to be added) and loads empty
-    han22 = REPO / "tasks" / "han-oar-22"
-    assert load_literature(han22 / "literature.csv", load_spec(han22)).empty
+    # tables as cited: FocusNetv2's mean from its Table 6 (ablation), MICCAI 2015's pairs flagged as merged
+    assert foc[foc["label_name"] == "mean"]["table"].item().startswith("Table 6")
+    best = lit[lit["model"] == "Best team per organ"].set_index("label_name")["flag"]
+    assert best["Parotid_L"].startswith("merged left+right") and best["BrainStem"] == ""
 
 
 @pytest.mark.parametrize("body, header, match", [
-    ("s,c,m,Brainstem,dice,80,%,\n", HEADER, r"row 1 \(line 2\), column 'label': unknown label 'Brainstem'"),
-    ("s,c,m,BrainStem,nsd,80,%,\n", HEADER, r"column 'metric': 'nsd' is not a metric of task han-oar-9"),
-    ("s,c,m,BrainStem,dice,80,mm,\n", HEADER, r"column 'unit': expected one of \['%', 'fraction'\] for dice"),
-    ("s,c,m,BrainStem,hd95,3,%,\n", HEADER, r"column 'unit': expected one of \['mm'\] for hd95"),
-    ("s,c,m,BrainStem,dice,eighty,%,\n", HEADER, r"column 'value': expected a number, got 'eighty'"),
-    ("s,c,m,BrainStem,dice,180,%,\n", HEADER, r"column 'value': dice must be at most 100 %"),
-    ("s,c,m,BrainStem,dice,0.8,fraction,\n# comment\ns,c,m,BrainStem,dice,0.9,fraction,\n", HEADER,
+    ("s,c,T1,D,m,Brainstem,dice,80,,%,n/a,,\n", HEADER, r"row 1 \(line 2\), column 'label': unknown label 'Brainstem'"),
+    ("s,c,T1,D,m,BrainStem,nsd,80,,%,n/a,,\n", HEADER, r"column 'metric': 'nsd' is not a metric of task han-oar-9"),
+    ("s,c,T1,D,m,BrainStem,dice,80,,mm,n/a,,\n", HEADER, r"column 'unit': expected one of \['%', 'fraction'\] for dice"),
+    ("s,c,T1,D,m,BrainStem,hd95,3,,%,medpy,,\n", HEADER, r"column 'unit': expected one of \['mm'\] for hd95"),
+    ("s,c,T1,D,m,BrainStem,dice,eighty,,%,n/a,,\n", HEADER, r"column 'value': expected a number, got 'eighty'"),
+    ("s,c,T1,D,m,BrainStem,dice,180,,%,n/a,,\n", HEADER, r"column 'value': dice must be at most 100 %"),
+    ("s,c,T1,D,m,BrainStem,dice,0.8,,fraction,n/a,,\n# comment\ns,c,T1,D,m,BrainStem,dice,0.9,,fraction,n/a,,\n", HEADER,
      r"row 2 \(line 4\): duplicate of row 1"),
-    (",c,m,BrainStem,dice,80,%,\n", HEADER, r"column 'source': must not be empty"),
-    ("s,c,m,BrainStem,dice,80,%\n", HEADER, r"expected 8 fields, got 7"),
-    ("s,c,m,BrainStem,dice,80,%,\ns,other,m,Chiasm,dice,50,%,\n", HEADER, r"row 2 .*column 'citation': differs"),
-    ("", "source,citation,model,organ,metric,value,unit,note\n", r"header: .*missing \['label'\], unknown \['organ'\]"),
+    (",c,T1,D,m,BrainStem,dice,80,,%,n/a,,\n", HEADER, r"column 'source': must not be empty"),
+    ("s,c,,D,m,BrainStem,dice,80,,%,n/a,,\n", HEADER, r"column 'table': must not be empty"),
+    ("s,c,T1,,m,BrainStem,dice,80,,%,n/a,,\n", HEADER, r"column 'dataset': must not be empty"),
+    ("s,c,T1,D,m,BrainStem,hd95,3,,mm,,,\n", HEADER, r"column 'convention': must not be empty"),
+    ("s,c,T1,D,m,BrainStem,hd95,3,,mm,pooled,,\n", HEADER, r"column 'convention': expected one of \['medpy'"),
+    ("s,c,T1,D,m,BrainStem,dice,80,,%,medpy,,\n", HEADER, r"column 'convention': expected 'n/a' for dice"),
+    ("s,c,T1,D,m,BrainStem,dice,80,x,%,n/a,,\n", HEADER, r"column 'sd': expected a number or nothing, got 'x'"),
+    ("s,c,T1,D,m,BrainStem,dice,80,,%,n/a,\n", HEADER, r"expected 13 fields, got 12"),
+    ("s,c,T1,D,m,BrainStem,dice,80,,%,n/a,,\ns,other,T1,D,m,Chiasm,dice,50,,%,n/a,,\n", HEADER, r"row 2 .*column 'citation': differs"),
+    ("", HEADER.replace("label", "organ"), r"header: .*missing \['label'\], unknown \['organ'\]"),
 ])
 def test_literature_loader_errors_name_row_and_column(tmp_path, body, header, match):
     path = _lit(tmp_path, body, header)
@@ -212,17 +219,18 @@ def test_literature_loader_errors_name_row_and_column(tmp_path, body, header, ma
 
 
 def test_literature_accepts_ids_fractions_and_comments(tmp_path):
-    path = _lit(tmp_path, '# a comment\nX 2020,"Doe J. A paper, 2020",Net,1,dice,0.81,fraction,"test set, 10 cases"\n')
+    path = _lit(tmp_path, '# a comment\nX 2020,"Doe J. A paper, 2020",T2,"their test set, 10 cases",Net,1,dice,0.81,0.05,fraction,n/a,,""\n')
     lit = load_literature(path, load_spec(HAN9))
     assert lit.loc[0, "label_name"] == "BrainStem" and lit.loc[0, "value"] == 0.81
     assert lit.loc[0, "citation"] == "Doe J. A paper, 2020" and lit.loc[0, "entry"] == "published:X 2020/Net"
+    assert lit.loc[0, "dataset"] == "their test set, 10 cases" and lit.loc[0, "sd"] == 0.05
 
 
 def test_task_validation_checks_the_literature_file(tmp_path):
     d = tmp_path / "han-oar-9"
     d.mkdir()
     (d / "task.yaml").write_text((HAN9 / "task.yaml").read_text())
-    (d / "literature.csv").write_text(HEADER + "s,c,m,Brainstem,dice,80,%,\n")
+    (d / "literature.csv").write_text(HEADER + "s,c,T1,D,m,Brainstem,dice,80,,%,n/a,,\n")
     with pytest.raises(TaskSpecError, match=r"literature: .*unknown label 'Brainstem'"):
         load_spec(d)
 

@@ -39,6 +39,7 @@ from arena.leaderboard.ranking import (
     worst_values,
 )
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
+from arena.metrics.directions import DISTANCE_METRICS
 from arena.models import Case, CaseResult, Evaluation, MetricValue, Phase, Submission, Task
 from arena.tasks.literature import load_literature
 from arena.tasks.spec import TaskSpec
@@ -77,6 +78,11 @@ def evaluation_scores(session: Session, evaluation_ids: list[int]) -> pd.DataFra
     df = pd.DataFrame.from_records(rows, columns=SCORE_COLUMNS)
     df["value"] = df["value"].astype(float)
     return df
+
+
+def distance_conventions(spec: TaskSpec) -> dict[str, str]:
+    """Metric → the convention this task scores its distance metrics with (e.g. ``{"hd95": "medpy"}``)."""
+    return {m.name: m.convention for m in spec.metrics if m.name in DISTANCE_METRICS}
 
 
 @lru_cache(maxsize=4096)
@@ -158,7 +164,8 @@ def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap
         if len(lit):
             by = a["metrics"] if a["method"] == "mean-of-metric-ranks" else [a["primary"]]
             placed = place_literature(table, lit, by, a["higher_is_better"], labels=list(spec.labels),
-                                      label_weights=a["label_weights"], label_names=a["label_names"])
+                                      label_weights=a["label_weights"], label_names=a["label_names"],
+                                      conventions=distance_conventions(spec))
             placed["team"] = placed["model"]
             placed["label"] = placed["source"]
             table = with_literature(table, placed)

@@ -649,6 +649,66 @@ def complete_scores(scores: pd.DataFrame, entries: Sequence[Any] | None = None, 
     return out
 
 
+PENALTY_RTOL = 1e-9
+
+
+def penalty_mask(scores: pd.DataFrame, worst: Mapping[str, float | Mapping[Any, float]], *,
+                 filled: str | None = "filled") -> np.ndarray:
+    """Which rows of a long score table hold a *penalty*, not a measurement: a distance metric's value
+    that was filled in because an organ was missed or hallucinated (one mask empty: the empty-mask
+    policy's distance, e.g. the image diagonal) or because the case failed or is missing (``filled``
+    column of :func:`complete_scores`, when present).
+
+    ``worst``: :func:`worst_values` (metric → mm, or case → mm for the diagonal). A value counts as the
+    penalty when it equals ``worst[metric]`` (for its case) to a relative 1e-9; a measured distance
+    never reaches it, since two voxel centres of one image are less than the image diagonal apart.
+    Overlap metrics (Dice 0 of a missed organ is a true Dice) are never penalties. NaN values are not.
+
+    Returns a boolean array aligned with ``scores``' rows.
+    """
+    _check_scores(scores)
+    out = np.zeros(len(scores), dtype=bool)
+    if scores.empty:
+        return out
+    metric = scores["metric"].astype(str).to_numpy()
+    value = pd.to_numeric(scores["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    is_filled = (scores[filled].fillna(False).to_numpy(dtype=bool) if filled and filled in scores.columns
+                 else np.zeros(len(scores), dtype=bool))
+    for m in set(metric):
+        if m not in DISTANCE_METRICS:
+            continue
+        rows = metric == m
+        wv = worst.get(m)
+        if isinstance(wv, Mapping):
+            pen = scores.loc[rows, "case"].map(lambda c, wv=wv: wv.get(c, np.nan)).to_numpy(dtype=float)
+        elif wv is None:
+            pen = np.full(int(rows.sum()), np.nan)
+        else:
+            pen = np.full(int(rows.sum()), float(wv))
+        v = value[rows]
+        with np.errstate(invalid="ignore"):
+            hit = np.isfinite(v) & np.isfinite(pen) & (np.abs(v - pen) <= PENALTY_RTOL * np.maximum(np.abs(pen), 1.0))
+            hit |= np.isinf(v) & np.isinf(pen)
+        out[rows] = hit | is_filled[rows]
+    return out
+
+
+def penalty_counts(scores: pd.DataFrame, penalties: np.ndarray, label_names: Mapping[Any, str] | None = None
+                   ) -> pd.DataFrame:
+    """Per entry, how many of its values are penalties: ``penalties:<metric>`` (all cases and labels) and
+    ``penalties:<metric>:<label name>``, only for metrics with a penalty anywhere. Returns ``entry`` plus
+    those integer columns (one row per entry of ``scores``)."""
+    entries = _sorted_unique(scores["entry"]) if len(scores) else []
+    out = pd.DataFrame({"entry": entries})
+    p = scores.loc[np.asarray(penalties, dtype=bool), ["entry", "label", "metric"]]
+    for m, pm in p.groupby("metric", sort=True):
+        out[f"penalties:{m}"] = out["entry"].map(pm.groupby("entry").size()).fillna(0).astype(int)
+        for lab, pl in pm.groupby("label", sort=True):
+            out[f"penalties:{m}:{_label_name(label_names, lab)}"] = (
+                out["entry"].map(pl.groupby("entry").size()).fillna(0).astype(int))
+    return out
+
+
 def select_team_entries(entries: pd.DataFrame, how: Literal["best", "latest"] = "best", *,
                         board: pd.DataFrame | None = None, team: str = "team",
                         submitted: str = "submitted") -> pd.DataFrame:
@@ -690,7 +750,8 @@ def select_team_entries(entries: pd.DataFrame, how: Literal["best", "latest"] = 
 def place_literature(board: pd.DataFrame, literature: pd.DataFrame, by: Sequence[str],
                      higher_is_better: Mapping[str, bool] | None = None, *,
                      labels: Sequence[Any] | None = None, label_weights: Mapping[Any, float] | None = None,
-                     label_names: Mapping[Any, str] | None = None) -> pd.DataFrame:
+                     label_names: Mapping[Any, str] | None = None,
+                     conventions: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Place published results on a board without ranking them.
 
     For each published entry and each metric in ``by`` its board-comparable score is computed: the
@@ -705,8 +766,14 @@ def place_literature(board: pd.DataFrame, literature: pd.DataFrame, by: Sequence
     metric, averaged, then 1 + the number of board entries with a strictly lower ``mean_rank``. NaN when
     not comparable. Published rows never get a ``rank`` and are not part of rank-then-aggregate.
 
+    What a reader must know beside the number (from :func:`arena.tasks.literature.load_literature`'s
+    columns, when present): ``dataset`` (the paper's data set, never this board's cases), ``table`` (where
+    the numbers are printed), ``convention:<metric>`` (the paper's distance convention), ``caveats`` (a
+    sentence per metric whose convention differs from ``conventions[metric]``, the board's own, or is not
+    stated) and ``flag:<metric>:<label name>`` (a cell's flag, e.g. a likely typo kept as printed).
+
     Returns one row per published entry: ``entry, badge, source, citation, model, comparable, position,
-    <metric>`` per metric in ``by``, ``<metric>:<label name>`` per reported label, ``note``.
+    <metric>`` per metric in ``by``, ``<metric>:<label name>`` per reported label, the columns above, ``note``.
     """
     names = dict(label_names or {})
     if labels is None:
@@ -743,6 +810,7 @@ def place_literature(board: pd.DataFrame, literature: pd.DataFrame, by: Sequence
             comparable = False
             notes.append(f"the board has no {', '.join(absent)} column (not placed)")
         row["comparable"] = comparable
+        _literature_context(row, g, by, dict(conventions or {}), names)
         if comparable and len(board):
             would = []
             for m in by:
@@ -757,7 +825,9 @@ def place_literature(board: pd.DataFrame, literature: pd.DataFrame, by: Sequence
         else:
             row["position"] = 1.0 if comparable else np.nan
         paper_note = "; ".join(dict.fromkeys(n for n in g["note"] if n))
-        row["note"] = "; ".join(filter(None, ["published result, not evaluated on this test set", paper_note, *notes]))
+        data = f"data set: {row['dataset']}" if row.get("dataset") else ""
+        row["note"] = "; ".join(filter(None, ["published result, not evaluated on this test set", data, row["caveats"],
+                                              paper_note, *notes]))
         rows.append(row)
     lead = ["entry", "badge", "source", "citation", "model", "comparable", "position", *by]
     df = pd.DataFrame(rows)
@@ -765,6 +835,34 @@ def place_literature(board: pd.DataFrame, literature: pd.DataFrame, by: Sequence
         return pd.DataFrame(columns=[*lead, "note"])
     rest = [c for c in df.columns if c not in lead and c != "note"]
     return df[lead + rest + ["note"]]
+
+
+def _joined(values: Any) -> str:
+    return "; ".join(dict.fromkeys(str(v) for v in values if isinstance(v, str) and v))
+
+
+def _literature_context(row: dict[str, Any], g: pd.DataFrame, by: Sequence[str], conventions: Mapping[str, str],
+                        names: Mapping[Any, str]) -> None:
+    """Fill a published row's data set, table, conventions, caveats and cell flags (see place_literature)."""
+    row["dataset"] = _joined(g["dataset"]) if "dataset" in g.columns else ""
+    row["table"] = _joined(g["table"]) if "table" in g.columns else ""
+    caveats = []
+    for m in by:
+        gm = g[g["metric"] == m]
+        conv = _joined(gm["convention"]) if "convention" in gm.columns else ""
+        if conv and conv != "n/a":
+            row[f"convention:{m}"] = conv
+            ours = conventions.get(m)
+            if conv == "not stated":
+                caveats.append(f"{m}: the paper does not state its convention" + (f" (this board: {ours})" if ours else ""))
+            elif ours and conv != ours:
+                caveats.append(f"{m}: the paper's {conv} convention, not this board's {ours}")
+        if "flag" in gm.columns:
+            for lab, flag in zip(gm["label"], gm["flag"]):
+                if isinstance(flag, str) and flag:
+                    key = "mean" if pd.isna(lab) else _label_name(names, lab)
+                    row[f"flag:{m}:{key}"] = flag
+    row["caveats"] = "; ".join(caveats)
 
 
 def with_literature(board: pd.DataFrame, placed: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,109 @@
+"""Published rows are evidence: every tasks/*/literature.csv says where each number comes from (source, table),
+on which data set and under which distance convention, and han-oar-22's numbers are exactly the shared
+transcription of FocusNetv2's Tables 1 and 2."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from arena.leaderboard.ranking import place_literature
+from arena.metrics.directions import DISTANCE_METRICS
+from arena.tasks.literature import distance_conventions, load_literature
+from arena.tasks.spec import load_spec
+from arena.tasks.store import shared_data_root
+
+REPO = Path(__file__).resolve().parents[1]
+LITERATURE_FILES = sorted(REPO.glob("tasks/*/literature.csv"))
+FOCUSNET_TABLES = "literature/focusnetv2_tables1-2_22oar.csv"
+
+
+def test_there_are_literature_files():
+    assert {p.parent.name for p in LITERATURE_FILES} >= {"han-oar-9", "han-oar-22"}
+
+
+@pytest.mark.parametrize("path", LITERATURE_FILES, ids=lambda p: p.parent.name)
+def test_every_published_row_says_source_table_dataset_and_convention(path):
+    spec = load_spec(path.parent)
+    assert spec.literature == path.name, f"{path.parent.name}/task.yaml does not declare its literature file"
+    lit = load_literature(path, spec)
+    assert len(lit), f"{path}: no published rows"
+    for col in ("source", "citation", "table", "dataset", "convention"):
+        empty = lit[lit[col].astype(str).str.strip() == ""]
+        assert empty.empty, f"{path}: {len(empty)} rows without {col}"
+    dist = lit[lit["metric"].isin(DISTANCE_METRICS)]
+    assert dist["convention"].isin(distance_conventions()).all()
+    assert (lit.loc[~lit["metric"].isin(DISTANCE_METRICS), "convention"] == "n/a").all()
+    # a published number is never this task's measurement: the data set must not pretend otherwise
+    assert not lit["evaluated_here"].any()
+
+
+def _transcription() -> pd.DataFrame:
+    path = shared_data_root() / FOCUSNET_TABLES
+    if not path.is_file():
+        pytest.skip(f"shared data not found at {path}")
+    with path.open(newline="", encoding="utf-8") as f:
+        return pd.DataFrame(list(csv.DictReader(f)))
+
+
+def test_han_oar_22_numbers_equal_the_shared_transcription():
+    src = _transcription()
+    task = REPO / "tasks" / "han-oar-22"
+    lit = load_literature(task / "literature.csv", load_spec(task))
+    got = {(r.model, r.label_name, r.metric): (r.reported, r.sd) for r in lit.itertuples()}
+    expected = {}
+    for r in src.itertuples():
+        if r.arena_label == "small_mean":  # the paper's small-organ average: not a label of the task
+            continue
+        for metric in ("dice", "hd95"):
+            sd = getattr(r, f"{metric}_sd")
+            expected[(r.method, r.arena_label, metric)] = (float(getattr(r, metric)), float(sd) if sd else np.nan)
+    assert set(got) == set(expected)
+    for k, (value, sd) in expected.items():
+        assert got[k][0] == value, f"{k}: {got[k][0]} != {value} (transcription)"
+        assert (np.isnan(sd) and np.isnan(got[k][1])) or got[k][1] == pytest.approx(sd / (100 if k[2] == "dice" else 1))
+    # the two cells that look like typos in the paper are kept as printed, and flagged
+    flagged = lit[lit["flag"] != ""]
+    assert {(r.model, r.label_name, r.metric) for r in flagged.itertuples()} == {
+        ("DeepLabv3+", "Lens_R", "dice"), ("FocusNetv2", "Mandible_R", "hd95")}
+    assert flagged.set_index("model").loc["DeepLabv3+", "sd"] == pytest.approx(0.6821)
+    # the authors' in-house data, not StructSeg; their 95HD is the mean of the directed percentiles
+    assert lit["dataset"].str.contains("NOT StructSeg").all()
+    assert (lit.loc[lit["metric"] == "hd95", "convention"] == "mean-directed").all()
+
+
+def test_han_oar_22_small_organs_are_the_six_focusnetv2_names():
+    spec = load_spec(REPO / "tasks" / "han-oar-22")
+    assert sorted(s.name for s in spec.labels.values() if s.small) == sorted(
+        ["Lens_L", "Lens_R", "OpticNerve_L", "OpticNerve_R", "OpticChiasm", "Pituitary"])
+
+
+def test_han_oar_22_board_places_rows_with_their_dataset_and_convention():
+    spec = load_spec(REPO / "tasks" / "han-oar-22")
+    lit = load_literature(REPO / "tasks" / "han-oar-22" / "literature.csv", spec)
+    names = {lab: s.name for lab, s in spec.labels.items()}
+    weights = {lab: s.weight for lab, s in spec.labels.items()}
+    board = pd.DataFrame({"entry": [1, 2], "rank": [1, 2], "mean_rank": [1.0, 2.0], "dice": [0.82, 0.5],
+                          "hd95": [2.5, 30.0]})
+    placed = place_literature(board, lit, ["dice", "hd95"], label_weights=weights, label_names=names,
+                              conventions={"hd95": "medpy"}).set_index("model")
+    fn2 = placed.loc["FocusNetv2"]
+    assert "NOT StructSeg" in fn2["dataset"] and "data set:" in fn2["note"]
+    assert fn2["convention:hd95"] == "mean-directed"
+    assert "hd95: the paper's mean-directed convention, not this board's medpy" in fn2["caveats"]
+    assert fn2["table"] == "Table 1; Table 2"
+    # all 22 organs reported: the importance-weighted mean is computed from them, comparable
+    assert fn2["comparable"] and fn2["dice"] == pytest.approx(
+        sum(weights[k] * v for k, v in ((lab, lit[(lit["model"] == "FocusNetv2") & (lit["metric"] == "dice")
+                                                   & (lit["label"] == lab)]["value"].item()) for lab in names))
+        / sum(weights.values()))
+    assert placed.loc["DeepLabv3+", "flag:dice:Lens_R"].startswith("typo?")
+    assert placed.loc["FocusNetv2", "flag:hd95:Mandible_R"].startswith("typo?")
+    # same convention as the board: no caveat
+    same = place_literature(board, lit, ["dice", "hd95"], label_weights=weights, label_names=names,
+                            conventions={"hd95": "mean-directed"}).set_index("model")
+    assert same.loc["FocusNetv2", "caveats"] == ""
