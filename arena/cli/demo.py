@@ -17,12 +17,15 @@ from arena.cli.submissions import _watch, submit
 from arena.cli.tasks import task_load
 from arena.config import load_settings
 
-DEMO_TASK_DIR = REPO_ROOT / "tasks" / "han-oar-22"
+#: The demo's main board: real OpenKBP validation patients (default) or han-oar-22 phantoms (--synthetic):
+#: (task folder, phase, example build-arg TASK or None for the default build, real data)
+REAL_MAIN = ("han-oar-openkbp", "validation", "han-oar-openkbp", True)
+SYNTHETIC_MAIN = ("han-oar-22", "validation", None, False)
 
-#: ``arena demo --all-tasks``: (task folder, phase, example build-arg TASK or "replay" or None, real data)
-DEMO_CT_TASKS = (("han-oar-9", "validation", "han-oar-9", False),
+#: ``arena demo --all-tasks``: the other CT tasks (the main one is left out), same tuple
+DEMO_CT_TASKS = (REAL_MAIN, SYNTHETIC_MAIN,
+                 ("han-oar-9", "validation", "han-oar-9", False),
                  ("thoracic-oar-6", "validation", "thoracic-oar-6", False),
-                 ("han-oar-openkbp", "test", "han-oar-openkbp", True),
                  ("abdomen-totalseg", "test", "replay", True))
 
 
@@ -60,34 +63,58 @@ def build_replay(settings, log=print) -> Path:
     return output
 
 
-def _demo_all_tasks(settings, ctx, cases: int, size: str, step) -> list[tuple[str, str, int]]:
-    """Set up every shipped task besides han-oar-22 and submit its example; returns (slug, phase, submission)."""
+def _real_data_available(slug: str) -> str | None:
+    """None when the task's real data is there, else why not."""
+    from arena.tasks.spec import load_spec
+    from arena.tasks.store import DataUnavailable, list_real_cases
+
+    task_dir = REPO_ROOT / "tasks" / slug
+    try:
+        list_real_cases(task_dir, load_spec(task_dir))
+    except DataUnavailable as e:
+        return str(e)
+    return None
+
+
+def _demo_task(settings, ctx, entry: tuple, cases: int, size: str, step) -> tuple[str, str, int | None] | None:
+    """Load one CT task (its real cases, at most ``cases`` per phase, or ``cases`` phantoms) and submit its
+    example; returns (slug, phase, submission) or None when its real data is missing."""
     from sqlalchemy import select
 
     from arena.db import session_scope
     from arena.models import Submission
-    from arena.tasks.store import DataUnavailable, list_real_cases
-    from arena.tasks.spec import load_spec
 
+    slug, phase_slug, mode, real = entry
+    task_dir = REPO_ROOT / "tasks" / slug
+    if real:
+        why = _real_data_available(slug)
+        if why:
+            click.secho(f"  {slug}: skipped ({why})", fg="yellow")
+            return None
+    step(f"task {slug}" + (f" with its real cases (at most {cases} per phase)" if real
+                           else f" with {cases} synthetic cases ({size})"))
+    ctx.invoke(task_load, task_dir=task_dir, demo=0 if real else cases, size=size, real=True,
+               limit_cases=cases if real else None)
+    if mode == "replay":
+        tarball, label = build_replay(settings, log=click.echo), "TotalSegmentator fast (replayed)"
+    elif mode is None:
+        tarball, label = build_example(settings, log=click.echo), f"threshold-segmenter {__version__}"
+    else:
+        tarball, label = build_example_variant(settings, mode, log=click.echo), f"threshold-segmenter {__version__}"
+    ctx.invoke(submit, tarball=tarball, task_slug=slug, phase_slug=phase_slug, user_name="demo", label=label,
+               wait=False)
+    with session_scope(settings.database_url) as s:
+        return slug, phase_slug, s.scalar(select(Submission.id).order_by(Submission.id.desc()))
+
+
+def _demo_all_tasks(settings, ctx, main_slug: str, cases: int, size: str, step) -> list[tuple[str, str, int | None]]:
+    """Set up every shipped task besides the main one and submit its example; returns (slug, phase, submission)."""
     out = []
-    for slug, phase_slug, mode, real in DEMO_CT_TASKS:
-        task_dir = REPO_ROOT / "tasks" / slug
-        if real:
-            try:
-                list_real_cases(task_dir, load_spec(task_dir))
-            except DataUnavailable as e:
-                click.secho(f"  {slug}: skipped ({e})", fg="yellow")
-                continue
-        step(f"task {slug}" + (" with its real cases" if real else f" with {cases} synthetic cases ({size})"))
-        ctx.invoke(task_load, task_dir=task_dir, demo=0 if real else cases, size=size, real=True)
-        if mode == "replay":
-            tarball, label = build_replay(settings, log=click.echo), "TotalSegmentator fast (replayed)"
-        else:
-            tarball, label = build_example_variant(settings, mode, log=click.echo), f"threshold-segmenter {__version__}"
-        ctx.invoke(submit, tarball=tarball, task_slug=slug, phase_slug=phase_slug, user_name="demo", label=label,
-                   wait=False)
-        with session_scope(settings.database_url) as s:
-            out.append((slug, phase_slug, s.scalar(select(Submission.id).order_by(Submission.id.desc()))))
+    for entry in DEMO_CT_TASKS:
+        if entry[0] != main_slug:
+            done = _demo_task(settings, ctx, entry, cases, size, step)
+            if done:
+                out.append(done)
     step("pathology tasks (signet-ring-cells, colon-tissue)")
     from arena.tasks.store import load_demo_cases, upsert_task
 
@@ -153,20 +180,25 @@ def _present(row: dict, key: str) -> bool:
 
 
 @main.command()
-@click.option("--cases", default=4, show_default=True, help="synthetic cases (split over the phases)")
+@click.option("--cases", default=4, show_default=True,
+              help="real cases per phase (the first OpenKBP validation patients), or synthetic cases with --synthetic")
+@click.option("--synthetic", is_flag=True, help="the main board on han-oar-22 phantoms instead of real OpenKBP CTs "
+              "(also the fallback when the shared data is missing)")
 @click.option("--size", default="small", show_default=True, help="phantom size (small | medium | realistic)")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--serve/--no-serve", default=True, help="serve the leaderboard at the end")
-@click.option("--all-tasks", is_flag=True, help="also set up every shipped task with a board: han-oar-9, "
-              "thoracic-oar-6 (synthetic), han-oar-openkbp, abdomen-totalseg (real shared data) and the pathology "
-              "tasks, each with an example or replay submission where one exists")
+@click.option("--all-tasks", is_flag=True, help="also set up every other shipped task with a board: han-oar-22, "
+              "han-oar-9, thoracic-oar-6 (synthetic), han-oar-openkbp, abdomen-totalseg (real shared data) and the "
+              "pathology tasks, each with an example or replay submission where one exists")
 @click.option("--reference/--no-reference", "with_reference", default=True, show_default=True,
-              help="build the bundled reference models and run them as reference entries: AnatomyNet, FocusNetv2 "
-              "and the multi-atlas baseline on han-oar-22, cell_detector on signet-ring-cells (with --all-tasks)")
-def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bool, with_reference: bool) -> None:
-    """Everything end to end: services, base image, demo task, example submission, the bundled reference
-    models, run, leaderboard."""
+              help="build the bundled reference models and run them as reference entries (arena.reference."
+              "DEMO_REFERENCE: AnatomyNet and multi-atlas on OpenKBP, with FocusNetv2 on han-oar-22, cell_detector "
+              "on signet-ring-cells)")
+def demo(cases: int, synthetic: bool, size: str, host: str, port: int, serve: bool, all_tasks: bool,
+         with_reference: bool) -> None:
+    """Everything end to end: services, base image, the real OpenKBP validation board (or phantoms with
+    --synthetic), the example algorithm, the bundled reference models, a worker, the leaderboard."""
     import subprocess
 
     from sqlalchemy import select
@@ -188,23 +220,17 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bo
     from arena.images.base import build_base_image
 
     build_base_image(log=click.echo)
-    step("example algorithm image")
-    tarball = build_example(settings, log=click.echo)
-    step(f"task han-oar-22 with {cases} synthetic cases ({size})")
-    ctx = click.get_current_context()
-    ctx.invoke(task_load, task_dir=DEMO_TASK_DIR, demo=cases, size=size)
+    main_entry = SYNTHETIC_MAIN if synthetic else REAL_MAIN
+    if not synthetic and (why := _real_data_available(REAL_MAIN[0])):
+        click.secho(f"real data missing ({why}): the demo shows han-oar-22 phantoms instead", fg="yellow")
+        main_entry = SYNTHETIC_MAIN
     with session_scope(settings.database_url) as s:
         if s.scalar(select(User).where(User.name == "demo")) is None:
             create_user(s, "demo", team="Arena examples")
-    step("submitting the example algorithm to phase 'validation'")
-    ctx.invoke(submit, tarball=tarball, task_slug="han-oar-22", phase_slug="validation", user_name="demo",
-               label=f"threshold-segmenter {__version__}", wait=False)
-    with session_scope(settings.database_url) as s:
-        from arena.models import Submission
-
-        sub_id = s.scalar(select(Submission.id).order_by(Submission.id.desc()))
-    more = _demo_all_tasks(settings, ctx, cases, size, step) if all_tasks else []
-    refs = _demo_reference(settings, {"han-oar-22", *(slug for slug, _, _ in more)}, step) if with_reference else []
+    ctx = click.get_current_context()
+    main_slug, main_phase, sub_id = _demo_task(settings, ctx, main_entry, cases, size, step)
+    more = _demo_all_tasks(settings, ctx, main_slug, cases, size, step) if all_tasks else []
+    refs = _demo_reference(settings, {main_slug, *(slug for slug, _, _ in more)}, step) if with_reference else []
     worker_log = settings.home / "demo-worker.log"
     step(f"running a worker until the queue is empty (log: {worker_log})")
     with open(worker_log, "ab") as logf:
@@ -214,9 +240,9 @@ def demo(cases: int, size: str, host: str, port: int, serve: bool, all_tasks: bo
             click.echo(f"submission {other}: {_watch(settings, other)}")
         if proc.wait() != 0:
             _fail(f"the worker exited with code {proc.returncode}; see {worker_log}")
-    if not _print_board(settings, "han-oar-22", "validation", step):
-        _fail("the example submission produced no result; see `arena status 1`")
-    url = f"http://{host}:{port}/tasks/han-oar-22?phase=validation"
+    if not _print_board(settings, main_slug, main_phase, step):
+        _fail(f"the example submission produced no result; see `arena status {sub_id}`")
+    url = f"http://{host}:{port}/tasks/{main_slug}?phase={main_phase}"
     for slug, phase_slug, _ in more:
         _print_board(settings, slug, phase_slug, step)
         click.echo(f"  http://{host}:{port}/tasks/{slug}?phase={phase_slug}")
