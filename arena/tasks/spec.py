@@ -6,6 +6,7 @@ expected, e.g. ``tasks/han-oar-22/task.yaml: phases.1.slug: expected one of ...,
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -183,12 +184,43 @@ class RankingSpec(_Strict):
 
 
 class PhaseSpec(_Strict):
+    """A phase. ``visibility``, ``opens``, ``closes`` and ``reveal`` are the phase's starting settings: they
+    apply when the phase is first created (``arena task load``, a task.yaml upload); afterwards the
+    organizer pages own them and a re-load does not overwrite an organizer's edits. Without ``opens`` a
+    new phase starts closed (no submissions) and, without ``visibility``, hidden (only organizers see its
+    board). Times are UTC (a time with an offset is converted)."""
+
     slug: str = Field(pattern=SLUG)
     title: str
     cases: list[str] | None = Field(default=None, description="case ids; None: assigned when cases are loaded")
     submission_limit: int = Field(default=5, ge=0, description="submissions per team per day")
-    show_case_results: bool = Field(default=True, description="participants see per-case scores")
+    show_case_results: bool = Field(default=True, description="participants see their per-case scores, logs "
+                                    "permitting; false: per run only its status, one coarse outcome, how many "
+                                    "cases ended in each outcome and the total runtime to one significant digit "
+                                    "(arena.disclosure); the board still shows the phase's aggregate scores")
     show_logs: bool = Field(default=True, description="participants see container logs")
+    visibility: Literal["public", "hidden", "private"] = Field(
+        default="hidden", description="public: anyone sees the board; hidden: only organizers see the board, "
+        "teams see their own submissions; private: scores hidden even from the team until ``reveal``")
+    opens: dt.datetime | None = Field(default=None, description="submissions accepted from (UTC); absent: the "
+                                      "phase starts closed until an organizer opens it")
+    closes: dt.datetime | None = Field(default=None, description="submissions accepted until (UTC); needs opens")
+    reveal: dt.datetime | None = Field(default=None, description="hidden scores and boards shown from (UTC)")
+
+    @field_validator("opens", "closes", "reveal")
+    @classmethod
+    def _utc(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is not None and v.tzinfo is not None:
+            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return v
+
+    @model_validator(mode="after")
+    def _dates(self) -> PhaseSpec:
+        if self.closes is not None and self.opens is None:
+            raise ValueError("closes: needs opens (without opens a phase starts closed; an organizer opens it)")
+        if self.closes is not None and self.opens is not None and self.closes <= self.opens:
+            raise ValueError(f"closes: after opens ({self.opens:%Y-%m-%d %H:%M}), got {self.closes:%Y-%m-%d %H:%M}")
+        return self
 
 
 class ResourceSpec(_Strict):

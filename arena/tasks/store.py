@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from arena.config import Settings, load_settings
 from arena.kinds import kind_for
-from arena.models import Case, Phase, Task
+from arena.models import Case, Phase, Task, utcnow
 from arena.tasks.case_check import CaseReport, check_case
 from arena.tasks.spec import TaskSpec, load_spec
 
@@ -33,7 +33,13 @@ def _spec_from_json(text: str) -> TaskSpec:
 
 
 def upsert_task(session: Session, task_dir: Path) -> Task:
-    """Create or update the task (and its phases) from ``task_dir/task.yaml``."""
+    """Create or update the task (and its phases) from ``task_dir/task.yaml``.
+
+    A phase created here takes its starting settings from task.yaml: ``visibility`` (default hidden),
+    ``opens`` / ``closes`` (without ``opens`` it starts closed: ``closes_at`` is set to now, so no team
+    can submit until an organizer opens it) and ``reveal``. A phase that exists already keeps its settings
+    (an organizer's edits on the web are never overwritten by a re-load); only its title follows task.yaml.
+    """
     spec = load_spec(task_dir)
     task = session.scalar(select(Task).where(Task.slug == spec.slug))
     if task is None:
@@ -46,7 +52,9 @@ def upsert_task(session: Session, task_dir: Path) -> Task:
     for p in spec.phases:
         phase = existing.get(p.slug)
         if phase is None:
-            phase = Phase(slug=p.slug, title=p.title)
+            phase = Phase(slug=p.slug, title=p.title, visibility=p.visibility, opens_at=p.opens,
+                          closes_at=p.closes if p.opens is not None else utcnow().replace(microsecond=0),
+                          reveal_at=p.reveal)
             task.phases.append(phase)
         phase.title = p.title
     session.flush()
