@@ -144,15 +144,22 @@ def _ext(path: Path) -> str:
 def add_tile_case(session: Session, settings: Settings, task: Task, key: str, image: Path, reference: Path,
                   phases: Iterable[Phase], meta: dict | None = None) -> Case:
     """Register a tile case: copy ``image`` (.tif/.png) and ``reference`` (.json boxes or a mask) into the
-    case store as they are (no volume conversion) and add it to ``phases``."""
+    case store as they are (no volume conversion) and add it to ``phases``. A real JPEG/PNG tile with a
+    tile index or box JSON as ``reference`` is converted instead (:func:`arena.tasks.tiles_import.import_tile`:
+    tiled TIFF with ``meta["mpp"]`` µm/px in its resolution tags, boxes in the kind's JSON format)."""
+    from arena.tasks import tiles_import
+
     dest = settings.cases_dir / task.slug / key
     dest.mkdir(parents=True, exist_ok=True)
     image, reference = Path(image), Path(reference)
-    img_dst, ref_dst = dest / f"image{image.suffix.lower()}", dest / f"reference{reference.suffix.lower()}"
-    if image.resolve() != img_dst.resolve():
-        shutil.copyfile(image, img_dst)
-    if reference.resolve() != ref_dst.resolve():
-        shutil.copyfile(reference, ref_dst)
+    if image.suffix.lower() in tiles_import.SOURCE_SUFFIXES and reference.suffix.lower() == ".json":
+        img_dst, ref_dst = tiles_import.import_tile(image, reference, dest, (meta or {}).get("mpp"))
+    else:
+        img_dst, ref_dst = dest / f"image{image.suffix.lower()}", dest / f"reference{reference.suffix.lower()}"
+        if image.resolve() != img_dst.resolve():
+            shutil.copyfile(image, img_dst)
+        if reference.resolve() != ref_dst.resolve():
+            shutil.copyfile(reference, ref_dst)
     case = session.scalar(select(Case).where(Case.task_id == task.id, Case.key == key))
     if case is None:
         case = Case(task=task, key=key, image_path="", reference_path="")
@@ -348,9 +355,13 @@ def load_real_cases(session: Session, settings: Settings, task: Task, task_dir: 
             if case not in by_slug[c.phase].cases:
                 by_slug[c.phase].cases.append(case)
         else:
-            case = add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
-                            meta={"synthetic": False, **c.meta}, label_map=c.label_map,
-                            resample_reference=c.resample_reference)
+            if not kind_for(spec).volumetric:  # tiles: kept, or converted by arena.tasks.tiles_import
+                case = add_tile_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
+                                     meta={"synthetic": False, **c.meta})
+            else:
+                case = add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
+                                meta={"synthetic": False, **c.meta}, label_map=c.label_map,
+                                resample_reference=c.resample_reference)
             case.meta = {**case.meta, "source_files": fp}
         cases.append(case)
     write_manifest(settings, task.slug, list_training_cases(task_dir, spec, data_root))
