@@ -145,6 +145,9 @@ def test_demo_cases_load_into_both_phases(settings, db):
     cases = load_demo_cases(db, settings, task, 6, size="tiny")
     assert len(cases) == 6
     for phase in task.phases:
+        if phase.slug.startswith("real-"):  # the real DigestPath phases list their own cases: no demo tiles
+            assert not phase.cases, phase.slug
+            continue
         kinds = {bool(c.meta["positive"]) for c in phase.cases}
         assert kinds == {True, False}, phase.slug
     c = next(c for c in cases if c.meta["positive"])
