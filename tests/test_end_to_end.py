@@ -183,7 +183,7 @@ def test_submit_run_score(settings, loaded_task, redis_url, docker_engine, base_
     sub_page = _get(client, token, f"/submissions/{broken_id}").get_data(as_text=True)
     assert "exited with code 2" in sub_page
     csv = client.get("/tasks/han-oar-22/leaderboard.csv?phase=validation").get_data(as_text=True)
-    assert csv.splitlines()[0].startswith("entry,rank,dice,hd95,dice:BrainStem")
+    assert csv.splitlines()[0].startswith("entry,rank,mean_rank,dice,rank:dice,hd95,rank:hd95")  # StructSeg rule
 
     # A re-run is a new evaluation; the first one's results stay.
     assert _post(client, token, f"/api/v1/submissions/{good_id}/evaluations", b"").status_code == 403

@@ -176,20 +176,20 @@ def test_digestpath_metrics_from_score_detection():
     pred = pd.DataFrame({"image": ["p1", "p1", "n1", "n1"], "x": [0.0, 50.0, 5.0, 6.0], "y": [0.0, 50.0, 5.0, 6.0],
                          "probability": [0.9, 0.8, 0.7, 0.6]})
     gt = pd.DataFrame({"image": ["p1", "p1"], "x": [0.0, 10.0], "y": [0.0, 10.0]})
-    res = score_detection(pred, gt, criterion="distance", threshold=3.0, images=["p1", "n1", "n2"],
-                          precision_targets=(0.2,))
+    res = score_detection(pred, gt, criterion="distance", threshold=3.0, images=["p1", "n1", "n2"])
     m = digestpath_metrics(res)
     # one of two targets found at precision 1 -> recall 0.5; 2 FPs on the normal image n1 -> score 98
     assert m["recall"] == 0.5 and m["normal_fps"] == 2 and m["fp_score"] == 98.0
     assert m["froc"] == pytest.approx(res["normal_region_froc"]["score"]) and m["froc"] == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="precision_targets"):
-        digestpath_metrics(score_detection(pred, gt, criterion="distance", threshold=3.0))
-    # precision exactly 0.2 (1 TP after 4 FPs) counts only with >=: strict "> 0.2" via the PR curve
+    with pytest.raises(ValueError, match="digestpath_recall"):
+        digestpath_metrics({k: v for k, v in res.items() if k != "digestpath_recall"})
+    # precision exactly 0.2 (1 TP after 4 FPs) is not "more than 20%": recall 0, the same via the PR curve
     pr = pr_curve_from_scores([0.9, 0.8, 0.7, 0.6, 0.5], [False, False, False, False, True], n_gt=2)
-    fake = {"recall_at_precision": {"0.2": 0.5}, "counts": {"fp_on_negative_images": 120}, "normal_region_froc": None}
-    assert digestpath_metrics(fake)["recall"] == 0.5
+    fake = {"digestpath_recall": 0.0, "counts": {"fp_on_negative_images": 120}, "normal_region_froc": None}
     strict = digestpath_metrics(fake, pr=pr)
     assert strict["recall"] == 0.0 and strict["fp_score"] == 0.0 and np.isnan(strict["froc"])
+    with pytest.raises(ValueError, match="pass the PR curve"):
+        digestpath_metrics(fake, min_precision=0.5)
 
 
 # -- rank-then-aggregate ---------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from arena.metrics.detection import DIGESTPATH_MIN_PRECISION, digestpath_recall
 from arena.metrics.directions import DISTANCE_METRICS, OVERLAP_METRICS, higher_is_better
 
 if TYPE_CHECKING:
@@ -451,9 +452,6 @@ def structseg_rank(scores: pd.DataFrame, weights: Mapping[Any, float], *, metric
 
 # -- DigestPath 2019 -------------------------------------------------------------------------------
 
-DIGESTPATH_MIN_PRECISION = 0.2
-
-
 def digestpath_fp_score(normal_fps: float | np.ndarray) -> float | np.ndarray:
     """DigestPath's normal-region false-positive score ``max(100 - FPs, 0)`` (NaN stays NaN)."""
     return np.maximum(100.0 - np.asarray(normal_fps, dtype=float), 0.0) if np.ndim(normal_fps) else (
@@ -464,25 +462,25 @@ def digestpath_metrics(result: Mapping[str, Any], pr: PRCurve | None = None,
                        min_precision: float = DIGESTPATH_MIN_PRECISION) -> dict[str, float]:
     """The three DigestPath 2019 numbers from a :func:`arena.metrics.detection.score_detection` result.
 
-    - ``recall``: the highest recall at an operating point with precision *strictly* above
-      ``min_precision`` (0.2) when the PR curve ``pr`` (:func:`arena.metrics.detection.pr_curve`) is
-      given; otherwise ``result["recall_at_precision"]["0.2"]``, which counts precision >= 0.2 (call
-      ``score_detection(..., precision_targets=(0.2,))``; ValueError if absent).
+    - ``recall``: :func:`arena.metrics.detection.digestpath_recall` — the highest recall at an operating
+      point with precision *strictly* above ``min_precision`` (0.2), the one definition the boards use
+      too. Read from ``pr`` (:func:`arena.metrics.detection.pr_curve`) when given, else from
+      ``result["digestpath_recall"]`` (score_detection reports it for 0.2; ValueError if absent, or if
+      another ``min_precision`` is asked for without ``pr``).
     - ``normal_fps``: false positives on normal (negative) images, all submitted detections
       (``counts["fp_on_negative_images"]``); ``fp_score = max(100 - normal_fps, 0)``.
     - ``froc``: mean recall at 1, 2, 4, 8, 16, 32 normal-region FPs per normal image
       (``normal_region_froc["score"]``; NaN without negative images).
     """
     if pr is not None:
-        ok = pr.precision > min_precision
-        recall = float("nan") if pr.n_gt == 0 else (float(pr.recall[ok].max()) if ok.any() else 0.0)
+        recall = digestpath_recall(pr, min_precision)
+    elif min_precision != DIGESTPATH_MIN_PRECISION:
+        raise ValueError(f"min_precision {min_precision}: pass the PR curve (pr=) to read the recall there")
+    elif "digestpath_recall" in result:
+        recall = float(result["digestpath_recall"])
     else:
-        rap = result.get("recall_at_precision") or {}
-        key = str(float(min_precision))
-        if key not in rap:
-            raise ValueError(f"result: no recall at precision {key} (has {sorted(rap)}); score with "
-                             f"score_detection(..., precision_targets=({min_precision},)) or pass pr=")
-        recall = float(rap[key])
+        raise ValueError("result: no 'digestpath_recall'; score with arena.metrics.detection.score_detection "
+                         "or pass the PR curve (pr=)")
     fps = float(result["counts"]["fp_on_negative_images"])
     normal = result.get("normal_region_froc")
     froc = float(normal["score"]) if normal else float("nan")

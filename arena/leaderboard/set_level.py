@@ -18,8 +18,9 @@ row (metric)       meaning
 
 and the board computes per entry, over the phase's cases:
 
-- ``recall``: the highest recall over the operating points (distinct probability thresholds, boxes of
-  all tiles pooled) whose precision is *strictly* above ``detection.min_precision`` (0.2); 0 if none.
+- ``recall``: :func:`arena.metrics.detection.digestpath_recall` — the highest recall over the operating
+  points (distinct probability thresholds, boxes of all tiles pooled) whose precision is *strictly*
+  above ``detection.min_precision`` (0.2; the challenge's "more than 20%"); 0 if none.
 - ``normal_fps``: boxes on negative tiles (every one is a false positive), all of them, whatever their
   probability; ``fp_score = max(fp_score_max - normal_fps, 0)`` (DigestPath: max(100 − FP, 0)).
 - ``froc``: the normal-region FROC — sensitivity (over all targets) at ``normal_fp_rates`` (1, 2, 4, 8,

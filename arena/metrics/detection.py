@@ -123,6 +123,8 @@ __all__ = [
     "average_precision",
     "best_f1",
     "cpm",
+    "digestpath_numbers",
+    "digestpath_recall",
     "froc_curve",
     "froc_curve_from_scores",
     "match_detections",
@@ -996,6 +998,30 @@ def recall_at_precision(curve: PRCurve, min_precision: float) -> float:
     return float(curve.recall[ok].max()) if ok.any() else 0.0
 
 
+#: DigestPath 2019 reads its recall where precision is *more than* 20 % (strictly above 0.2).
+DIGESTPATH_MIN_PRECISION = 0.2
+
+
+def digestpath_recall(curve: PRCurve, min_precision: float = DIGESTPATH_MIN_PRECISION) -> float:
+    """DigestPath 2019's instance-level recall — the one definition Arena uses (boards, tile kinds,
+    :func:`arena.leaderboard.ranking.digestpath_metrics`).
+
+    The highest recall over the operating points of ``curve`` (one per distinct probability, boxes of
+    all images pooled) whose precision is *strictly* above ``min_precision`` (0.2); 0 if none is; NaN
+    without targets. Strictly, because the challenge's evaluation page asks for the recall "when
+    precision is more than 20%" (docs/metrics.md). Recall only grows as the threshold falls, so when
+    all submitted boxes together have precision above 0.2 this is the recall of all of them, as the page
+    computes it; otherwise it is the best operating point that clears 0.2. (:func:`recall_at_precision`
+    is the general ``>=`` read-out for other uses.)
+    """
+    if not 0 <= min_precision < 1:
+        raise ValueError(f"min_precision: must be in [0, 1), got {min_precision!r}")
+    if curve.n_gt == 0:
+        return float("nan")
+    ok = curve.precision > min_precision
+    return float(curve.recall[ok].max()) if ok.any() else 0.0
+
+
 # --------------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------------
@@ -1021,7 +1047,8 @@ def score_detection(predictions: Any, ground_truth: Any, *, criterion: Criterion
         threshold): ``counts``; ``froc`` (``sensitivity_interpolated``/``_nearest`` at ``fp_rates``,
         ``cpm_interpolated``/``_nearest``, ``monai_score`` at the same rates, ``curve``);
         ``normal_region_froc`` (None without negative images); ``ap``; ``average_precision`` per method;
-        ``at_threshold``; ``best_f1``; ``recall_at_precision`` (keys as ``str(p)``).
+        ``at_threshold``; ``best_f1``; ``recall_at_precision`` (precision >= p; keys as ``str(p)``);
+        ``digestpath_recall`` (:func:`digestpath_recall`: precision strictly above 0.2).
     """
     if ap_method not in AP_METHODS:
         raise ValueError(f"ap_method: unknown {ap_method!r}; expected one of {list(AP_METHODS)}")
@@ -1063,7 +1090,8 @@ def score_detection(predictions: Any, ground_truth: Any, *, criterion: Criterion
     return {"criterion": criterion, "threshold": m.threshold, "matching": matching, "counts": counts, "froc": froc,
             "normal_region_froc": normal, "ap_method": ap_method, "ap": aps[ap_method], "average_precision": aps,
             "at_threshold": operating_point(pr, score_threshold), "best_f1": best_f1(pr),
-            "recall_at_precision": {str(float(p)): recall_at_precision(pr, float(p)) for p in precision_targets}}
+            "recall_at_precision": {str(float(p)): recall_at_precision(pr, float(p)) for p in precision_targets},
+            "digestpath_recall": digestpath_recall(pr)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1195,16 +1223,16 @@ def read_detections(path: str | Path, *, image: Hashable | None = None,
 
 
 def digestpath_numbers(tp: np.ndarray, fp: np.ndarray, fp_normal: np.ndarray, n_targets: int, n_negative: int, *,
-                       min_precision: float = 0.2, normal_fp_rates: Sequence[float] = (1, 2, 4, 8, 16, 32),
+                       min_precision: float = DIGESTPATH_MIN_PRECISION, normal_fp_rates: Sequence[float] = (1, 2, 4, 8, 16, 32),
                        fp_score_max: float = 100.0) -> dict[str, float]:
     """DigestPath's three numbers from pooled box probabilities: ``tp`` (true positives), ``fp`` (all false
     positives), ``fp_normal`` (false positives on negative tiles, a subset of ``fp``), ``n_targets`` (all
-    GT boxes) and ``n_negative`` (negative tiles)."""
+    GT boxes) and ``n_negative`` (negative tiles). ``recall``: :func:`digestpath_recall` (precision strictly
+    above ``min_precision``)."""
     tp, fp, fp_normal = (np.asarray(a, dtype=float).ravel() for a in (tp, fp, fp_normal))
     if n_targets:
         pr = pr_curve_from_scores(np.r_[tp, fp], np.r_[np.ones(tp.size, bool), np.zeros(fp.size, bool)], n_targets)
-        ok = pr.precision > min_precision
-        recall = float(pr.recall[ok].max()) if ok.any() else 0.0
+        recall = digestpath_recall(pr, min_precision)
     else:
         recall = float("nan")
     normal_fps = float(fp_normal.size)
