@@ -160,3 +160,25 @@ def test_same_size_tampering_is_caught_by_the_checksum(settings, shared_data, tm
     img.write_bytes(b"z" * 3000)
     with pytest.raises(TrainingDataError, match="a_ct.bin"):
         list(iter_archive(manifest, {1: "X"}))
+
+
+def test_a_bad_label_map_midway_leaves_nothing_behind(settings, db, shared_data, tmp_path):
+    """The third patient's label map holds a value outside the task's map: the first two are not kept."""
+    import numpy as np
+
+    from arena.models import Case
+
+    folder = tmp_path / "kbp"
+    picked = openkbp_folder(shared_data, folder, per_split={"validation": 3})
+    bad = folder / f"{picked[2]['patient']}_oars.nii.gz"
+    img = sitk.ReadImage(str(bad))
+    arr = sitk.GetArrayFromImage(img)
+    arr[0, 0, 0] = 9
+    out = sitk.GetImageFromArray(arr.astype(np.uint8))
+    out.CopyInformation(img)
+    bad.unlink()
+    sitk.WriteImage(out, str(bad))
+    r = _load("--data", str(folder))
+    assert r.exit_code != 0 and bad.name in r.output and "9" in r.output
+    assert db.scalar(select(func.count(Case.id))) == 0
+    assert not any((settings.cases_dir / "han-oar-openkbp").glob("pt-*"))

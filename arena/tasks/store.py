@@ -326,9 +326,13 @@ def load_real_cases(session: Session, settings: Settings, task: Task, task_dir: 
 
     Idempotent: a case whose source files are unchanged (path, size, mtime) and whose stored files are
     still there is not read again, so reloading 100 cases takes well under a second. ``limit``: load only
-    the first ``limit`` cases of each phase (in the loader's order), e.g. for a quick demo board; the
-    case's meta says so. The training cases (``training(data_folder)``) are recorded in the task's
+    the first ``limit`` cases of each phase (in the loader's order), e.g. for a quick demo board. The
+    training cases (``training(data_folder)``) are recorded in the task's
     training manifest (:mod:`arena.tasks.training`); they are not cases of any phase.
+
+    All or nothing: when a case fails its check (:mod:`arena.tasks.case_check`) or its conversion, the
+    files of the cases this call created are removed and the error propagates (the caller's session is
+    rolled back, e.g. by ``session_scope``); cases that existed before keep their files.
     """
     from arena.tasks.training import write_manifest
 
@@ -344,28 +348,36 @@ def load_real_cases(session: Session, settings: Settings, task: Task, task_dir: 
         sources = kept
     by_slug = {p.slug: p for p in task.phases}
     existing = {c.key: c for c in session.scalars(select(Case).where(Case.task_id == task.id))}
-    cases = []
-    for i, c in enumerate(sources):
-        if progress:
-            progress(i, len(sources), c.key)
-        fp = _fingerprint(c)
-        case = existing.get(c.key)
-        if (case is not None and (case.meta or {}).get("source_files") == fp
-                and Path(case.image_path).is_file() and Path(case.reference_path).is_file()):
-            if case not in by_slug[c.phase].cases:
-                by_slug[c.phase].cases.append(case)
-        else:
-            if not kind_for(spec).volumetric:  # tiles: kept, or converted by arena.tasks.tiles_import
-                case = add_tile_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
-                                     meta={"synthetic": False, **c.meta})
+    training = list_training_cases(task_dir, spec, data_root)  # its files must be there too, before any write
+    cases, created = [], []
+    try:
+        for i, c in enumerate(sources):
+            if progress:
+                progress(i, len(sources), c.key)
+            fp = _fingerprint(c)
+            case = existing.get(c.key)
+            if (case is not None and (case.meta or {}).get("source_files") == fp
+                    and Path(case.image_path).is_file() and Path(case.reference_path).is_file()):
+                if case not in by_slug[c.phase].cases:
+                    by_slug[c.phase].cases.append(case)
             else:
-                case = add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
-                                meta={"synthetic": False, **c.meta}, label_map=c.label_map,
-                                resample_reference=c.resample_reference)
-            case.meta = {**case.meta, "source_files": fp}
-        cases.append(case)
-    write_manifest(settings, task.slug, list_training_cases(task_dir, spec, data_root))
-    session.flush()
+                if case is None:
+                    created.append(settings.cases_dir / task.slug / c.key)
+                if not kind_for(spec).volumetric:  # tiles: kept, or converted by arena.tasks.tiles_import
+                    case = add_tile_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
+                                         meta={"synthetic": False, **c.meta})
+                else:
+                    case = add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
+                                    meta={"synthetic": False, **c.meta}, label_map=c.label_map,
+                                    resample_reference=c.resample_reference)
+                case.meta = {**case.meta, "source_files": fp}
+            cases.append(case)
+        write_manifest(settings, task.slug, training)
+        session.flush()
+    except BaseException:  # the caller's transaction rolls the rows back; the new cases' files go too
+        for d in created:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
     if progress:
         progress(len(sources), len(sources), "")
     return cases
