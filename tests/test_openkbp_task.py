@@ -182,3 +182,14 @@ def test_a_bad_label_map_midway_leaves_nothing_behind(settings, db, shared_data,
     assert r.exit_code != 0 and bad.name in r.output and "9" in r.output
     assert db.scalar(select(func.count(Case.id))) == 0
     assert not any((settings.cases_dir / "han-oar-openkbp").glob("pt-*"))
+
+
+def test_task_check_reports_phase_and_training_counts(shared_data, tmp_path):
+    from arena.tasks.check import check_task
+
+    folder = tmp_path / "kbp"
+    openkbp_folder(shared_data, folder, per_split={"validation": 2, "test": 1, "train": 3})
+    res = check_task(TASK_DIR, data_root=folder, generate=False)
+    assert res.ok, res.problems
+    assert "real cases per phase: validation 2, test 1" in res.notes
+    assert any(n.startswith("training data: 3 cases") for n in res.notes)

@@ -75,7 +75,7 @@ def _label_ids(path: Path, label_map: dict[int, int] | None = None) -> set[int]:
 def check_task(task_dir: Path | str, data_root: Path | None = None, generate: bool = True) -> CheckResult:
     from arena.tasks import convert
     from arena.kinds import kind_for
-    from arena.tasks.store import DataUnavailable, list_real_cases
+    from arena.tasks.store import DataUnavailable, list_real_cases, list_training_cases
 
     task_dir = Path(task_dir)
     res = CheckResult(task_dir)
@@ -107,6 +107,17 @@ def check_task(task_dir: Path | str, data_root: Path | None = None, generate: bo
         except Exception as e:  # a loader that raises is a broken task folder
             res.problems.append(f"data.loader: {type(e).__name__}: {e}")
             sources = []
+        if sources:
+            counts = {p.slug: sum(c.phase == p.slug for c in sources) for p in spec.phases}
+            res.notes.append("real cases per phase: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
+            try:
+                training = list_training_cases(task_dir, spec, data_root)
+            except Exception as e:
+                res.problems.append(f"data.loader training(): {type(e).__name__}: {e}")
+                training = []
+            if training:
+                res.notes.append(f"training data: {len(training)} cases (never scored; "
+                                 f"`arena task training-data {spec.slug}`)")
         for c in sources:
             absent = [f"case {c.key}: {what} {p} not found"
                       for what, p in (("image", c.image), ("reference", c.reference)) if not Path(p).exists()]
