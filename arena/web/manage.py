@@ -1,4 +1,4 @@
-"""Organizer pages: tasks from task.yaml, hidden cases from a server folder, phase schedule, freeze and
+"""Organizer pages: tasks from task.yaml, cases from a server folder (listed, removed, moved), phase schedule, freeze and
 reveal, quotas, visibility, the queue (cancel, re-run), exports and the audit trail; for administrators,
 the users (one-time password reset, disable, enable)."""
 
@@ -14,8 +14,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from arena import audit
+from arena.disclosure import OUTCOMES
 from arena.lifecycle import EvaluationStatus
 from arena.models import PHASE_VISIBILITY, AuditEvent, Evaluation, Submission, Task, User, utcnow
+from arena.tasks.case_admin import CaseAdminError, list_cases, move_case, remove_case
+from arena.tasks.case_check import CaseCheckError
+from arena.tasks.importing import LAYOUT_HELP, import_cases
 from arena.tasks.spec import TaskSpecError, load_spec
 from arena.tasks.store import spec_of, upsert_task
 from arena.users import ONE_TIME_PASSWORD_DAYS, set_disabled, set_one_time_password
@@ -24,8 +28,6 @@ from arena.web.auth import admin_required, me, organizer_tasks, require_organize
 from arena.web.boards import snapshot_board
 
 manage = Blueprint("manage", __name__)
-
-IMAGE_EXTS = (".mha", ".nii.gz", ".nrrd", ".nii", ".mhd")
 
 
 @manage.before_request
@@ -121,12 +123,7 @@ def _index_error(errors: list[str]):
 
 @manage.get("/tasks/<slug>")
 def task(slug: str):
-    task = _task(slug)
-    spec = spec_of(task)
-    counts = dict(g.db.execute(select(Submission.phase_id, func.count(Submission.id))
-                               .where(Submission.task_id == task.id).group_by(Submission.phase_id)).all())
-    return render_template("manage/task.html", task=task, spec=spec, counts=counts, visibilities=PHASE_VISIBILITY,
-                           import_roots=_import_roots(), case_errors=None, now=utcnow())
+    return _render_task(_task(slug))
 
 
 def _when(name: str) -> dt.datetime | None:
@@ -228,62 +225,26 @@ def _import_roots() -> list[Path]:
     return [r.resolve() for r in (settings.import_roots or (settings.home / "import",))]
 
 
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.name.lower().endswith(IMAGE_EXTS)
-
-
-def _pick(folder: Path, stem: str) -> Path | None:
-    for p in sorted(folder.iterdir()):
-        if p.name.lower().split(".")[0] == stem and (_is_image(p) or p.is_dir()):
-            return p
-    return None
-
-
-def find_cases(folder: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
-    """(key, image, reference) triples from ``folder``, laid out either as ``<key>/image.* + reference.*``
-    (an image may also be a DICOM series folder) or as ``images/<key>.* + references|labels/<key>.*``."""
-    found, problems = [], []
-    images_dir = folder / "images"
-    refs_dir = next((folder / n for n in ("references", "labels", "masks") if (folder / n).is_dir()), None)
-    if images_dir.is_dir() and refs_dir is not None:
-        refs = {_key(p): p for p in refs_dir.iterdir() if _is_image(p) or p.is_dir()}
-        for img in sorted(images_dir.iterdir()):
-            if not (_is_image(img) or img.is_dir()):
-                continue
-            key = _key(img)
-            if key not in refs:
-                problems.append(f"images/{img.name}: no reference {refs_dir.name}/{key}.*")
-            else:
-                found.append((key, img, refs[key]))
-        return found, problems
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        img, ref = _pick(sub, "image"), _pick(sub, "reference")
-        if img is None or ref is None:
-            problems.append(f"{sub.name}/: expected image.<{'|'.join(e[1:] for e in IMAGE_EXTS)}> and reference.<...>")
-            continue
-        found.append((sub.name, img, ref))
-    if not found and not problems:
-        problems.append("no cases found: use <case>/image.mha + <case>/reference.mha, or images/ + references/")
-    return found, problems
-
-
-def _key(p: Path) -> str:
-    name = p.name
-    for ext in IMAGE_EXTS:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+def _render_task(task: Task, case_errors: list[str] | None = None, status: int = 200):
+    spec = spec_of(task)
+    counts = dict(g.db.execute(select(Submission.phase_id, func.count(Submission.id))
+                               .where(Submission.task_id == task.id).group_by(Submission.phase_id)).all())
+    return render_template("manage/task.html", task=task, spec=spec, counts=counts, visibilities=PHASE_VISIBILITY,
+                           import_roots=_import_roots(), case_errors=case_errors, now=utcnow(),
+                           case_rows=list_cases(g.db, task), label_names={k: v.name for k, v in spec.labels.items()},
+                           layout_help=LAYOUT_HELP, outcomes=OUTCOMES), status
 
 
 @manage.post("/tasks/<slug>/cases")
 def load_cases(slug: str):
-    from arena.tasks.store import add_case
-
+    """Import a server folder's cases (:func:`arena.tasks.importing.import_cases`: all checked, then all
+    written, or none); the phases from the checkboxes, or per case from an uploaded case,phase CSV."""
     task = _task(slug)
     user = me()
     settings = current_app.config["ARENA"]
     raw = (request.form.get("folder") or "").strip()
-    phases = [p for p in task.phases if p.slug in request.form.getlist("phases")]
+    phases = [p.slug for p in task.phases if p.slug in request.form.getlist("phases")]
+    csv_upload = request.files.get("phases_csv")
     errors = []
     folder = Path(raw).resolve() if raw else None
     if folder is None:
@@ -293,43 +254,69 @@ def load_cases(slug: str):
                       "set ARENA_IMPORT_ROOTS to allow others)")
     elif not folder.is_dir():
         errors.append(f"{raw}: no such folder on the server")
-    if not phases:
-        errors.append("choose at least one phase for the cases")
-    loaded = []
-    if not errors:
-        cases, problems = find_cases(folder)
-        errors += problems
-        for key, img, ref in cases:
-            if not _safe_key(key):
-                errors.append(f"{key}: case ids are letters, digits, '-', '_' and '.'")
-                continue
-            try:
-                add_case(g.db, settings, task, key, img, ref, phases, meta={"source": str(folder)})
-                loaded.append(key)
-            except Exception as e:  # a broken file: say which, keep going
-                g.db.rollback()
-                errors.append(f"{key}: {e}")
-        if loaded:
-            audit.record(g.db, user, "task.cases_load", "task", task.slug, folder=str(folder), cases=loaded,
-                         phases=[p.slug for p in phases])
-            g.db.commit()
-    if loaded:
-        flash(f"Loaded {len(loaded)} case(s) into {', '.join(p.slug for p in phases)}: {', '.join(loaded[:10])}"
-              + (" …" if len(loaded) > 10 else ""))
+    has_csv = csv_upload is not None and bool(csv_upload.filename)
+    if not phases and not has_csv:
+        errors.append("choose at least one phase for the cases, or upload a case,phase CSV")
     if errors:
-        spec = spec_of(task)
-        counts = dict(g.db.execute(select(Submission.phase_id, func.count(Submission.id))
-                                   .where(Submission.task_id == task.id).group_by(Submission.phase_id)).all())
-        return render_template("manage/task.html", task=task, spec=spec, counts=counts,
-                               visibilities=PHASE_VISIBILITY, import_roots=_import_roots(), case_errors=errors,
-                               now=utcnow()), 400
-    return redirect(url_for("manage.task", slug=slug))
+        return _render_task(task, errors, 400)
+    with tempfile.TemporaryDirectory(prefix="arena-phases-") as tmp:
+        csv_path = None
+        if has_csv:
+            csv_path = Path(tmp) / "phases.csv"
+            data = csv_upload.read(1024 * 1024 + 1)
+            if len(data) > 1024 * 1024:
+                return _render_task(task, ["the phases CSV is larger than 1 MiB"], 400)
+            csv_path.write_bytes(data)
+        try:
+            res = import_cases(g.db, settings, task, folder, phases, csv_path, meta={"imported_by": user.name})
+        except CaseCheckError as e:
+            g.db.rollback()
+            problems = [p.replace(str(csv_path), f"phases CSV {csv_upload.filename}") if csv_path else p
+                        for p in e.problems]
+            return _render_task(_task(slug), problems, 400)
+    audit.record(g.db, user, "task.cases_load", "task", task.slug, folder=str(folder), cases=res.loaded,
+                 phases=sorted({p for ps in res.phases.values() for p in ps}))
+    g.db.commit()
+    by_phase: dict[str, int] = {}
+    for k in res.loaded:
+        for p in res.phases[k]:
+            by_phase[p] = by_phase.get(p, 0) + 1
+    flash(f"Loaded {len(res.loaded)} case(s) (" + ", ".join(f"{n} into {p}" for p, n in sorted(by_phase.items()))
+          + f"): {', '.join(res.loaded[:10])}" + (" …" if len(res.loaded) > 10 else "")
+          + (f"; replaced {len(res.replaced)}" if res.replaced else ""))
+    return redirect(url_for("manage.task", slug=slug, _anchor="cases"))
 
 
-def _safe_key(key: str) -> bool:
-    import re
+@manage.post("/tasks/<slug>/cases/<key>/remove")
+def remove_case_view(slug: str, key: str):
+    """Remove one case (rows and stored files); a scored case only with ``force`` (its results go too)."""
+    task = _task(slug)
+    force = request.form.get("force") == "1"
+    try:
+        n = remove_case(g.db, current_app.config["ARENA"], task, key, force=force)
+    except CaseAdminError as e:
+        g.db.rollback()
+        return _render_task(_task(slug), [f"{e}; nothing was removed"], 400)
+    audit.record(g.db, me(), "task.case_remove", "task", task.slug, case=key, results_deleted=n)
+    g.db.commit()
+    flash(f"Case {key} removed" + (f" with {n} result(s)." if n else "."))
+    return redirect(url_for("manage.task", slug=slug, _anchor="case-list"))
 
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", key))
+
+@manage.post("/tasks/<slug>/cases/<key>/move")
+def move_case_view(slug: str, key: str):
+    """Move one case into the phase ``to`` (out of the others); a scored case only with ``force``."""
+    task = _task(slug)
+    to = request.form.get("to") or ""
+    try:
+        left = move_case(g.db, task, key, to, force=request.form.get("force") == "1")
+    except CaseAdminError as e:
+        g.db.rollback()
+        return _render_task(_task(slug), [f"{e}; nothing was moved"], 400)
+    audit.record(g.db, me(), "task.case_move", "task", task.slug, case=key, to=to, left=left)
+    g.db.commit()
+    flash(f"Case {key} moved to {to}" + (f" (out of {', '.join(left)})." if left else "."))
+    return redirect(url_for("manage.task", slug=slug, _anchor="case-list"))
 
 
 # -- queue ------------------------------------------------------------------------------------
