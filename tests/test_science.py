@@ -3,6 +3,8 @@ few cases called uninformative."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +17,8 @@ from arena.metrics.detection import (
     recall_at_precision,
     score_detection,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 # -- DigestPath recall: one definition, worked by hand ------------------------------------------------------
 #
@@ -70,3 +74,115 @@ def test_score_detection_reports_the_digestpath_recall():
     gt = pd.DataFrame({"image": ["p1", "p1"], "x": [0.0, 10.0], "y": [0.0, 10.0]})
     res = score_detection(pred, gt, criterion="distance", threshold=3.0)
     assert res["digestpath_recall"] == 0.5 and digestpath_metrics(res)["recall"] == 0.5
+
+
+# -- penalties are marked as penalties ----------------------------------------------------------------------
+
+def test_penalty_mask_finds_filled_and_policy_distances():
+    from arena.leaderboard.ranking import is_penalty, penalty_counts, penalty_mask
+
+    s = pd.DataFrame({"entry": [1, 1, 1, 2, 2], "case": ["a", "a", "b", "b", "b"], "label": [1, 1, 1, 2, 2],
+                      "metric": ["dice", "hd95", "hd95", "hd95", "dice"], "value": [0.0, 301.25, 4.0, 88.0, 0.0],
+                      "filled": [False, False, False, True, True]})
+    # case a's diagonal is 301.25 mm: entry 1 missed label 1 there; entry 2's case b failed (filled in)
+    mask = penalty_mask(s, {"dice": 0.0, "hd95": {"a": 301.25, "b": 250.0}})
+    assert mask.tolist() == [False, True, False, True, False]  # Dice 0 is a true Dice, never a penalty
+    counts = penalty_counts(s, mask, {1: "BrainStem", 2: "Chiasm"}).set_index("entry")
+    assert counts.loc[1, "penalties:hd95"] == 1 and counts.loc[1, "penalties:hd95:BrainStem"] == 1
+    assert counts.loc[2, "penalties:hd95:Chiasm"] == 1 and counts.loc[2, "penalties:hd95:BrainStem"] == 0
+    assert is_penalty(301.25, 301.25) and not is_penalty(301.0, 301.25) and not is_penalty(None, 3.0)
+
+
+@pytest.fixture
+def two_case_board(settings, db, shared_data):
+    """han-oar-9 with two real PDDCA label maps as validation cases; team Alpha misses the chiasm in the first
+    case (Dice 0, HD95 = that case's image diagonal), team Beta measures everything."""
+    from arena.leaderboard.query import _diagonal_mm
+    from arena.lifecycle import CaseStatus, EvaluationStatus, SubmissionStatus
+    from arena.models import CaseResult, Evaluation, MetricValue, Submission
+    from arena.tasks.store import add_case, upsert_task
+    from arena.users import create_user
+
+    task = upsert_task(db, REPO / "tasks" / "han-oar-9")
+    val = next(p for p in task.phases if p.slug == "validation")
+    for cid in ("0522c0001", "0522c0002"):
+        ref = shared_data / "pddca" / cid / "labelmap_9oar.nii.gz"
+        add_case(db, settings, task, cid, ref, ref, [val])
+    first = val.cases[0]
+    diagonal = _diagonal_mm(first.reference_path)
+    subs = {}
+    for team, dice in (("Alpha", 0.85), ("Beta", 0.7)):
+        user, _ = create_user(db, team.lower(), team=team, password="correct horse battery staple")
+        sub = Submission(task=task, phase=val, team=user.team, user=user, label=f"{team} v1",
+                         status=SubmissionStatus.VALIDATED, image_id=f"sha256:{team}")
+        ev = Evaluation(submission=sub, status=EvaluationStatus.SUCCEEDED, cases_total=2, cases_done=2)
+        db.add_all([sub, ev])
+        db.flush()
+        for case in val.cases:
+            cr = CaseResult(evaluation_id=ev.id, case_id=case.id, status=CaseStatus.SUCCEEDED)
+            missed = team == "Alpha" and case.id == first.id
+            cr.metrics = [MetricValue(label=lab, metric="dice", value=0.0 if missed and lab == 2 else dice)
+                          for lab in range(1, 10)]
+            cr.metrics += [MetricValue(label=lab, metric="hd95", value=diagonal if missed and lab == 2 else 3.0)
+                           for lab in range(1, 10)]
+            db.add(cr)
+        subs[team] = sub.id
+    db.commit()
+    return task, val, subs, diagonal
+
+
+def test_board_page_csv_json_and_plots_mark_penalties_and_few_cases(two_case_board, settings, db):
+    from arena.leaderboard.query import compute_leaderboard
+    from arena.leaderboard.statistics import NOT_INFORMATIVE
+    from arena.web import create_app
+    from tests.web_helpers import sign_in
+
+    task, val, subs, diagonal = two_case_board
+    board = compute_leaderboard(db, task, val)
+    t = board.table[board.table["rank"].notna()].set_index("team")
+    assert t.loc["Alpha", "penalties:hd95"] == 1 and t.loc["Alpha", "penalties:hd95:Chiasm"] == 1
+    assert t.loc["Beta", "penalties:hd95"] == 0
+    pen = board.scores[board.scores["penalty"]]
+    assert len(pen) == 1 and pen["value"].item() == pytest.approx(diagonal)
+    # 2 cases: the bootstrap still runs, but the board says it is not informative
+    assert (t["uncertainty"] == NOT_INFORMATIVE).all() and board.bootstrap.attrs["informative"] is False
+
+    client = create_app(settings).test_client()
+    page = client.get("/tasks/han-oar-9?phase=validation").get_data(as_text=True)
+    assert "1 pen." in page and "n &lt; 10: not informative" in page
+    api = client.get("/api/v1/tasks/han-oar-9/leaderboard?phase=validation").get_json()
+    ranked = [r for r in api["rows"] if r["rank"] is not None]
+    assert all(r["uncertainty"] == NOT_INFORMATIVE for r in ranked)
+    assert {r["team"]: r["penalties:hd95"] for r in ranked} == {"Alpha": 1, "Beta": 0}
+    csv = client.get("/tasks/han-oar-9/leaderboard.csv?phase=validation").get_data(as_text=True)
+    assert "penalties:hd95" in csv.splitlines()[0] and "uncertainty" in csv.splitlines()[0]
+    alpha_entry = int(t.loc["Alpha", "entry"])
+    svg = client.get(f"/tasks/han-oar-9/distributions.svg?phase=validation&metric=hd95&entry={alpha_entry}")
+    assert svg.status_code == 200 and b"1 pen." in svg.data and b"counted apart" in svg.data
+    cmp = client.get("/tasks/han-oar-9/compare?phase=validation&metric=dice").get_data(as_text=True)
+    assert "n &lt; 10: not informative" in cmp
+    rank_svg = client.get("/tasks/han-oar-9/rank-distribution.svg?phase=validation")
+    assert rank_svg.status_code == 200 and b"not informative" in rank_svg.data
+
+    # the submission page marks the penalty cell; the results export flags it
+    sign_in(client, "alpha", "correct horse battery staple")
+    sub_page = client.get(f"/submissions/{subs['Alpha']}").get_data(as_text=True)
+    assert sub_page.count("<sup>penalty</sup>") == 1 and "filled in, not measured" in sub_page
+    from arena.models import Submission
+    from arena.web.export import result_rows
+
+    rows = result_rows([db.get(Submission, subs["Alpha"])])
+    flagged = [(r["case"], r["label_name"]) for r in rows if r["hd95_penalty"]]
+    assert flagged == [(val.cases[0].key, "Chiasm")]
+    assert all(r["hd95_penalty"] is False for r in rows if (r["case"], r["label_name"]) not in flagged)
+
+
+def test_pairwise_compare_on_few_cases_is_not_informative():
+    from arena.leaderboard.statistics import NOT_INFORMATIVE, informative, pairwise_compare
+
+    # 6 cases, A always better by a clear margin: Wilcoxon's exact p = 0.03125 < 0.05, but 6 < 10 cases
+    rows = [(e, f"c{i}", 1, "dice", v) for i in range(6) for e, v in (("A", 0.9 - 0.01 * i), ("B", 0.5))]
+    t = pairwise_compare(pd.DataFrame(rows, columns=["entry", "case", "label", "metric", "value"]), "A", "B", "dice")
+    assert t.loc[0, "p"] == pytest.approx(0.03125) and not t.loc[0, "significant"]
+    assert not t.loc[0, "informative"] and t.loc[0, "note"] == NOT_INFORMATIVE
+    assert not informative(9) and informative(10)

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from arena.leaderboard.ranking import _check_scores, _label_name, default_higher_is_better
+from arena.leaderboard.statistics import NOT_INFORMATIVE
 
 __all__ = ["boxplot_figure", "boxplot_svg", "figure_png", "figure_svg", "forest_plot_figure", "forest_plot_svg",
            "froc_figure", "froc_svg", "plain", "rank_distribution_figure", "rank_distribution_svg"]
@@ -111,6 +112,9 @@ def rank_distribution_figure(boot: pd.DataFrame, *, names: Mapping[Any, str] | N
         ax.grid(axis="y", color="#e5e5e5", lw=0.6)
         ax.set_axisbelow(True)
         fig.text(0.01, 0.01, "under each name: P(first)", fontsize=7, color="#555555")
+        if boot.attrs.get("informative") is False:
+            fig.text(0.99, 0.01, f"{boot.attrs.get('n_cases', '')} cases — {NOT_INFORMATIVE}", fontsize=8,
+                     color="#b00020", ha="right")
         fig.tight_layout()
     return fig
 
@@ -152,8 +156,10 @@ def forest_plot_figure(compare: pd.DataFrame, *, a_name: str | None = None, b_na
         ax.set_yticks(y)
         ax.set_yticklabels([plain(x) for x in compare["label_name"]])
         ax.set_ylim(-0.8, k - 0.2)
-        for yi, (n, p) in zip(y, zip(compare["n"], compare["p_holm"])):
-            ax.annotate(f"n={n}  p={p:.3g}" if np.isfinite(p) else f"n={n}", xy=(1.01, yi),
+        few = ~compare["informative"].to_numpy(dtype=bool) if "informative" in compare.columns else np.zeros(k, bool)
+        for yi, (n, p), f in zip(y, zip(compare["n"], compare["p_holm"]), few):
+            text = f"n={n}  p={p:.3g}" if np.isfinite(p) else f"n={n}"
+            ax.annotate(f"{text}  ({NOT_INFORMATIVE})" if f else text, xy=(1.01, yi),
                         xycoords=("axes fraction", "data"), va="center", fontsize=7.5, color="#444444")
         better_right = a if hib else b
         better_left = b if hib else a
@@ -182,7 +188,11 @@ def boxplot_figure(scores: pd.DataFrame, entries: Sequence[Any], metric: str, *,
                    labels: Sequence[Any] | None = None, label_names: Mapping[Any, str] | None = None,
                    names: Mapping[Any, str] | None = None, title: str | None = None) -> Figure:
     """Per-organ boxplots of ``metric`` across cases, one box per selected entry in each organ group
-    (NaN values, i.e. excluded, left out; whiskers 1.5 IQR, outliers as dots)."""
+    (NaN values, i.e. excluded, left out; whiskers 1.5 IQR, outliers as dots).
+
+    Penalties are not measurements: rows flagged in a boolean ``penalty`` column of ``scores`` (e.g. a
+    missed organ's HD95 = the image diagonal, :func:`arena.leaderboard.ranking.penalty_mask`) are left
+    out of the boxes and counted apart — "k pen." above the box — and the figure says so."""
     _check_scores(scores)
     entries = list(entries)
     if not entries:
@@ -194,8 +204,12 @@ def boxplot_figure(scores: pd.DataFrame, entries: Sequence[Any], metric: str, *,
     with rc_context(_RC):
         fig = Figure(figsize=(max(5.0, 0.28 * ne * len(labels) + 1.8), 3.8))
         ax = fig.add_subplot()
+        pen = (s["penalty"].fillna(False).to_numpy(dtype=bool) if "penalty" in s.columns
+               else np.zeros(len(s), dtype=bool))
+        measured, penalised = s[~pen], s[pen]
         grouped = {k: pd.to_numeric(g["value"], errors="coerce").dropna().to_numpy(dtype=float)
-                   for k, g in s.groupby(["entry", "label"])}
+                   for k, g in measured.groupby(["entry", "label"])}
+        n_pen = penalised.groupby(["entry", "label"]).size().to_dict()
         for j, e in enumerate(entries):
             data = [grouped.get((e, lab), np.array([])) for lab in labels]
             pos = np.arange(len(labels)) - 0.4 + width * (j + 0.5)
@@ -208,6 +222,10 @@ def boxplot_figure(scores: pd.DataFrame, entries: Sequence[Any], metric: str, *,
             for patch in bp["boxes"]:
                 patch.set_facecolor(color)
                 patch.set_alpha(0.55)
+            for x, lab in zip(pos, labels):
+                if n_pen.get((e, lab)):
+                    ax.annotate(f"{n_pen[(e, lab)]} pen.", xy=(x, 0.98), xycoords=("data", "axes fraction"),
+                                ha="center", va="top", fontsize=6.5, color="#b00020", rotation=90)
             ax.plot([], [], color=color, lw=6, alpha=0.55, label=_name(names, e))
         ax.set_xticks(np.arange(len(labels)))
         ax.set_xticklabels([plain(_label_name(label_names, lab)) for lab in labels],
@@ -215,6 +233,10 @@ def boxplot_figure(scores: pd.DataFrame, entries: Sequence[Any], metric: str, *,
         ax.set_ylabel(plain(metric))
         ax.set_title(plain(title or f"{metric} per organ across cases"), fontsize=9)
         ax.legend(frameon=False, fontsize=7.5, ncol=min(ne, 4), loc="lower left", bbox_to_anchor=(0, 1.04))
+        if n_pen:
+            fig.text(0.01, 0.01, f"measured values only; {len(penalised)} penalty values (missed organ or failed "
+                     "case: the penalty distance, not a measurement) counted apart as 'k pen.'", fontsize=7,
+                     color="#b00020")
         ax.grid(axis="y", color="#e5e5e5", lw=0.6)
         ax.set_axisbelow(True)
         fig.tight_layout()

@@ -7,7 +7,10 @@ A board is computed by the pure functions in ranking.py / statistics.py:
    dropped) over the phase's cases × the task's labels × metrics;
 3. one entry per team (the phase's ``team_entry``: best or latest) — the reference team's models each count as
    a team of their own — ranked by the task's rule;
-4. bootstrap over cases → rank interval and probability of being first per entry;
+4. bootstrap over cases → rank interval and probability of being first per entry (with fewer than 10
+   cases an ``uncertainty`` column says "n < 10: not informative");
+   penalties (a missed organ's or failed case's distance) are flagged in ``scores["penalty"]`` and
+   counted per entry in ``penalties:<metric>[:<organ>]`` columns;
 5. published results (tasks/<slug>/literature.csv) placed, not ranked.
 
 Boards are cached per (phase, result version): a new result or a re-run changes the version.
@@ -32,12 +35,15 @@ from arena.leaderboard.ranking import (
     SCORE_COLUMNS,
     board_arguments,
     complete_scores,
+    penalty_counts,
+    penalty_mask,
     place_literature,
     rank_by_spec,
     select_team_entries,
     with_literature,
     worst_values,
 )
+from arena.leaderboard.statistics import NOT_INFORMATIVE
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from arena.metrics.directions import DISTANCE_METRICS
 from arena.models import Case, CaseResult, Evaluation, MetricValue, Phase, Submission, Task
@@ -83,6 +89,18 @@ def evaluation_scores(session: Session, evaluation_ids: list[int]) -> pd.DataFra
 def distance_conventions(spec: TaskSpec) -> dict[str, str]:
     """Metric → the convention this task scores its distance metrics with (e.g. ``{"hd95": "medpy"}``)."""
     return {m.name: m.convention for m in spec.metrics if m.name in DISTANCE_METRICS}
+
+
+def penalty_distance(spec: TaskSpec, case: Case) -> float | None:
+    """The distance (mm) a missed organ or failed case gets in ``case`` under the task's empty-mask policy:
+    the stated number, or the image diagonal of the case's reference (from its header); None when the
+    policy gives NaN or the reference file is gone."""
+    policy = spec.empty_policy.one_empty_distance
+    if isinstance(policy, (int, float)):
+        return float(policy)
+    if policy == "diagonal" and Path(case.reference_path).is_file():
+        return _diagonal_mm(case.reference_path)
+    return None
 
 
 @lru_cache(maxsize=4096)
@@ -142,8 +160,10 @@ def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap
     if spec.has_set_metrics:  # DigestPath detection, AUC: metrics over the whole phase (set_level.py)
         return _set_level_board(task, phase, spec, a, entries, raw, cases)
     diagonals = {c.key: _diagonal_mm(c.reference_path) for c in phase.cases if Path(c.reference_path).is_file()}
+    worst = worst_values(spec, diagonal_mm=diagonals)
     full = complete_scores(raw, entries["entry"].tolist(), cases, list(spec.labels), [m.name for m in spec.metrics],
-                           worst_values(spec, diagonal_mm=diagonals))
+                           worst)
+    full["penalty"] = penalty_mask(full, worst)  # a missed organ's / failed case's distance: not a measurement
     if entries["competitor"].is_unique:
         chosen = entries
     elif a["team_entry"] == "latest":
@@ -158,6 +178,11 @@ def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap
 
         boot = bootstrap_by_spec(full, spec, phase.slug)
         table = table.merge(boot[["entry", "rank_p2.5", "rank_p97.5", "p_first"]], on="entry", how="left")
+        if not boot.attrs.get("informative", True):
+            table["uncertainty"] = NOT_INFORMATIVE  # beside the interval and P(first), in the page, CSV and JSON
+    pens = penalty_counts(full, full["penalty"].to_numpy(), a["label_names"])
+    if pens.shape[1] > 1:
+        table = table.merge(pens, on="entry", how="left")
     table = table.merge(chosen, on="entry", how="left")
     if spec.literature and a["method"] != "rank-then-aggregate":
         lit = load_literature(Path(task.spec_path) / spec.literature, spec)

@@ -691,6 +691,17 @@ def penalty_mask(scores: pd.DataFrame, worst: Mapping[str, float | Mapping[Any, 
     return out
 
 
+def is_penalty(value: float | None, penalty: float | None) -> bool:
+    """One value: whether a distance ``value`` is the ``penalty`` (the same test as :func:`penalty_mask`:
+    equal to a relative 1e-9, or both infinite). None/NaN values or penalties: False."""
+    if value is None or penalty is None or math.isnan(float(value)) or math.isnan(float(penalty)):
+        return False
+    v, p = float(value), float(penalty)
+    if math.isinf(v) or math.isinf(p):
+        return math.isinf(v) and math.isinf(p)
+    return abs(v - p) <= PENALTY_RTOL * max(abs(p), 1.0)
+
+
 def penalty_counts(scores: pd.DataFrame, penalties: np.ndarray, label_names: Mapping[Any, str] | None = None
                    ) -> pd.DataFrame:
     """Per entry, how many of its values are penalties: ``penalties:<metric>`` (all cases and labels) and

@@ -37,7 +37,21 @@ from arena.leaderboard.ranking import (
 
 BootstrapMethod = Literal["aggregate-then-rank", "rank-then-aggregate", "mean-of-metric-ranks"]
 
-__all__ = ["bootstrap_by_spec", "bootstrap_ranks", "holm_adjust", "kendall_tau_b", "pairwise_compare", "resample_counts"]
+__all__ = ["MIN_INFORMATIVE_CASES", "NOT_INFORMATIVE", "bootstrap_by_spec", "bootstrap_ranks", "holm_adjust",
+           "informative", "kendall_tau_b", "pairwise_compare", "resample_counts"]
+
+#: Fewer cases than this: bootstrap rank intervals, P(first), Kendall's tau over resamples and Wilcoxon
+#: tests say nothing useful (with 2 cases a resample is one of 3 case multisets, so a clear leader gets
+#: "rank 1-1, P(first) 1.00"; the exact Wilcoxon test cannot reach p < 0.05 below 6 pairs). Boards, the
+#: compare page and the JSON say so beside the numbers.
+MIN_INFORMATIVE_CASES = 10
+NOT_INFORMATIVE = f"n < {MIN_INFORMATIVE_CASES}: not informative"
+
+
+def informative(n_cases: int) -> bool:
+    """Whether ``n_cases`` (paired) cases are enough for the bootstrap and test statistics to mean
+    something: at least :data:`MIN_INFORMATIVE_CASES` (10)."""
+    return int(n_cases) >= MIN_INFORMATIVE_CASES
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,7 +205,8 @@ def bootstrap_ranks(per_case: Any, n: int = 1000, seed: int | None = 0, *,
         One row per entry, by full-data rank: ``entry, rank`` (full data), ``mean_rank``,
         ``median_rank``, ``rank_p<lo>``, ``rank_p<hi>`` (quantiles of the bootstrap ranks, values that
         occur), ``p_first`` (share of resamples where it ranks first, ties included). ``attrs``:
-        ``n, seed, method, level``, ``kendall_tau`` (mean over resamples of Kendall's tau-b between the
+        ``n, seed, method, level``, ``n_cases``, ``informative`` (:func:`informative`: at least 10 cases;
+        otherwise intervals, P(first) and tau are shown with :data:`NOT_INFORMATIVE`), ``kendall_tau`` (mean over resamples of Kendall's tau-b between the
         full-data and the bootstrap ranking), ``kendall_tau_interval`` (its ``level`` interval),
         ``rank_counts`` (int array [entry in table order, rank-1]: how often each rank occurred).
     """
@@ -224,7 +239,8 @@ def bootstrap_ranks(per_case: Any, n: int = 1000, seed: int | None = 0, *,
     cols = ["entry", "rank", "mean_rank", "median_rank", lo_name, hi_name, "p_first"]
     if E == 0 or C == 0:
         out = pd.DataFrame(columns=cols)
-        out.attrs.update(n=n, seed=seed, method=method, level=level, kendall_tau=np.nan,
+        out.attrs.update(n=n, seed=seed, method=method, level=level, n_cases=C, informative=informative(C),
+                         kendall_tau=np.nan,
                          kendall_tau_interval=(np.nan, np.nan), rank_counts=np.zeros((E, E), dtype=int))
         return out
     w_lab = _weights_for(arrays.labels, label_weights)
@@ -253,8 +269,8 @@ def bootstrap_ranks(per_case: Any, n: int = 1000, seed: int | None = 0, *,
         tau_mean, tau_iv = float("nan"), (float("nan"), float("nan"))
     order = np.lexsort((np.arange(E), full))
     table = table.iloc[order].reset_index(drop=True)
-    table.attrs.update(n=n, seed=seed, method=method, level=level, kendall_tau=tau_mean, kendall_tau_interval=tau_iv,
-                       rank_counts=counts[order])
+    table.attrs.update(n=n, seed=seed, method=method, level=level, n_cases=C, informative=informative(C),
+                       kendall_tau=tau_mean, kendall_tau_interval=tau_iv, rank_counts=counts[order])
     return table
 
 
@@ -303,18 +319,19 @@ def pairwise_compare(scores: pd.DataFrame, a: Any, b: Any, metric: str, *,
     ``d = a - b`` tested with :func:`scipy.stats.wilcoxon` (two-sided, ``zero_method``; its default
     exact/normal choice). All differences zero: statistic NaN, p = 1 (no evidence of a difference);
     no pairs: NaN. ``p_holm``: Holm-corrected across the labels with a p-value;
-    ``significant = p_holm < alpha``.
+    ``significant = p_holm < alpha`` and at least :data:`MIN_INFORMATIVE_CASES` pairs (on fewer the test
+    is not informative: ``informative`` False, ``note`` :data:`NOT_INFORMATIVE`; p is still reported).
 
     Returns columns ``label, label_name, n, mean_a, mean_b, mean_diff, ci_low, ci_high`` (a Student-t
     ``level`` interval of the mean difference), ``median_diff, statistic, p, p_holm, significant,
-    favours`` (``a``/``b`` whose mean is better, "" if equal). ``attrs``: ``a, b, metric,
+    favours`` (``a``/``b`` whose mean is better, "" if equal), ``informative, note``. ``attrs``: ``a, b, metric,
     higher_is_better, alpha``.
     """
     _check_scores(scores)
     hib = default_higher_is_better(metric) if higher_is_better is None else bool(higher_is_better)
     s = scores[(scores["metric"] == metric) & scores["entry"].isin([a, b])]
     cols = ["label", "label_name", "n", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "median_diff",
-            "statistic", "p", "p_holm", "significant", "favours"]
+            "statistic", "p", "p_holm", "significant", "favours", "informative", "note"]
     for who, e in (("a", a), ("b", b)):
         if not (s["entry"] == e).any():
             raise ValueError(f"{who}: entry {e!r} has no {metric} scores")
@@ -350,9 +367,12 @@ def pairwise_compare(scores: pd.DataFrame, a: Any, b: Any, metric: str, *,
             row.update(mean_a=float(va.mean()), mean_b=float(vb.mean()), mean_diff=md, ci_low=md - half,
                        ci_high=md + half, median_diff=float(np.median(d)), statistic=stat, p=p)
         rows.append(row)
-    out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "significant", "favours")])
+    out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "significant", "favours", "informative",
+                                                                   "note")])
     out["p_holm"] = holm_adjust(out["p"].to_numpy(dtype=float))
-    out["significant"] = out["p_holm"] < alpha
+    out["informative"] = out["n"].astype(int) >= MIN_INFORMATIVE_CASES
+    out["note"] = np.where(out["informative"], "", NOT_INFORMATIVE)
+    out["significant"] = (out["p_holm"] < alpha) & out["informative"]
     md = out["mean_diff"].to_numpy(dtype=float)
     better_a = md > 0 if hib else md < 0
     better_b = md < 0 if hib else md > 0

@@ -23,6 +23,29 @@ def result_version(*a, **kw):
     return _result_version(*a, **kw)
 
 
+def penalty_cells(sub) -> set[tuple[int, str, str, str]]:
+    """``(evaluation id, case key, label name, metric)`` of every distance value of a submission that is a
+    penalty (a missed or hallucinated organ: the empty-mask policy's distance, e.g. the image diagonal),
+    not a measurement — the submission page marks them (arena.leaderboard.ranking.is_penalty)."""
+    from arena.leaderboard.query import penalty_distance
+    from arena.leaderboard.ranking import is_penalty
+    from arena.metrics.directions import DISTANCE_METRICS
+
+    spec = spec_of(sub.task)
+    out: set[tuple[int, str, str, str]] = set()
+    for ev in sub.evaluations:
+        for cr in ev.case_results:
+            dist = [mv for mv in cr.metrics if mv.metric in DISTANCE_METRICS and mv.value is not None]
+            if not dist:
+                continue
+            pen = penalty_distance(spec, cr.case)
+            for mv in dist:
+                if is_penalty(mv.value, pen):
+                    name = spec.labels[mv.label].name if mv.label in spec.labels else str(mv.label)
+                    out.add((ev.id, cr.case.key, name, mv.metric))
+    return out
+
+
 def frozen_board(phase) -> list[dict]:
     """The board as it was when the freeze began (taken at the first look after ``frozen_at``)."""
     if phase.frozen_board is None:

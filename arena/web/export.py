@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from arena.csv_cells import rows_csv
+from arena.metrics.directions import DISTANCE_METRICS
 from arena.models import CaseResult, Evaluation, Submission, Task
 from arena.tasks.store import spec_of
 
@@ -41,12 +42,19 @@ def evaluation_rows(subs: Iterable[Submission]) -> list[dict[str, Any]]:
 
 
 def result_rows(subs: Iterable[Submission], evaluation_ids: set[int] | None = None) -> list[dict[str, Any]]:
-    """One row per (evaluation, case, label) with every metric as a column, plus run statistics."""
+    """One row per (evaluation, case, label) with every metric as a column, plus run statistics. Each
+    distance metric has a ``<metric>_penalty`` column: True where the value is the empty-mask policy's
+    penalty (a missed or hallucinated organ: e.g. the image diagonal, filled in, not measured), False
+    where it was measured, None where there is no value."""
+    from arena.leaderboard.query import penalty_distance  # pandas/SimpleITK only when exporting
+    from arena.leaderboard.ranking import is_penalty
+
     rows = []
     for s in subs:
         spec = spec_of(s.task)
         names = {k: v.name for k, v in spec.labels.items()}
         metrics = [m.name for m in spec.metrics]
+        distances = [m for m in metrics if m in DISTANCE_METRICS]
         for e in s.evaluations:
             if evaluation_ids is not None and e.id not in evaluation_ids:
                 continue
@@ -54,6 +62,7 @@ def result_rows(subs: Iterable[Submission], evaluation_ids: set[int] | None = No
                 by_label: dict[int, dict[str, Any]] = {}
                 for mv in cr.metrics:
                     by_label.setdefault(mv.label, {})[mv.metric] = _num(mv.value)
+                pen = penalty_distance(spec, cr.case) if distances and by_label else None
                 for label in sorted(by_label) or [None]:
                     row = {"evaluation_id": e.id, "submission_id": s.id, "team": s.team.name, "phase": s.phase.slug,
                            "case": cr.case.key, "case_status": cr.status.value, "failure": cr.failure,
@@ -62,6 +71,8 @@ def result_rows(subs: Iterable[Submission], evaluation_ids: set[int] | None = No
                            "label_name": names.get(label, str(label)) if label is not None else None}
                     for m in metrics:
                         row[m] = by_label.get(label, {}).get(m) if label is not None else None
+                    for m in distances:
+                        row[f"{m}_penalty"] = None if row[m] is None else is_penalty(row[m], pen)
                     rows.append(row)
     return rows
 

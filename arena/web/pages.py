@@ -24,7 +24,7 @@ from arena.models import Submission, Task
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
 from arena.web.auth import can_view_board, can_view_submission, me, visible_submission_view
-from arena.web.boards import frozen_board, leaderboard, result_version
+from arena.web.boards import frozen_board, leaderboard, penalty_cells, result_version
 from arena.web.training import training_response, training_summary
 from arena.web.uploads import accept_upload
 from arena.web.views import listed_status
@@ -225,7 +225,8 @@ def submission(submission_id: int):
     return render_template("submission.html", sub=sub, view=view, spec=spec, st=st,
                            live=st in ("uploaded", "validated", "queued", "running", "scoring"),
                            label_names=[s.name for s in spec.labels.values()],
-                           metrics=[m.name for m in spec.metrics], organizer=is_organizer(me(), sub.task))
+                           metrics=[m.name for m in spec.metrics], organizer=is_organizer(me(), sub.task),
+                           penalties=penalty_cells(sub) if any(e.get("cases") for e in view["evaluations"]) else set())
 
 
 @pages.get("/submissions/<int(max=2147483647):submission_id>/upload")
