@@ -99,13 +99,21 @@ def task_load(task_dir: Path, demo: int, size: str, real: bool, data_dir: Path |
 @task.command("check")
 @click.argument("task_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--no-generate", is_flag=True, help="do not run the generator (spec, README, literature, loader only)")
-def task_check(task_dirs: tuple[Path, ...], no_generate: bool) -> None:
-    """Validate task folders (task.yaml, README, literature.csv, generator / loader) and summarize them."""
+@click.option("--data", "data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="the data folder the task's loader reads (as for arena task load --data)")
+@click.option("--cases", "cases", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="check an import folder's cases (as arena task import-cases would, nothing is written)")
+def task_check(task_dirs: tuple[Path, ...], no_generate: bool, data: Path | None, cases: Path | None) -> None:
+    """Validate task folders (task.yaml, README, literature.csv) and their cases, and summarize them.
+
+    Cases: the loader's (data.loader), the generator's, an import folder's (--cases) or, for a task whose
+    cases come from a folder or the web, those already loaded into the database.
+    """
     from arena.tasks.check import check_task
 
     failed = 0
     for d in task_dirs:
-        res = check_task(d, generate=not no_generate)
+        res = check_task(d, data_root=data, generate=not no_generate, cases_folder=cases)
         for line in res.summary():
             click.echo(line)
         for p in res.problems:
