@@ -107,3 +107,41 @@ def test_han_oar_22_board_places_rows_with_their_dataset_and_convention():
     same = place_literature(board, lit, ["dice", "hd95"], label_weights=weights, label_names=names,
                             conventions={"hd95": "mean-directed"}).set_index("model")
     assert same.loc["FocusNetv2", "caveats"] == ""
+
+
+def test_han_oar_22_board_page_shows_dataset_convention_and_flags(settings, db, shared_data):
+    """The web board of han-oar-22 (StructSeg's mean of metric ranks) with one team: the FocusNetv2-table rows
+    appear as published, with their data set, their HD95 convention tag and the flagged cells."""
+    from arena.lifecycle import CaseStatus, EvaluationStatus, SubmissionStatus
+    from arena.models import CaseResult, Evaluation, MetricValue, Submission
+    from arena.tasks.store import add_case, upsert_task
+    from arena.users import create_user
+    from arena.web import create_app
+
+    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
+    val = next(p for p in task.phases if p.slug == "validation")
+    for cid in ("0522c0001", "0522c0002"):  # any real reference image serves as a case here
+        ref = shared_data / "pddca" / cid / "labelmap_9oar.nii.gz"
+        add_case(db, settings, task, cid, ref, ref, [val])
+    user, _ = create_user(db, "alpha", team="Alpha")
+    sub = Submission(task=task, phase=val, team=user.team, user=user, label="Alpha v1",
+                     status=SubmissionStatus.VALIDATED, image_id="sha256:alpha")
+    ev = Evaluation(submission=sub, status=EvaluationStatus.SUCCEEDED, cases_total=2, cases_done=2)
+    db.add_all([sub, ev])
+    db.flush()
+    for case in val.cases:
+        cr = CaseResult(evaluation_id=ev.id, case_id=case.id, status=CaseStatus.SUCCEEDED)
+        cr.metrics = [MetricValue(label=lab, metric=m, value=0.8 if m == "dice" else 2.0)
+                      for lab in range(1, 23) for m in ("dice", "hd95")]
+        db.add(cr)
+    db.commit()
+    client = create_app(settings).test_client()
+    page = client.get("/tasks/han-oar-22?phase=validation&organs=all").get_data(as_text=True)
+    assert page.count('<span class="badge">published</span>') == 5
+    assert "data: FocusNetv2 authors&#39; in-house nasopharyngeal-cancer CTs" in page and "NOT StructSeg" in page
+    assert ">mean-directed</sup>" in page and "not this board&#39;s medpy" in page
+    assert "typo? dice SD 68.21 as printed" in page
+    rows = client.get("/api/v1/tasks/han-oar-22/leaderboard?phase=validation").get_json()["rows"]
+    published = [r for r in rows if r.get("badge") == "published"]
+    assert len(published) == 5 and all("NOT StructSeg" in r["dataset"] for r in published)
+    assert all(r["convention:hd95"] == "mean-directed" for r in published)

@@ -58,7 +58,8 @@ def snapshot_board(phase) -> None:
     """Store the phase's board as it is now in ``phase.frozen_board`` (plain JSON values, NaN as None)."""
     board = leaderboard(g.db, phase.task, phase)
     spec = spec_of(phase.task)
-    keep = ["rank", "team", "label", "submission_id", "cases", "badge", *[m.name for m in spec.metrics]]
+    keep = ["rank", "team", "label", "submission_id", "cases", "badge", *[m.name for m in spec.metrics],
+            "dataset", "caveats", "uncertainty", *[f"penalties:{m.name}" for m in spec.metrics]]
     rows = []
     for row in board.table.to_dict(orient="records"):
         rows.append({k: _plain(row.get(k)) for k in keep if k in row})
