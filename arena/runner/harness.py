@@ -2,7 +2,8 @@
 
 Same code path as the workers (evaluate_case / evaluate_batch with the task's limits), so "works
 locally, fails on the platform" does not happen. Sample cases come from ``<task>/samples/<case>/``
-(``image.*`` + ``reference.*``); a CT task without samples gets phantoms from its synthetic data
+(``image.*`` + ``reference.*``; volumes are checked and converted to the task's input format, .mha,
+as loaded cases are); a CT task without samples gets phantoms from its synthetic data
 generator (``data.generator`` or the one matching its label map: han-oar-22, han-oar-9, thorax).
 """
 
@@ -15,6 +16,8 @@ from typing import Callable
 
 from arena.kinds import kind_for
 from arena.runner.evaluate import CaseInput, CaseOutcome, evaluate_batch, evaluate_case, limits_for
+from arena.tasks import convert
+from arena.tasks.case_check import check_case
 from arena.tasks.spec import TaskSpec, load_spec
 
 
@@ -26,17 +29,23 @@ class TryResult:
 
 
 def sample_cases(task_dir: Path, spec: TaskSpec, n: int, size: str, scratch: Path) -> list[CaseInput]:
+    """The first ``n`` (0: all) sample cases of ``task_dir/samples/<case>/`` (``image.*`` + ``reference.*``, or
+    ``image/`` as a DICOM series folder), else generated phantoms. Volumes are checked like loaded cases
+    (:func:`arena.tasks.case_check.check_case`) and, unless already in the task's input format on one grid,
+    converted into ``scratch`` exactly as the case store converts them (.mha for most tasks), so that the
+    container sees what it will see on the platform."""
     samples = Path(task_dir) / "samples"
+    kind = kind_for(spec)
     found = []
     if samples.is_dir():
         for d in sorted(p for p in samples.iterdir() if p.is_dir()):
-            img = next(iter(sorted(d.glob("image.*"))), None)
+            img = next(iter(sorted(d.glob("image*"))), None)
             ref = next(iter(sorted(d.glob("reference.*"))), None)
             if img and ref:
                 found.append(CaseInput(d.name, img, ref))
         if found:
-            return found[:n] if n else found
-    kind = kind_for(spec)
+            found = found[:n] if n else found
+            return [_as_platform_case(spec, c, scratch) for c in found] if kind.volumetric else found
     out = []
     try:
         # the demo's seeds and strata: the cases `arena demo` / `task load --demo-data` generate
@@ -47,6 +56,20 @@ def sample_cases(task_dir: Path, spec: TaskSpec, n: int, size: str, scratch: Pat
         raise ValueError(f"task {spec.slug} has no sample cases in {samples}/<case>/image.* + reference.* and "
                          f"no synthetic data generator ({e})") from None
     return out
+
+
+def _as_platform_case(spec: TaskSpec, case: CaseInput, scratch: Path) -> CaseInput:
+    """A sample volume checked and, when needed, converted into ``scratch/samples/<case>/`` in the task's
+    input format (what :func:`arena.tasks.store.add_case` stores); CaseCheckError (a ValueError) naming the
+    file on a problem."""
+    report = check_case(case.key, case.image, case.reference, spec.labels)
+    fmt = next((f for f in spec.inputs[0].formats if f in convert.OUTPUT_FORMATS), "mha")
+    ext = convert.OUTPUT_FORMATS[fmt]
+    if (Path(case.image).is_file() and convert.suffix(case.image) == ext and convert.suffix(case.reference) == ext
+            and convert.same_grid(report.geometry, report.reference_geometry, tol=0.0)):
+        return case
+    img, ref, _ = convert.convert_case(case.image, case.reference, Path(scratch) / "samples" / case.key, fmt)
+    return CaseInput(case.key, img, ref)
 
 
 def resolve_image(client, image_or_tarball: str, log: Callable[[str], None]) -> str:
