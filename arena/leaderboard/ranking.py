@@ -863,7 +863,8 @@ def _literature_context(row: dict[str, Any], g: pd.DataFrame, by: Sequence[str],
             row[f"convention:{m}"] = conv
             ours = conventions.get(m)
             if conv == "not stated":
-                caveats.append(f"{m}: the paper does not state its convention" + (f" (this board: {ours})" if ours else ""))
+                board = f" (this board: {ours})" if ours else ""
+                caveats.append(f"{m}: the paper does not state its convention{board}")
             elif ours and conv != ours:
                 caveats.append(f"{m}: the paper's {conv} convention, not this board's {ours}")
         if "flag" in gm.columns:

@@ -206,7 +206,8 @@ def bootstrap_ranks(per_case: Any, n: int = 1000, seed: int | None = 0, *,
         ``median_rank``, ``rank_p<lo>``, ``rank_p<hi>`` (quantiles of the bootstrap ranks, values that
         occur), ``p_first`` (share of resamples where it ranks first, ties included). ``attrs``:
         ``n, seed, method, level``, ``n_cases``, ``informative`` (:func:`informative`: at least 10 cases;
-        otherwise intervals, P(first) and tau are shown with :data:`NOT_INFORMATIVE`), ``kendall_tau`` (mean over resamples of Kendall's tau-b between the
+        otherwise intervals, P(first) and tau are shown with :data:`NOT_INFORMATIVE`), ``kendall_tau``
+        (mean over resamples of Kendall's tau-b between the
         full-data and the bootstrap ranking), ``kendall_tau_interval`` (its ``level`` interval),
         ``rank_counts`` (int array [entry in table order, rank-1]: how often each rank occurred).
     """

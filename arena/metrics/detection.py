@@ -1223,7 +1223,8 @@ def read_detections(path: str | Path, *, image: Hashable | None = None,
 
 
 def digestpath_numbers(tp: np.ndarray, fp: np.ndarray, fp_normal: np.ndarray, n_targets: int, n_negative: int, *,
-                       min_precision: float = DIGESTPATH_MIN_PRECISION, normal_fp_rates: Sequence[float] = (1, 2, 4, 8, 16, 32),
+                       min_precision: float = DIGESTPATH_MIN_PRECISION,
+                       normal_fp_rates: Sequence[float] = (1, 2, 4, 8, 16, 32),
                        fp_score_max: float = 100.0) -> dict[str, float]:
     """DigestPath's three numbers from pooled box probabilities: ``tp`` (true positives), ``fp`` (all false
     positives), ``fp_normal`` (false positives on negative tiles, a subset of ``fp``), ``n_targets`` (all
