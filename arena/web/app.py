@@ -123,10 +123,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     from arena.web.auth import csrf
     from arena.web.manage import manage
     from arena.web.pages import pages
+    from arena.web.viewer import viewer
 
     csrf.exempt(api)
     app.register_blueprint(api, url_prefix="/api/v1")
     app.register_blueprint(pages)
     app.register_blueprint(account)
     app.register_blueprint(manage, url_prefix="/manage")
+    app.register_blueprint(viewer)
     return app

@@ -1,0 +1,220 @@
+"""The case viewer's pages (issue 16): a case's CT with the reference's and one or two models' contours.
+
+Who sees what (docs/security.md, "The case viewer"): a case's pixels only where its phase shows case
+results to everyone who may read the board (a public or revealed board, ``show_case_results: true``, scores
+not hidden until a reveal), and to the task's organizers; a model's output only to its own team, to
+organizers, and — for reference models — to everyone who may read the board. Anything else answers 404,
+whether or not the case or submission exists. The drawing itself is :mod:`arena.viewer` (pure core).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request, url_for
+from sqlalchemy import select
+
+from arena.kinds import kind_for
+from arena.lifecycle import EvaluationStatus
+from arena.models import Case, CaseResult, Evaluation, Phase, Submission, Task, User
+from arena.tasks.store import spec_of
+from arena.users import is_organizer
+from arena.viewer import render
+from arena.viewer.case import CaseFiles, ModelOutput, ViewerCache
+from arena.web.auth import can_view_board, me
+
+viewer = Blueprint("viewer", __name__)
+
+SHOWN_METRICS = ("dice", "hd95", "nsd")
+CASE_URL = "/tasks/<slug>/phases/<phase_slug>/cases/<case_key>"
+
+
+def case_pixels_visible(user: User | None, phase: Phase) -> bool:
+    """May ``user`` see the images of ``phase``'s cases? Organizers always; others where the board is
+    readable by everyone (public or revealed), the phase shows per-case results and no scores wait for a
+    reveal. A phase whose board is hidden or whose case results are withheld (a test phase) shows its
+    case pixels to organizers only."""
+    if is_organizer(user, phase.task):
+        return True
+    return (phase.board_public() and not phase.scores_hidden_from_teams()
+            and spec_of(phase.task).phase(phase.slug).show_case_results)
+
+
+def model_visible(user: User | None, sub: Submission) -> bool:
+    """May ``user`` see ``sub``'s outputs (given they may see the case)? Its team, organizers, and anyone
+    who may read the board for a reference model."""
+    if is_organizer(user, sub.task):
+        return True
+    if user is not None and user.team_id is not None and user.team_id == sub.team_id:
+        return True
+    return bool(sub.team.is_reference) and can_view_board(user, sub.phase)
+
+
+def _cache() -> ViewerCache:
+    settings = current_app.config["ARENA"]
+    return ViewerCache(settings.home / "viewer-cache", settings.results_dir)
+
+
+def _case_or_404(slug: str, phase_slug: str, case_key: str) -> tuple[Task, Phase, Case]:
+    """The case if this visitor may see its pixels (404 otherwise, the same answer as for no such case)."""
+    task = g.db.scalar(select(Task).where(Task.slug == slug))
+    phase = next((p for p in task.phases if p.slug == phase_slug), None) if task is not None else None
+    case = next((c for c in phase.cases if c.key == case_key), None) if phase is not None else None
+    if case is None or not case_pixels_visible(me(), phase):
+        abort(404, description=f"no case {case_key!r} in {slug}/{phase_slug} that you can see")
+    if not kind_for(spec_of(task)).volumetric:
+        abort(404, description="the case viewer shows volumetric cases (CT/MR); this task's cases are tiles")
+    return task, phase, case
+
+
+def _output(sub: Submission, case: Case) -> tuple[Evaluation, CaseResult] | None:
+    """The latest succeeded evaluation of ``sub`` with an output for ``case``, and that case's result."""
+    for ev in reversed(sub.evaluations):
+        if ev.status != EvaluationStatus.SUCCEEDED:
+            continue
+        cr = next((r for r in ev.case_results if r.case_id == case.id), None)
+        if cr is not None and cr.output_path:
+            return ev, cr
+    return None
+
+
+def _model_or_404(raw: str | None, phase: Phase, case: Case) -> tuple[Submission, Evaluation, CaseResult] | None:
+    if raw in (None, ""):
+        return None
+    if not raw.isdigit() or int(raw) > 2**31 - 1:
+        abort(404, description=f"no submission {raw!r}")
+    sub = g.db.get(Submission, int(raw))
+    if sub is None or sub.phase_id != phase.id or not model_visible(me(), sub):
+        abort(404, description=f"no submission {raw} in this phase that you can see")
+    found = _output(sub, case)
+    if found is None:
+        abort(404, description=f"submission {raw} has no output for case {case.key!r}")
+    results = Path(current_app.config["ARENA"].results_dir).resolve()
+    if results not in Path(found[1].output_path).resolve().parents:  # only the runner's own results folder
+        abort(404, description=f"submission {raw} has no stored output for case {case.key!r}")
+    return sub, found[0], found[1]
+
+
+def _models(phase: Phase, case: Case) -> list[tuple[Submission, Evaluation, CaseResult]]:
+    out = [m for m in (_model_or_404(request.args.get(k), phase, case) for k in ("a", "b")) if m is not None]
+    if len(out) == 2 and out[0][0].id == out[1][0].id:
+        out = out[:1]
+    return out
+
+
+def _files(case: Case) -> CaseFiles:
+    return CaseFiles(case.id, Path(case.image_path), Path(case.reference_path))
+
+
+def _choices(phase: Phase, case: Case) -> list[dict[str, Any]]:
+    """The submissions of ``phase`` this visitor may show with ``case`` (newest first)."""
+    user = me()
+    subs = g.db.scalars(select(Submission).where(Submission.phase_id == phase.id).order_by(Submission.id.desc()))
+    return [{"id": s.id, "team": s.team.name, "label": s.label or "", "reference": bool(s.team.is_reference)}
+            for s in subs if model_visible(user, s) and _output(s, case) is not None]
+
+
+@viewer.get(CASE_URL + "/view")
+def page(slug: str, phase_slug: str, case_key: str):
+    task, phase, case = _case_or_404(slug, phase_slug, case_key)
+    models = _models(phase, case)
+    spec = spec_of(task)
+    organs = [{"id": lab, "name": ls.name, "colour": render.organ_hex(lab)} for lab, ls in sorted(spec.labels.items())]
+    return render_template("viewer.html", task=task, phase=phase, case=case, organs=organs,
+                           choices=_choices(phase, case), a=models[0][0].id if models else None,
+                           b=models[1][0].id if len(models) > 1 else None, windows=render.WINDOW_TITLES,
+                           base=url_for("viewer.page", slug=slug, phase_slug=phase_slug, case_key=case_key)
+                           .removesuffix("/view"))
+
+
+def _int_arg(name: str, default: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None and default is not None:
+        return default
+    try:
+        return int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        abort(400, description=f"{name}: expected an integer, got {raw!r}")
+
+
+@viewer.get(CASE_URL + "/slice.png")
+def slice_png(slug: str, phase_slug: str, case_key: str):
+    """One slice: ``view`` (axial/coronal/sagittal), ``i`` (slice index), ``window`` (a preset),
+    ``organs`` (comma-separated label ids; absent: all, empty: none), ``a``/``b`` (submission ids),
+    ``ref=0`` to leave out the reference."""
+    task, phase, case = _case_or_404(slug, phase_slug, case_key)
+    models = _models(phase, case)
+    view, window = request.args.get("view", "axial"), request.args.get("window", "soft-tissue")
+    if view not in render.VIEWS:
+        abort(400, description=f"view: expected one of {render.VIEWS}, got {view!r}")
+    if window not in render.WINDOWS:
+        abort(400, description=f"window: expected one of {tuple(render.WINDOWS)}, got {window!r}")
+    organs = None
+    if "organs" in request.args:
+        raw = request.args["organs"]
+        try:
+            organs = [int(x) for x in raw.split(",") if x.strip()]
+        except ValueError:
+            abort(400, description=f"organs: expected comma-separated label ids, got {raw!r}")
+    try:
+        png = _cache().slice_png(_files(case), [ModelOutput(ev.id, Path(cr.output_path)) for _, ev, cr in models],
+                                 view, _int_arg("i", 0), window, organs, show_reference=request.args.get("ref") != "0")
+    except IndexError as e:
+        abort(400, description=str(e))
+    except (ValueError, FileNotFoundError) as e:
+        current_app.logger.warning("viewer: case %s: %s", case.key, e)
+        abort(404, description="this case's images cannot be shown (organizers: see the server log)")
+    return Response(png, mimetype="image/png")
+
+
+def _case_metrics(cr: CaseResult) -> dict[str, dict[str, float | None]]:
+    """The stored Dice / HD95 (mm) / NSD of one case, per label id (None: excluded by the empty policy)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for mv in cr.metrics:
+        if mv.metric in SHOWN_METRICS:
+            out.setdefault(str(mv.label), {})[mv.metric] = mv.value
+    return out
+
+
+def _worst_cases(ev: Evaluation, phase: Phase) -> dict[str, dict[str, Any]]:
+    """Per label id, the phase case where ``ev`` scored its lowest Dice (ties: the first case key)."""
+    in_phase = {c.id for c in phase.cases}
+    worst: dict[str, dict[str, Any]] = {}
+    for cr in sorted(ev.case_results, key=lambda r: r.case.key):
+        if cr.case_id not in in_phase:
+            continue
+        for mv in cr.metrics:
+            if mv.metric == "dice" and mv.value is not None:
+                cur = worst.get(str(mv.label))
+                if cur is None or mv.value < cur["dice"]:
+                    worst[str(mv.label)] = {"case": cr.case.key, "dice": mv.value}
+    return worst
+
+
+@viewer.get(CASE_URL + "/viewer.json")
+def data(slug: str, phase_slug: str, case_key: str):
+    """The case's geometry, organs, and for each shown model its Dice / HD95 / NSD per organ on this case
+    (the stored scores), its jump-to targets and its worst case per organ."""
+    task, phase, case = _case_or_404(slug, phase_slug, case_key)
+    models = _models(phase, case)
+    spec = spec_of(task)
+    hd = next((m for m in spec.metrics if m.name == "hd95"), None)
+    cache, files = _cache(), _files(case)
+    try:
+        geometry = cache.geometry(files)
+        out_models = []
+        for role, (sub, ev, cr) in zip(("A", "B"), models):
+            targets = cache.targets(files, ModelOutput(ev.id, Path(cr.output_path)), sorted(spec.labels),
+                                    hd.convention if hd else "medpy", hd.percentile if hd else 95.0)
+            out_models.append({"role": role, "id": sub.id, "team": sub.team.name, "label": sub.label or "",
+                               "reference": bool(sub.team.is_reference), "evaluation": ev.id,
+                               "metrics": _case_metrics(cr), "targets": targets,
+                               "worst": _worst_cases(ev, phase)})
+    except (ValueError, FileNotFoundError) as e:
+        current_app.logger.warning("viewer: case %s: %s", case.key, e)
+        abort(404, description="this case's images cannot be shown (organizers: see the server log)")
+    return jsonify(case=case.key, task=task.slug, phase=phase.slug, geometry=geometry,
+                   organs=[{"id": lab, "name": ls.name, "colour": render.organ_hex(lab)}
+                           for lab, ls in sorted(spec.labels.items())],
+                   windows=render.WINDOW_TITLES, models=out_models)

@@ -1,0 +1,116 @@
+"""The case viewer's pages: who sees which case's pixels and which model's outputs (docs/security.md, "The case
+viewer"), the slice and JSON endpoints' answers to good and bad requests."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from viewer_helpers import viewer_task
+from web_helpers import sign_in
+
+VAL = "/tasks/han-oar-22/phases/validation/cases/validation-000"
+TEST = "/tasks/han-oar-22/phases/test/cases/test-000"
+
+
+@pytest.fixture
+def world(app, db, settings):
+    task, subs = viewer_task(db, settings)
+    return app, {k: s.id for k, s in subs.items()}
+
+
+def _png(r):
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    assert r.mimetype == "image/png"
+    return Image.open(io.BytesIO(r.data))
+
+
+def test_anyone_who_may_read_the_board_sees_validation_cases_and_reference_models(world):
+    app, subs = world
+    c = app.test_client()
+    assert c.get(VAL + "/view").status_code == 200
+    _png(c.get(VAL + "/slice.png?view=coronal&i=20&window=bone"))
+    img = _png(c.get(VAL + f"/slice.png?view=axial&i=6&a={subs['reference']}"))
+    assert max(img.size) >= 512
+    d = c.get(VAL + f"/viewer.json?a={subs['reference']}").get_json()
+    assert d["geometry"]["views"]["axial"]["slices"] == 16
+    (m,) = d["models"]
+    assert m["reference"] and m["metrics"]["1"]["dice"] == pytest.approx(0.9) and m["metrics"]["1"]["nsd"] == 0.5
+    assert m["targets"]["1"]["disagreement"]["axial"]["voxels"] > 0 and m["targets"]["1"]["hd95"]["voxel"]
+    assert m["worst"]["1"]["case"] in ("validation-000", "validation-001")
+    # a team's own output is not for anonymous viewers, whether or not it exists
+    assert c.get(VAL + f"/slice.png?a={subs['alice']}").status_code == 404
+    assert c.get(VAL + "/slice.png?a=999999").status_code == 404
+
+
+def test_a_participant_gets_404_for_hidden_cases_and_other_teams_outputs(world):
+    app, subs = world
+    alice = sign_in(app.test_client(), "alice")
+    for path in (TEST + "/view", TEST + "/slice.png?view=axial&i=3", TEST + "/viewer.json",
+                 TEST + f"/slice.png?a={subs['alice-test']}", TEST + f"/viewer.json?a={subs['alice-test']}"):
+        r = alice.get(path)
+        assert r.status_code == 404, path
+        assert r.mimetype != "image/png"  # never its pixels
+    assert alice.get("/tasks/han-oar-22/phases/test/cases/no-such-case/slice.png").status_code == 404  # same answer
+    _png(alice.get(VAL + f"/slice.png?a={subs['alice']}&b={subs['reference']}"))
+    assert alice.get(VAL + f"/slice.png?a={subs['bob']}").status_code == 404
+    assert alice.get(VAL + f"/viewer.json?a={subs['alice']}&b={subs['bob']}").status_code == 404
+    # a submission of another phase is not shown with this phase's case
+    assert alice.get(VAL + f"/slice.png?a={subs['alice-test']}").status_code == 404
+    page = alice.get(VAL + "/view").get_data(as_text=True)
+    assert ">#%d alpha" % subs["alice"] in page and ">#%d Reference models" % subs["reference"] in page
+    assert "beta" not in page
+
+
+def test_organizers_see_hidden_cases_with_any_model(world):
+    app, subs = world
+    org = sign_in(app.test_client(), "org")
+    assert org.get(TEST + "/view").status_code == 200
+    _png(org.get(TEST + f"/slice.png?view=sagittal&i=30&a={subs['alice-test']}"))
+    d = org.get(TEST + f"/viewer.json?a={subs['alice-test']}").get_json()
+    assert d["models"][0]["team"] == "alpha"
+    _png(org.get(VAL + f"/slice.png?a={subs['bob']}&b={subs['alice']}"))
+
+
+def test_a_hidden_board_hides_its_cases_from_everyone_but_organizers(world, db):
+    app, subs = world
+    from arena.models import Phase
+
+    phase = db.query(Phase).filter_by(slug="validation").one()
+    phase.visibility = "hidden"
+    db.commit()
+    assert app.test_client().get(VAL + "/slice.png").status_code == 404
+    assert sign_in(app.test_client(), "alice").get(VAL + f"/slice.png?a={subs['alice']}").status_code == 404
+    _png(sign_in(app.test_client(), "org").get(VAL + "/slice.png"))
+
+
+def test_bad_requests_are_answered_clearly(world):
+    app, _ = world
+    c = app.test_client()
+    r = c.get(VAL + "/slice.png?view=oblique")
+    assert r.status_code == 400 and b"view" in r.data
+    assert c.get(VAL + "/slice.png?window=liver").status_code == 400
+    r = c.get(VAL + "/slice.png?view=axial&i=99")
+    assert r.status_code == 400 and b"outside 0..15" in r.data
+    assert c.get(VAL + "/slice.png?i=x").status_code == 400
+    assert c.get(VAL + "/slice.png?organs=1,x").status_code == 400
+    assert c.get(VAL + "/slice.png?a=-1").status_code == 404
+
+
+def test_organ_toggles_change_the_drawing(world):
+    app, subs = world
+    c = app.test_client()
+    import numpy as np
+
+    def colours(q):
+        img = np.asarray(_png(c.get(VAL + "/slice.png?view=axial&i=6" + q)))
+        return {tuple(p) for p in img.reshape(-1, 3) if not (p[0] == p[1] == p[2])}  # non-grey: contours
+
+    from arena.viewer.render import organ_colour
+
+    assert organ_colour(1) in colours("") and organ_colour(2) in colours("")
+    only2 = colours("&organs=2")
+    assert organ_colour(2) in only2 and organ_colour(1) not in only2
+    assert colours("&organs=") == set()

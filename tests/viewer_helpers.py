@@ -1,0 +1,76 @@
+"""A han-oar-22 task whose cases have real image files and whose fake submissions have real outputs, for the
+case viewer's web and browser tests (no Docker: the outputs are written where the runner keeps them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from web_helpers import fake_submission, make_user
+
+REPO = Path(__file__).resolve().parents[1]
+SPACING_XYZ = (1.2, 1.2, 3.0)
+
+
+def _write(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(SPACING_XYZ)
+    sitk.WriteImage(img, str(path), True)
+    return path
+
+
+def synthetic_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A small CT-like volume (z, y, x) = (16, 48, 56) in HU and a reference with labels 1 and 2."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[0:16, 0:48, 0:56]
+    body = ((y - 24) / 20.0) ** 2 + ((x - 28) / 24.0) ** 2 < 1
+    ct = np.where(body, 40, -1000) + rng.normal(0, 15, body.shape)
+    ct[((y - 24) / 6.0) ** 2 + ((x - 28) / 6.0) ** 2 < 1] = 700  # a "spine"
+    ref = np.zeros(body.shape, np.uint8)
+    ref[4:12, 14:24, 14:24] = 1
+    ref[5:10, 28:36, 34:44] = 2
+    return ct.astype(np.int16), ref
+
+
+def viewer_task(db, settings):
+    """han-oar-22 with two cases per phase, users org (admin), alice (team alpha), bob (team beta), and
+    submissions: alice's and bob's in validation, a reference model's in validation, alice's in test.
+    Returns ``(task, {name: submission})``."""
+    from arena.models import Case
+    from arena.tasks.store import upsert_task
+
+    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
+    for phase in task.phases:
+        for i in range(2):
+            key = f"{phase.slug}-{i:03d}"
+            ct, ref = synthetic_case(i)
+            d = settings.cases_dir / task.slug / key
+            case = Case(task=task, key=key, image_path=str(_write(d / "image.mha", ct)),
+                        reference_path=str(_write(d / "reference.mha", ref)), meta={})
+            db.add(case)
+            phase.cases.append(case)
+    db.flush()
+    make_user(db, "org", admin=True)
+    alice, _ = make_user(db, "alice", team="alpha")
+    bob, _ = make_user(db, "bob", team="beta")
+    refbot, _ = make_user(db, "refbot", team="Reference models")
+    refbot.team.is_reference = True
+    subs = {"alice": fake_submission(db, settings, task, "validation", alice, dice=0.7),
+            "bob": fake_submission(db, settings, task, "validation", bob, dice=0.6),
+            "reference": fake_submission(db, settings, task, "validation", refbot, dice=0.9),
+            "alice-test": fake_submission(db, settings, task, "test", alice, dice=0.5)}
+    for n, (name, sub) in enumerate(subs.items()):
+        ev = sub.evaluations[-1]
+        for cr in ev.case_results:
+            _, ref = synthetic_case(int(cr.case.key[-1]))
+            pred = np.roll(ref, n + 1, axis=2)  # each model off by a different number of voxels
+            out = settings.results_dir / f"evaluation-{ev.id}" / cr.case.key / "images" / "oar-segmentation" / "o.mha"
+            cr.output_path = str(_write(out, pred))
+            from arena.models import MetricValue
+
+            cr.metrics.append(MetricValue(label=1, metric="nsd", value=0.5))
+    db.commit()
+    return task, subs
