@@ -241,6 +241,8 @@ class Submission(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     label: Mapped[str | None] = mapped_column(String(200))  # free text: algorithm name / version
+    # reference entries: trained on what, with which command (reference_models/<name>/provenance.json)
+    provenance: Mapped[str | None] = mapped_column(Text)
     status: Mapped[SubmissionStatus] = mapped_column(_enum(SubmissionStatus), default=SubmissionStatus.UPLOADED)
     error: Mapped[str | None] = mapped_column(Text)
     upload_name: Mapped[str | None] = mapped_column(String(300))

@@ -113,7 +113,7 @@ def _diagonal_mm(path: str) -> float:
 
 
 ENTRY_COLUMNS = ["entry", "submission_id", "evaluation_id", "team", "competitor", "label", "submitted", "badge",
-                 "runtime_s", "peak_memory_mb"]
+                 "provenance", "runtime_s", "peak_memory_mb"]
 
 
 def _resources(session: Session, evaluation_ids: list[int]) -> dict[int, tuple[float | None, float | None]]:
@@ -139,7 +139,8 @@ def _entries(session: Session, phase: Phase) -> pd.DataFrame:
             rows.append({"entry": ev.id, "submission_id": sub.id, "evaluation_id": ev.id, "team": sub.team.name,
                          "competitor": f"{sub.team.name}\x1f{label}" if sub.team.is_reference else sub.team.name,
                          "label": label, "submitted": sub.created_at,
-                         "badge": "reference" if sub.team.is_reference else ""})
+                         "badge": "reference" if sub.team.is_reference else "",
+                         "provenance": sub.provenance or ""})
     res = _resources(session, [r["evaluation_id"] for r in rows])
     hidden = not spec_of(phase.task).phase(phase.slug).show_case_results  # arena.disclosure: coarse only
     for r in rows:

@@ -58,7 +58,7 @@ def snapshot_board(phase) -> None:
     """Store the phase's board as it is now in ``phase.frozen_board`` (plain JSON values, NaN as None)."""
     board = leaderboard(g.db, phase.task, phase)
     spec = spec_of(phase.task)
-    keep = ["rank", "team", "label", "submission_id", "cases", "badge", *[m.name for m in spec.metrics],
+    keep = ["rank", "team", "label", "submission_id", "cases", "badge", "provenance", *[m.name for m in spec.metrics],
             "dataset", "caveats", "uncertainty", *[f"penalties:{m.name}" for m in spec.metrics]]
     rows = []
     for row in board.table.to_dict(orient="records"):
