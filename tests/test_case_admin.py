@@ -132,3 +132,17 @@ def test_web_case_table_move_remove_and_import_problems(app, settings, db, share
     assert "pt-22" in phases["validation"] and phases["test"] == {"pt-307"}
     page = c.get("/manage/tasks/han-oar-22").get_data(as_text=True)
     assert "Loaded 2 case(s) (1 into test, 1 into validation)" in page
+
+
+def test_first_admin_signs_in_as_documented(app, settings, db):
+    """docs/web.md: `arena user add NAME --admin`, `arena user passwd NAME` (stdin in a script), /signin."""
+    from click.testing import CliRunner
+
+    from arena.cli import main
+
+    r = CliRunner().invoke(main, ["user", "add", "chair", "--admin"])
+    assert r.exit_code == 0 and r.output.strip().startswith("arena_")
+    r = CliRunner().invoke(main, ["user", "passwd", "chair"], input="a long enough passphrase\n")
+    assert r.exit_code == 0, r.output
+    c = sign_in(app.test_client(), "chair", "a long enough passphrase")
+    assert c.get("/manage/users").status_code == 200 and c.get("/manage/").status_code == 200

@@ -1,6 +1,6 @@
-"""Organizer pages: tasks from task.yaml, cases from a server folder (listed, removed, moved), phase schedule, freeze and
-reveal, quotas, visibility, the queue (cancel, re-run), exports and the audit trail; for administrators,
-the users (one-time password reset, disable, enable)."""
+"""Organizer pages: tasks from task.yaml, cases from a server folder (listed, removed, moved), phase
+schedule, freeze and reveal, quotas, visibility, the queue (cancel, re-run), exports and the audit trail;
+for administrators, the users (one-time password reset, disable, enable)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,10 @@ def upload_task():
     audit.record(g.db, user, "task.upload", "task", task.slug, created=existing is None, title=task.title,
                  phases=[p.slug for p in task.phases])
     g.db.commit()
-    flash(f"Task {task.slug} {'created' if existing is None else 'updated'} from task.yaml.")
+    closed = [p.slug for p in task.phases if p.accepting() or p.visibility != "public"]
+    flash(f"Task {task.slug} {'created' if existing is None else 'updated'} from task.yaml."
+          + (f" Closed or not public: {', '.join(closed)} (new phases start closed and hidden unless task.yaml sets "
+             "opens and visibility; open them below)." if closed and existing is None else ""))
     return redirect(url_for("manage.task", slug=task.slug))
 
 
