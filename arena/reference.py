@@ -8,13 +8,24 @@ The team's daily quota does not apply (one task may get several reference models
 re-run is idempotent: an image (by ID) that the team already has in a phase is not submitted again.
 
 Modules shared by several models live once in ``reference_models/_shared/`` and are copied into each
-model's build context. Python packages a model needs (its ``requirements.txt``) are installed from the host into ``_site/``
+model's build context.
+
+One folder per architecture, one image per task: a model's optional ``tasks.json`` maps task slugs to
+variants (``{"<task>": {"default": bool, "provenance": str, "prepare": [script, args...]}}``). Each variant
+is built with ``--build-arg TASK=<task>`` (the Dockerfile picks its weights or atlases by it); the default
+variant keeps the plain tag ``arena-reference/<name>:<version>``, the others are tagged
+``arena-reference/<name>-<task>:<version>``. ``prepare`` runs with the host's Python in the model folder
+before the build, with ``{context}`` replaced by the staged build context and ``{data}`` by the shared
+data folder (e.g. the multi-atlas baseline's OpenKBP atlases: built from the train split, never committed).
+``provenance`` says what a variant was trained on and evaluated on (:func:`provenance`). A model without
+tasks.json has a single image, built without TASK. Python packages a model needs (its ``requirements.txt``) are installed from the host into ``_site/``
 of a temporary copy of the model's folder (no pip inside ``docker build``; docs/sandbox.md), which the
 Dockerfile copies into the image's ``dist-packages``.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -40,12 +51,14 @@ SHARED_DIR = "_shared"  # modules several models use (refio.py), copied into eac
 PIP_PLATFORM = ("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                 "--platform", "manylinux2014_x86_64")
-STAGE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pt", "*_log.txt", "train.py", "phantom_data.py",
-                                      "make_atlases.py", "README.md", "_site")
+STAGE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pt", "*_log.txt", "train.py", "train_*.py", "phantom_data.py",
+                                      "make_atlases.py", "evaluate_*.py", "README.md", "_site")
+TASKS_FILE = "tasks.json"  # a model's per-task variants (module docstring)
 
 #: The reference models ``arena demo`` runs, per task and phase (cell_detector only with --all-tasks);
 #: scripts/reference_readmes.py writes their board numbers into their READMEs.
 DEMO_REFERENCE = (("han-oar-22", "validation", ("anatomynet", "focusnetv2", "multiatlas")),
+                  ("han-oar-openkbp", "validation", ("anatomynet", "multiatlas")),
                   ("signet-ring-cells", "validation", ("cell_detector",)))
 
 Log = Callable[[str], None]
@@ -56,6 +69,7 @@ class BuiltModel:
     name: str
     tag: str
     image_id: str
+    task: str | None = None  # the variant (tasks.json); None: the model's only or default image
 
 
 def discover(models_dir: Path | None = None, names: list[str] | tuple[str, ...] | None = None) -> list[Path]:
@@ -70,15 +84,65 @@ def discover(models_dir: Path | None = None, names: list[str] | tuple[str, ...] 
     return found
 
 
-def tag_for(name: str) -> str:
-    return f"{TAG_PREFIX}{name}:{arena.__version__}"
+def variants(model_dir: Path) -> dict[str, dict]:
+    """The model's per-task variants from its tasks.json ({} without one). ValueError naming the file
+    when it is not an object of task -> object with optional bool ``default``, str ``provenance`` and
+    list-of-str ``prepare``, or when more than one variant is the default."""
+    path = Path(model_dir) / TASKS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("default", False), bool)
+        and isinstance(v.get("provenance", ""), str)
+        and (isinstance(v.get("prepare", []), list) and all(isinstance(a, str) for a in v.get("prepare", [])))
+        for k, v in data.items())
+    if not ok:
+        raise ValueError(f"{path}: expected {{task: {{default?: bool, provenance?: str, prepare?: [str]}}}}")
+    if sum(bool(v.get("default")) for v in data.values()) > 1:
+        raise ValueError(f"{path}: more than one default variant")
+    return data
 
 
-def stage(model_dir: Path, dest: Path, log: Log = print) -> Path:
-    """Copy ``model_dir`` to ``dest`` (training-only files left out) with its packages in ``dest/_site``."""
+def variant_for(model_dir: Path, task: str | None) -> str | None:
+    """The variant that serves ``task``: the task itself when the model has a non-default variant for it,
+    else None (the plain image: the default variant, or the only image of a model without tasks.json)."""
+    v = variants(model_dir)
+    return task if task in v and not v[task].get("default") else None
+
+
+def provenance(name: str, task: str, models_dir: Path | None = None) -> str | None:
+    """What reference model ``name`` was trained on and evaluated on for ``task`` (its tasks.json), or None."""
+    return variants(Path(models_dir or default_models_dir()) / name).get(task, {}).get("provenance") or None
+
+
+def tag_for(name: str, task: str | None = None) -> str:
+    """Image tag of a model (``task``: a non-default variant, see :func:`variant_for`)."""
+    return f"{TAG_PREFIX}{name}{f'-{task}' if task else ''}:{arena.__version__}"
+
+
+def stage(model_dir: Path, dest: Path, log: Log = print, task: str | None = None,
+          data_root: Path | None = None) -> Path:
+    """Copy ``model_dir`` to ``dest`` (training-only files left out) with its packages in ``dest/_site``;
+    for a ``task`` variant with a ``prepare`` step, run it (``data_root``: the shared data folder)."""
     shutil.copytree(model_dir, dest, ignore=STAGE_IGNORE)
     for shared in sorted((model_dir.parent / SHARED_DIR).glob("*.py")):  # one copy in the repo, one per image
-        shutil.copy2(shared, dest / shared.name)
+        if not shared.name.startswith("evaluate_"):  # offline scoring scripts stay out of the images
+            shutil.copy2(shared, dest / shared.name)
+    prepare = variants(model_dir).get(task, {}).get("prepare") if task else None
+    if prepare:
+        if data_root is None:
+            from arena.tasks.store import shared_data_root
+
+            data_root = shared_data_root()
+        args = [a.replace("{context}", str(dest)).replace("{data}", str(data_root)) for a in prepare]
+        log(f"{model_dir.name} ({task}): {' '.join(prepare[:1] + args[1:])}")
+        res = subprocess.run([sys.executable, *args], cwd=model_dir, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"{model_dir.name} ({task}): {prepare[0]} failed:\n{(res.stdout + res.stderr)[-2000:]}")
     site = dest / "_site"
     site.mkdir()
     req = model_dir / "requirements.txt"
@@ -98,17 +162,32 @@ def stage(model_dir: Path, dest: Path, log: Log = print) -> Path:
     return dest
 
 
-def build(base_image: str, names=None, models_dir: Path | None = None, log: Log = print, client=None) -> list[BuiltModel]:
-    """Build every reference model image (``arena-reference/<name>:<version>``); returns what was built."""
+def build(base_image: str, names=None, models_dir: Path | None = None, log: Log = print, client=None,
+          tasks: list[str] | tuple[str, ...] | None = None, data_root: Path | None = None) -> list[BuiltModel]:
+    """Build the reference model images; returns what was built.
+
+    A model with tasks.json gets one image per variant (``tasks``: only those; a model without a variant
+    for any of them is skipped), a model without it one image. Without ``tasks``, a variant whose
+    ``prepare`` step needs the shared data folder is skipped (logged) when that folder is missing."""
     from arena.images.build import build_image
+    from arena.tasks.store import shared_data_root
 
     out = []
     for d in discover(models_dir, names):
-        with tempfile.TemporaryDirectory(prefix=f"arena-ref-{d.name}-") as tmp:
-            ctx = stage(d, Path(tmp) / d.name, log)
-            image_id = build_image(str(ctx), tag_for(d.name), base_image, log=lambda line: None, client=client)
-        log(f"{d.name}: built {tag_for(d.name)} ({image_id[:19]})")
-        out.append(BuiltModel(d.name, tag_for(d.name), image_id))
+        v = variants(d)
+        todo = [t for t in v if not tasks or t in tasks] if v else [None]
+        for task in todo:
+            if not tasks and task and v[task].get("prepare") and not Path(data_root or shared_data_root()).is_dir():
+                log(f"{d.name} ({task}): skipped, no shared data folder at {data_root or shared_data_root()}")
+                continue
+            var = task if task and not v[task].get("default") else None
+            tag = tag_for(d.name, var)
+            with tempfile.TemporaryDirectory(prefix=f"arena-ref-{d.name}-") as tmp:
+                ctx = stage(d, Path(tmp) / d.name, log, task, data_root)
+                image_id = build_image(str(ctx), tag, base_image, log=lambda line: None, client=client,
+                                       buildargs={"TASK": task} if task else None)
+            log(f"{d.name}: built {tag} ({image_id[:19]})")
+            out.append(BuiltModel(d.name, tag, image_id, var))
     return out
 
 
@@ -153,10 +232,12 @@ def submit(settings, task_slug: str, phases: list[str] | None = None, names=None
     results: list[RunResult] = []
     queued: list[int] = []
     for d in discover(models_dir, names):
+        var = variant_for(d, task_slug)
         try:
-            image = client.images.get(tag_for(d.name))
+            image = client.images.get(tag_for(d.name, var))
         except Exception:
-            raise RuntimeError(f"no image {tag_for(d.name)}: run `arena reference build` first") from None
+            hint = f" --task {var}" if var else ""
+            raise RuntimeError(f"no image {tag_for(d.name, var)}: run `arena reference build{hint}` first") from None
         tar = settings.home / "reference" / f"{d.name}-{image.id[7:19]}.tar.gz"
         with session_scope(settings.database_url) as s:
             user = reference_user(s)

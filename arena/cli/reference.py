@@ -14,9 +14,11 @@ def reference() -> None:
 
 @reference.command("build")
 @click.option("--name", "names", multiple=True, help="only this model (repeatable); default: every one with a Dockerfile")
+@click.option("--task", "tasks", multiple=True, help="only the variants for this task (repeatable; a model's "
+              "tasks.json); default: every variant")
 @click.option("--base-image", default=None, help="base image tag (default: Arena's, built if missing)")
-def build_cmd(names: tuple[str, ...], base_image: str | None) -> None:
-    """Build the image of every reference_models/<name>/ that has a Dockerfile."""
+def build_cmd(names: tuple[str, ...], tasks: tuple[str, ...], base_image: str | None) -> None:
+    """Build the image(s) of every reference_models/<name>/ that has a Dockerfile (one per task variant)."""
     from arena import reference
     from arena.images.base import BASE_TAG, build_base_image
 
@@ -24,7 +26,7 @@ def build_cmd(names: tuple[str, ...], base_image: str | None) -> None:
         base_image = BASE_TAG
         build_base_image(base_image, log=lambda line: None)
     try:
-        built = reference.build(base_image, list(names) or None, log=click.echo)
+        built = reference.build(base_image, list(names) or None, log=click.echo, tasks=list(tasks) or None)
     except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{len(built)} reference image(s) built")
