@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from arena.models import MetricValue
+
 from web_helpers import fake_submission, make_user
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,21 +37,49 @@ def synthetic_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return ct.astype(np.int16), ref
 
 
-def viewer_task(db, settings):
-    """han-oar-22 with two cases per phase, users org (admin), alice (team alpha), bob (team beta), and
+def openkbp_patients(shared_data: Path, n: int = 2) -> list[str]:
+    """The ``n`` OpenKBP validation patients with the most organs contoured (names as in cases.json)."""
+    import json
+
+    rows = json.loads((shared_data / "openkbp" / "cases.json").read_text())
+    rows = [r for r in rows if r["openkbp_split"] == "validation"]
+    rows.sort(key=lambda r: (-len(r["present"]), r["patient"]))
+    return [r["patient"] for r in rows[:n]]
+
+
+def _model_output(ref: np.ndarray, n: int) -> np.ndarray:
+    """A plausible model output: the reference, moved by one voxel along x for odd ``n``, with organ
+    ``n`` grown by a voxel."""
+    from scipy import ndimage
+
+    pred = np.roll(ref, n % 2, axis=2)
+    grown = ndimage.binary_dilation(pred == n)
+    pred[grown & (pred == 0)] = n
+    return pred
+
+
+def viewer_task(db, settings, openkbp: Path | None = None):
+    """A task with two cases per phase, users org (admin), alice (team alpha), bob (team beta), and
     submissions: alice's and bob's in validation, a reference model's in validation, alice's in test.
-    Returns ``(task, {name: submission})``."""
+    Synthetic volumes in han-oar-22; with ``openkbp`` (the shared data folder's ``openkbp``), real OpenKBP
+    CTs and clinical contours in han-oar-openkbp, read where they lie (never copied), and the outputs' scores
+    computed. Returns ``(task, {name: submission})``."""
     from arena.models import Case
     from arena.tasks.store import upsert_task
 
-    task = upsert_task(db, REPO / "tasks" / "han-oar-22")
+    task = upsert_task(db, REPO / "tasks" / ("han-oar-openkbp" if openkbp else "han-oar-22"))
+    patients = openkbp_patients(openkbp.parent, 4) if openkbp else []
     for phase in task.phases:
         for i in range(2):
             key = f"{phase.slug}-{i:03d}"
-            ct, ref = synthetic_case(i)
-            d = settings.cases_dir / task.slug / key
-            case = Case(task=task, key=key, image_path=str(_write(d / "image.mha", ct)),
-                        reference_path=str(_write(d / "reference.mha", ref)), meta={})
+            if openkbp:
+                pt = patients.pop(0)
+                image, reference = openkbp / f"{pt}_ct.nii.gz", openkbp / f"{pt}_oars.nii.gz"
+            else:
+                ct, ref = synthetic_case(i)
+                d = settings.cases_dir / task.slug / key
+                image, reference = _write(d / "image.mha", ct), _write(d / "reference.mha", ref)
+            case = Case(task=task, key=key, image_path=str(image), reference_path=str(reference), meta={})
             db.add(case)
             phase.cases.append(case)
     db.flush()
@@ -65,12 +95,32 @@ def viewer_task(db, settings):
     for n, (name, sub) in enumerate(subs.items()):
         ev = sub.evaluations[-1]
         for cr in ev.case_results:
+            out = settings.results_dir / f"evaluation-{ev.id}" / cr.case.key / "images" / "oar-segmentation" / "o.mha"
+            if openkbp:
+                ref_img = sitk.ReadImage(cr.case.reference_path)
+                pred = sitk.GetImageFromArray(_model_output(sitk.GetArrayFromImage(ref_img), n + 1))
+                pred.CopyInformation(ref_img)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                sitk.WriteImage(pred, str(out), True)
+                cr.output_path = str(out)
+                for mv in list(cr.metrics):  # the fake scores give way to the real ones
+                    cr.metrics.remove(mv)
+                db.flush()
+                cr.metrics = _scores(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(ref_img),
+                                     tuple(reversed(ref_img.GetSpacing())))
+                continue
             _, ref = synthetic_case(int(cr.case.key[-1]))
             pred = np.roll(ref, n + 1, axis=2)  # each model off by a different number of voxels
-            out = settings.results_dir / f"evaluation-{ev.id}" / cr.case.key / "images" / "oar-segmentation" / "o.mha"
             cr.output_path = str(_write(out, pred))
-            from arena.models import MetricValue
-
             cr.metrics.append(MetricValue(label=1, metric="nsd", value=0.5))
     db.commit()
     return task, subs
+
+
+def _scores(pred: np.ndarray, ref: np.ndarray, spacing) -> list:
+    from arena.metrics.segmentation import EmptyPolicy, score_segmentation
+
+    scores = score_segmentation(pred, ref, spacing, range(1, 8), "medpy", 95.0, 2.0,
+                                EmptyPolicy(reference_empty="exclude"))
+    return [MetricValue(label=lab, metric=m, value=vals[m]) for lab, vals in scores.items()
+            for m in ("dice", "hd95", "nsd")]
