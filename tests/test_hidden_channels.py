@@ -139,7 +139,8 @@ def test_boards_of_hidden_phases_show_coarse_resources(settings, db, app):
             cr.runtime_s, cr.peak_memory_mb = 1.37, 123.4
     db.commit()
     client = app.test_client()
-    rows = {p: client.get(f"/api/v1/tasks/han-oar-22/leaderboard?phase={p}").get_json()["rows"]
+    rows = {p: [r for r in client.get(f"/api/v1/tasks/han-oar-22/leaderboard?phase={p}").get_json()["rows"]
+                if r.get("badge") != "published"]  # han-oar-22's published rows have no runtimes
             for p in ("validation", "test")}
     assert (rows["validation"][0]["runtime_s"], rows["validation"][0]["peak_memory_mb"]) == (1.37, 123.4)
     assert (rows["test"][0]["runtime_s"], rows["test"][0]["peak_memory_mb"]) == (coarse(1.37), coarse(123.4))
