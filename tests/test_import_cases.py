@@ -258,3 +258,41 @@ def test_task_check_passes_for_cases_from_a_folder(settings, db, shared_data, lo
     _bad_label(folder, "pt-307", 9)
     r = cli("task", "check", str(loaded_task), "--cases", str(folder))
     assert r.exit_code == 1 and "label values [9]" in r.output
+
+
+def test_try_samples_are_checked_and_converted_to_mha(shared_data, tmp_path):
+    """`arena try`'s samples/<case>/ in .nii.gz reach the container as .mha, as loaded cases do."""
+    from arena.runner.harness import sample_cases
+    from arena.tasks.case_check import CaseCheckError
+    from arena.tasks.spec import load_spec
+
+    d = own_task(tmp_path)
+    folder = case_folder(shared_data, tmp_path / "src", patients=("pt_22",))
+    (d / "samples" / "pt-22").mkdir(parents=True)
+    shutil.copyfile(folder / "images" / "pt-22.nii.gz", d / "samples" / "pt-22" / "image.nii.gz")
+    shutil.copyfile(folder / "labels" / "pt-22.nii.gz", d / "samples" / "pt-22" / "reference.nii.gz")
+    spec = load_spec(d)
+    [case] = sample_cases(d, spec, 2, "small", tmp_path / "scratch")
+    assert case.image.suffix == ".mha" and case.reference.suffix == ".mha"
+    src = sitk.ReadImage(str(folder / "images" / "pt-22.nii.gz"))
+    img = sitk.ReadImage(str(case.image))
+    assert np.array_equal(sitk.GetArrayFromImage(img), sitk.GetArrayFromImage(src)) and img.GetSpacing() == src.GetSpacing()
+    ref_path = d / "samples" / "pt-22" / "reference.nii.gz"
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(ref_path)))
+    arr[0, 0, 0] = 9
+    bad = sitk.GetImageFromArray(arr)
+    bad.CopyInformation(src)
+    sitk.WriteImage(bad, str(ref_path))
+    with pytest.raises(CaseCheckError, match=r"reference.nii.gz: label values \[9\]"):
+        sample_cases(d, spec, 2, "small", tmp_path / "scratch2")
+
+
+def test_build_example_mode_follows_the_label_map(tmp_path):
+    """`arena images build-example --task` picks the example mode whose label map is the task's."""
+    from arena.cli.images import example_mode_for
+    from arena.tasks.spec import load_spec
+
+    assert example_mode_for(load_spec(own_task(tmp_path))) == "han-oar-openkbp"  # OpenKBP's labels, own slug
+    assert example_mode_for(load_spec(REPO / "tasks" / "han-oar-9")) == "han-oar-9"
+    with pytest.raises(ValueError, match="no mode for abdomen-totalseg's label map"):
+        example_mode_for(load_spec(REPO / "tasks" / "abdomen-totalseg"))
