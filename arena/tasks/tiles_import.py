@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+from arena.datasets.pathology import boxes_to_gc
+from arena.datasets.slides import write_slide
 
 __all__ = ["SOURCE_SUFFIXES", "TileEntry", "TileImportError", "read_tile_index", "tile_entry", "jpeg_to_tiled_tiff",
            "boxes_reference", "import_tile", "BOX_SLACK_PX"]
@@ -54,15 +58,10 @@ class TileEntry:
     width: int
     height: int
     boxes: np.ndarray = field(repr=False)
-
-    @property
-    def positive(self) -> bool:
-        return self.kind == "positive"
+    positive: bool = False  # kind "positive": the tile holds annotated cells
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return int(im.size[0]), int(im.size[1])
@@ -102,7 +101,7 @@ def _entry(index: Path, i: int, row: Any) -> TileEntry:
     if (row["kind"] == "negative") != (len(boxes) == 0):
         raise TileImportError(f"{where}: a {row['kind']} tile with {len(boxes)} boxes (positive tiles have boxes, "
                               "negative tiles none)")
-    return TileEntry(name, str(row["slide"]), row["kind"], w, h, boxes)
+    return TileEntry(name, str(row["slide"]), row["kind"], w, h, boxes, positive=row["kind"] == "positive")
 
 
 def read_tile_index(index: str | Path, tiles_dir: str | Path | None = None, check_images: bool = True) -> list[TileEntry]:
@@ -159,8 +158,6 @@ def tile_entry(index: str | Path, tile: str) -> TileEntry:
 def boxes_reference(entry: TileEntry) -> dict[str, Any]:
     """The tile's reference in the tile kind's format: grand-challenge "Multiple 2D bounding boxes" with
     ``image_size`` = [width, height]; boxes clipped to the tile (pixels, x right, y down)."""
-    from arena.datasets.pathology import boxes_to_gc
-
     b = entry.boxes.copy()
     b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, entry.width)
     b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, entry.height)
@@ -183,10 +180,6 @@ def jpeg_to_tiled_tiff(src: str | Path, dst: str | Path, mpp: float, description
     Raises:
         TileImportError: ``src`` is not a readable image, or ``mpp`` is not a positive number.
     """
-    from PIL import Image
-
-    from arena.datasets.slides import write_slide
-
     src, dst = Path(src), Path(dst)
     if not isinstance(mpp, (int, float)) or not mpp > 0:
         raise TileImportError(f"{src}: a pixel size (mpp > 0, µm/px) is needed to write the tile, got {mpp!r}")
