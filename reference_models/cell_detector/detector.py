@@ -34,10 +34,10 @@ _UNMIX = np.linalg.inv(_STAINS)
 
 # -- reading -------------------------------------------------------------------------------------
 
-_TYPES = {1: "B", 2: "c", 3: "H", 4: "I", 16: "Q"}
+_TYPES = {1: "B", 2: "c", 3: "H", 4: "I", 5: "II", 16: "Q"}
 
 
-def _read_tiff_minimal(path: str) -> np.ndarray:
+def _read_tiff_minimal(path: str, with_tags: bool = False):
     """First IFD of a little/big-endian classic TIFF, 8-bit, uncompressed or deflate, tiles or strips."""
     with open(path, "rb") as f:
         data = f.read()
@@ -86,18 +86,53 @@ def _read_tiff_minimal(path: str) -> np.ndarray:
         for i, (o, c) in enumerate(zip(tags[273], tags[279])):
             rows = min(rps, h - i * rps)
             out[i * rps:i * rps + rows] = chunk(o, c, (rows, w, spp))
-    return out if spp > 1 else out[..., 0]
+    out = out if spp > 1 else out[..., 0]
+    return (out, tags) if with_tags else out
 
 
-def read_rgb(path: str) -> np.ndarray:
+def _tiff_mpp(unit: int | None, xres) -> float | None:
+    """µm/px from TIFF resolution tags (ResolutionUnit 2 = inch, 3 = centimetre; XResolution a rational)."""
+    try:
+        num, den = (xres if isinstance(xres, tuple) else (xres, 1))[:2]
+        per_unit = float(num) / float(den)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not per_unit > 0 or unit not in (2, 3):
+        return None
+    return (1e4 if unit == 3 else 25400.0) / per_unit
+
+
+def read_tile(path: str) -> tuple[np.ndarray, float | None, dict]:
+    """(RGB array, µm/px from the resolution tags or None, the JSON ImageDescription as a dict or {})."""
+    import json
+
+    mpp, desc = None, {}
     if path.lower().endswith((".tif", ".tiff")):
         try:
             import tifffile
-
-            with tifffile.TiffFile(path) as tf:
-                img = tf.pages[0].asarray()
         except ImportError:
-            img = _read_tiff_minimal(path)
+            tifffile = None
+        if tifffile is not None:
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                img = page.asarray()
+                tags = page.tags
+                unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else None
+                xres = tags["XResolution"].value if "XResolution" in tags else None
+                mpp = _tiff_mpp(int(unit) if unit is not None else None, xres)
+                raw = page.description or ""
+        else:
+            img, tags = _read_tiff_minimal(path, with_tags=True)
+            mpp = _tiff_mpp(tags.get(296, (None,))[0], tuple(tags.get(282, ()))[:2] or None)
+            raw = tags.get(270, b"")
+            raw = raw.decode("utf-8", "replace").rstrip("\x00") if isinstance(raw, bytes) else ""
+        try:
+            d = json.loads(raw or "{}")
+            desc = d if isinstance(d, dict) else {}
+        except ValueError:
+            desc = {}
+        if mpp is None and isinstance(desc.get("mpp"), (int, float)) and desc["mpp"] > 0:
+            mpp = float(desc["mpp"])
     else:
         from PIL import Image
 
@@ -105,7 +140,11 @@ def read_rgb(path: str) -> np.ndarray:
             img = np.asarray(im.convert("RGB"))
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
+    return np.ascontiguousarray(img[..., :3]), mpp, desc
+
+
+def read_rgb(path: str) -> np.ndarray:
+    return read_tile(path)[0]
 
 
 # -- filtering -----------------------------------------------------------------------------------
@@ -137,48 +176,104 @@ def stain_densities(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.clip(c[..., 0], 0, None), np.clip(c[..., 1], 0, None), od.sum(axis=2)
 
 
-FEATURES = ("crescent", "rim_q25", "centre", "inner", "paleness", "rim_max", "radius")
+LEGACY_FEATURES = ("crescent", "rim_q25", "centre", "inner", "paleness", "rim_max", "radius")
+COLOUR_FEATURES = ("od_in", "od_out", "eos_in", "od_sd", "rim_sd")
+FEATURES = LEGACY_FEATURES + COLOUR_FEATURES  # every feature a scorer may use (weights*.json names its own)
+WORK_MPP = 0.5  # µm/px the detector works at: finer tiles are averaged down by an integer factor first
+HERE = __import__("os").path.dirname(__import__("os").path.abspath(__file__))
 
 
-def _load_weights():
-    """Logistic-regression weights over FEATURES, fitted by train.py (weights.json next to this file)."""
+def load_model(path: str) -> dict:
+    """A scorer (weights.json / weights_synthetic.json): candidate map, radii (working px), floor, features,
+    logistic weights and bias, box scale, operating threshold and provenance."""
     import json
-    import os
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights.json")
     with open(path) as f:
         doc = json.load(f)
-    if doc["features"] != list(FEATURES):
-        raise ValueError(f"weights.json is for features {doc['features']}, expected {list(FEATURES)}")
-    return np.asarray(doc["weights"], dtype=float), float(doc["bias"])
+    unknown = [n for n in doc["features"] if n not in FEATURES]
+    if unknown or len(doc["weights"]) != len(doc["features"]) or doc.get("candidates") not in ("pale", "dark"):
+        raise ValueError(f"{path}: features {unknown or doc['features']} / weights / candidates do not fit this "
+                         f"detector (features {list(FEATURES)}, candidates pale | dark)")
+    doc["_w"] = np.asarray(doc["weights"], dtype=float)
+    doc["_idx"] = [FEATURES.index(n) for n in doc["features"]]
+    return doc
 
 
-WEIGHTS, BIAS = _load_weights()
+def _models() -> dict:
+    import os
+
+    out = {}
+    for name, file in (("real", "weights.json"), ("synthetic", "weights_synthetic.json")):
+        path = os.path.join(HERE, file)
+        if os.path.exists(path):
+            out[name] = load_model(path)
+    return out
 
 
-def candidate_features(hs: np.ndarray, best: np.ndarray, x: int, y: int, r: float, angles: np.ndarray) -> np.ndarray:
+MODELS = _models()
+
+
+def model_for(description: dict) -> dict:
+    """The synthetic scorer for Arena's generated tiles (their description says ``"synthetic": true``), the
+    scorer fitted on real DigestPath tiles for every other tile."""
+    if description.get("synthetic") is True and "synthetic" in MODELS:
+        return MODELS["synthetic"]
+    return MODELS.get("real") or MODELS["synthetic"]
+
+
+def working_factor(mpp: float | None) -> int:
+    """Integer downsampling factor that brings ``mpp`` close to :data:`WORK_MPP` (1 when unknown or coarser)."""
+    if not mpp or mpp <= 0:
+        return 1
+    return max(1, int(round(WORK_MPP / mpp)))
+
+
+def downsample(rgb: np.ndarray, f: int) -> np.ndarray:
+    if f <= 1:
+        return rgb
+    h, w = rgb.shape[0] // f * f, rgb.shape[1] // f * f
+    a = rgb[:h, :w].reshape(h // f, f, w // f, f, 3).astype(np.float32).mean(axis=(1, 3))
+    return np.round(a).astype(np.uint8)
+
+
+def _ring(m: np.ndarray, x: int, y: int, r: float, frac: float, angles: np.ndarray) -> np.ndarray:
+    h, w = m.shape
+    px = np.clip(np.round(x + frac * r * np.cos(angles)).astype(int), 0, w - 1)
+    py = np.clip(np.round(y + frac * r * np.sin(angles)).astype(int), 0, h - 1)
+    return m[py, px]
+
+
+def candidate_features(hs: np.ndarray, best: np.ndarray, x: int, y: int, r: float, angles: np.ndarray,
+                       maps: dict | None = None) -> np.ndarray:
+    """The 7 ring features (haematoxylin on rings around the candidate) and, with ``maps`` (smoothed total
+    OD ``od`` and eosin ``eos``), 5 colour features: OD inside / outside the cell, eosin inside, OD spread
+    inside, spread of the rim's haematoxylin. Missing colour features are 0."""
     h, w = hs.shape
-
-    def ring(frac):
-        px = np.clip(np.round(x + frac * r * np.cos(angles)).astype(int), 0, w - 1)
-        py = np.clip(np.round(y + frac * r * np.sin(angles)).astype(int), 0, h - 1)
-        return hs[py, px]
-
-    rim = np.maximum(ring(0.7), ring(0.85))
+    rim = np.maximum(_ring(hs, x, y, r, 0.7, angles), _ring(hs, x, y, r, 0.85, angles))
     centre = float(hs[min(max(int(y), 0), h - 1), min(max(int(x), 0), w - 1)])
-    inner = float(ring(0.35).mean())
+    inner = float(_ring(hs, x, y, r, 0.35, angles).mean())
     arc = np.convolve(np.r_[rim, rim[:9]], np.ones(10) / 10, mode="valid")[:36]
     k = int(np.argmax(arc))
     crescent = float(arc[k]) - float(arc[(k + 18) % 36])
-    return np.array([crescent, float(np.percentile(rim, 25)), centre, inner, float(best[y, x]), float(arc[k]),
-                     r / 20.0])
+    legacy = [crescent, float(np.percentile(rim, 25)), centre, inner, float(best[y, x]), float(arc[k]), r / 20.0]
+    if maps is None:
+        return np.array(legacy + [0.0] * len(COLOUR_FEATURES))
+    od, eos = maps["od"], maps["eos"]
+    inside = np.r_[_ring(od, x, y, r, 0.3, angles), _ring(od, x, y, r, 0.6, angles), od[y, x]]
+    colour = [float(inside.mean()), float(_ring(od, x, y, r, 1.35, angles).mean()),
+              float(np.r_[_ring(eos, x, y, r, 0.3, angles), _ring(eos, x, y, r, 0.6, angles)].mean()),
+              float(inside.std()), float(rim.std())]
+    return np.array(legacy + colour)
 
 
-def candidates(rgb: np.ndarray, radii=(10, 13, 16, 20, 25), floor: float = 0.05, limit: int = 12000):
-    """(haematoxylin map, blob response, angles, [(x, y, r)]) of the vacuole candidates."""
+def candidates(rgb: np.ndarray, radii=(10, 13, 16, 20, 25), floor: float = 0.05, limit: int = 12000,
+               mode: str = "pale", with_maps: bool = False):
+    """(haematoxylin map, blob response, angles, [(x, y, r)]) of the candidates, and the colour maps with
+    ``with_maps``. ``mode``: ``pale`` finds pale round blobs (mucin vacuoles of the synthetic tiles), ``dark``
+    finds dark round blobs of cell size (real signet ring cells stain grey-purple all over)."""
     h, w = rgb.shape[:2]
-    hema, _eos, od = stain_densities(rgb)
-    F = np.fft.rfft2(-od)
+    hema, eos, od = stain_densities(rgb)
+    F = np.fft.rfft2(od if mode == "dark" else -od)
     w2 = _freq(h, w)
     resp = np.stack([np.fft.irfft2(F * (s * s) * w2 * np.exp(-0.5 * s * s * w2), s=(h, w))
                      for s in (r / math.sqrt(2) for r in radii)])
@@ -189,24 +284,59 @@ def candidates(rgb: np.ndarray, radii=(10, 13, 16, 20, 25), floor: float = 0.05,
     order = np.argsort(-best[ys, xs])[:limit]
     hs = _gauss(np.fft.rfft2(hema), w2, 1.0, (h, w))
     kept: list[tuple[int, int, float]] = []
+    cell = 2 * max(radii)  # grid of kept centres: suppression looks at neighbouring cells only
+    grid: dict[tuple[int, int], list[tuple[int, int, float]]] = {}
     for y, x in zip(ys[order], xs[order]):
         r = float(radii[arg[y, x]])
-        if any((x - a) ** 2 + (y - b) ** 2 < (0.9 * (r + q)) ** 2 for a, b, q in kept):
+        gx, gy = int(x) // cell, int(y) // cell
+        near = [k for dx in (-1, 0, 1) for dy in (-1, 0, 1) for k in grid.get((gx + dx, gy + dy), ())]
+        if any((x - a) ** 2 + (y - b) ** 2 < (0.9 * (r + q)) ** 2 for a, b, q in near):
             continue
         kept.append((int(x), int(y), r))
-    return hs, best, np.linspace(0, 2 * math.pi, 36, endpoint=False), kept
+        grid.setdefault((gx, gy), []).append(kept[-1])
+    angles = np.linspace(0, 2 * math.pi, 36, endpoint=False)
+    if not with_maps:
+        return hs, best, angles, kept
+    maps = {"od": _gauss(np.fft.rfft2(od), w2, 1.0, (h, w)), "eos": _gauss(np.fft.rfft2(eos), w2, 1.0, (h, w))}
+    return hs, best, angles, kept, maps
 
 
-def detect(rgb: np.ndarray, max_boxes: int = 3000, min_probability: float = 0.01):
-    """Returns a list of (x0, y0, x1, y1, probability), most probable first."""
+def scored_candidates(rgb: np.ndarray, model: dict) -> list[tuple[int, int, float, np.ndarray]]:
+    """[(x, y, r, features)] in working pixels for ``rgb`` already at the working resolution."""
+    colour = any(n in COLOUR_FEATURES for n in model["features"])
+    res = candidates(rgb, radii=tuple(model["radii"]), floor=float(model["floor"]), mode=model["candidates"],
+                     with_maps=colour)
+    hs, best, angles, kept = res[:4]
+    maps = res[4] if colour else None
+    return [(x, y, r, candidate_features(hs, best, x, y, r, angles, maps)) for x, y, r in kept]
+
+
+def probability(model: dict, feats: np.ndarray) -> float:
+    z = float(np.dot(model["_w"], feats[model["_idx"]]) + float(model["bias"]))
+    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+def detect(rgb: np.ndarray, max_boxes: int = 3000, min_probability: float | None = None, mpp: float | None = None,
+           model: dict | None = None):
+    """Boxes (x0, y0, x1, y1, probability) in the tile's own pixels, most probable first.
+
+    ``mpp``: the tile's µm/px (from its resolution tags; None = already at the working resolution). The tile
+    is averaged down to about :data:`WORK_MPP` by an integer factor, candidates found and scored there, and
+    the boxes scaled back. ``model``: a scorer (default: the real-data one); ``min_probability``: default the
+    scorer's operating threshold.
+    """
+    model = model or model_for({})
+    thr = float(model.get("min_probability", 0.3)) if min_probability is None else float(min_probability)
     h, w = rgb.shape[:2]
-    hs, best, angles, kept = candidates(rgb)
+    f = working_factor(mpp)
+    small = downsample(rgb, f)
+    scale = float(model.get("box_scale", 1.0))
     out = []
-    for x, y, r in kept:
-        f = candidate_features(hs, best, x, y, r, angles)
-        z = float(np.dot(WEIGHTS, f) + BIAS)
-        p = 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
-        out.append((max(x - r, 0.0), max(y - r, 0.0), min(x + r, float(w)), min(y + r, float(h)), p))
-    out = [b for b in out if b[4] >= min_probability]
+    for x, y, r, feats in scored_candidates(small, model):
+        p = probability(model, feats)
+        if p < thr:
+            continue
+        cx, cy, half = x * f + (f - 1) / 2, y * f + (f - 1) / 2, r * scale * f  # working px centre → tile px
+        out.append((max(cx - half, 0.0), max(cy - half, 0.0), min(cx + half, float(w)), min(cy + half, float(h)), p))
     out.sort(key=lambda b: -b[4])
     return out[:max_boxes]
