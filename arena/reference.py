@@ -262,7 +262,8 @@ def submit(settings, task_slug: str, phases: list[str] | None = None, names=None
                                      status=SubmissionStatus.UPLOADED, upload_name=tar.name,
                                      upload_path=str(upload.path), upload_sha256=upload.sha256,
                                      upload_bytes=upload.size, image_id=info.image_id, image_user=info.user,
-                                     image_bytes=info.uncompressed_bytes)
+                                     image_bytes=info.uncompressed_bytes,
+                                     provenance=provenance(d.name, task_slug, d.parent))
                     s.add(sub)
                     s.flush()
                 except BaseException:

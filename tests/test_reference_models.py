@@ -257,6 +257,9 @@ def test_reference_run_is_idempotent(reference_images, settings, db):
     db.expire_all()
     subs = db.scalars(select(Submission)).all()
     assert len(subs) == 4
+    for sub in subs:  # each says what it was trained on (reference_models/<name>/tasks.json)
+        assert sub.provenance == reference.provenance(sub.label.split()[0], "han-oar-22"), sub.label
+        assert "phantom" in sub.provenance
     team = db.scalar(select(Team).where(Team.name == reference.REFERENCE_TEAM))
     assert team.is_reference and all(s.team_id == team.id for s in subs)
     assert {s.image_id for s in subs} == {reference_images[n].image_id for n in ("multiatlas", "anatomynet")}
