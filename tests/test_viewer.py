@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -184,6 +185,7 @@ def test_the_cache_serves_slices_and_targets_and_rebuilds_on_change(tmp_path):
     cache = ViewerCache(tmp_path / "viewer-cache", tmp_path / "results")
     png = cache.slice_png(files, [model], "coronal", 10, "bone", organs=[1])
     assert max(Image.open(io.BytesIO(png)).size) >= render.MIN_SIDE
+    volumes.wait_for_writes()  # the cache files are written in the background
     assert (tmp_path / "viewer-cache" / "cases" / "1" / "ct.npy").is_file()
     assert (tmp_path / "viewer-cache" / "evaluations" / "5" / "1" / "prediction.npy").is_file()
     t = cache.targets(files, model, [1])
@@ -193,7 +195,6 @@ def test_the_cache_serves_slices_and_targets_and_rebuilds_on_change(tmp_path):
     # a new output under the same name: the cache sees the change
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(files.reference)))
     _write(model.prediction, ref, (0.8, 0.8, 2.5))
-    import os
     os.utime(model.prediction, ns=(1, 1))
     again = cache.targets(files, model, [1])["1"]
     assert again["disagreement"] == {} and again["hd95"]["hd95_mm"] == 0.0  # now it matches the reference
@@ -202,6 +203,7 @@ def test_the_cache_serves_slices_and_targets_and_rebuilds_on_change(tmp_path):
 def test_a_prediction_on_another_grid_is_refused_by_name(tmp_path):
     files, model = _case(tmp_path)
     _write(model.prediction, np.zeros((8, 24, 20), np.uint8), (0.8, 0.8, 2.5))
+    os.utime(model.prediction, ns=(2, 2))
     cache = ViewerCache(tmp_path / "viewer-cache", tmp_path / "results")
     with pytest.raises(ValueError, match="pred.mha: shape"):
         cache.slice_png(files, [model], "axial", 0)
@@ -223,6 +225,7 @@ def test_prune_drops_removed_evaluations_and_keeps_the_budget(tmp_path):
     root, results = tmp_path / "viewer-cache", tmp_path / "results"
     cache = ViewerCache(root, results)
     cache.slice_png(files, [model], "axial", 3)
+    volumes.wait_for_writes()
     import shutil
     shutil.rmtree(results / "evaluation-5")  # the evaluation's outputs are gone ...
     removed = volumes.prune(root, results)
@@ -230,3 +233,28 @@ def test_prune_drops_removed_evaluations_and_keeps_the_budget(tmp_path):
     assert (root / "cases" / "1" / "ct.npy").exists()
     volumes.prune(root, results, max_bytes=1000)  # over budget: least recently used entries go
     assert not (root / "cases" / "1").exists()
+
+
+def test_jump_targets_of_an_organ_only_one_map_has():
+    ref = np.zeros((6, 10, 10), np.uint8)
+    ref[1:3, 1:3, 1:3] = 2
+    pred = np.zeros_like(ref)
+    pred[4, 6:9, 6:9] = 1  # label 1: only predicted; label 2: only in the reference
+    t = jump.jump_targets(pred, ref, (1, 1, 1), [1, 2, 3])
+    assert t["1"]["disagreement"]["axial"] == {"index": 4, "voxels": 9} and t["1"]["hd95"] is None
+    assert t["2"]["disagreement"]["sagittal"]["index"] == 1 and t["2"]["hd95"] is None
+    assert "3" not in t
+
+
+def test_a_slice_outlives_the_volume_it_was_read_from(tmp_path):
+    """Volumes are views of SimpleITK's pixel buffer (no copy): a slice taken from one must keep it alive."""
+    import gc
+
+    arr = (np.arange(4 * 64 * 64) % 251).astype(np.uint8).reshape(4, 64, 64)
+    _write(tmp_path / "lab.mha", arr)
+    vol = volumes.read_volume(tmp_path / "lab.mha", "labels")
+    plane = render.extract(vol.array, "axial", 2)
+    del vol
+    gc.collect()
+    _ = [np.full(64 * 64 * 4, 7, np.uint8) for _ in range(50)]  # reuse freed memory, if any was freed
+    assert np.array_equal(plane, arr[2])

@@ -40,11 +40,11 @@ class ViewerCache:
     max_bytes: int = volumes.DEFAULT_MAX_BYTES
 
     def _load(self, folder: Path, name: str, source: Path, kind: volumes.Kind) -> Volume:
-        fresh = not (folder / f"{name}.npy").exists()
-        vol = volumes.cached_volume(folder, name, source, kind)
-        if fresh:
-            volumes.prune(self.root, self.results_root, self.max_bytes)
-        return vol
+        return volumes.cached_volume(folder, name, source, kind, on_new=self.prune)
+
+    def prune(self) -> list[Path]:
+        """Keep the cache within its budget (:func:`arena.viewer.volumes.prune`); called after each new file."""
+        return volumes.prune(self.root, self.results_root, self.max_bytes)
 
     def ct(self, case: CaseFiles) -> Volume:
         return self._load(volumes.case_folder(self.root, case.case_id), "ct", case.image, "image")

@@ -13,16 +13,14 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from arena.metrics.segmentation import _boundary, directed_distances, score_segmentation
+from arena.metrics.segmentation import _boundary, _crop_box, _label_boxes, directed_distances, score_segmentation
 from arena.viewer.render import AXIS
 
 
 def _box(mask_a: np.ndarray, mask_b: np.ndarray) -> tuple[slice, ...] | None:
-    objs = [o for o in (ndimage.find_objects(mask_a.view(np.uint8))[:1] + ndimage.find_objects(mask_b.view(np.uint8))[:1])
-            if o is not None]
-    if not objs:
-        return None
-    return tuple(slice(min(o[d].start for o in objs), max(o[d].stop for o in objs)) for d in range(mask_a.ndim))
+    """The bounding box of two binary masks together (the scoring code's box finder); None if both are empty."""
+    a, b = _label_boxes(mask_a.view(np.uint8), 1)[0], _label_boxes(mask_b.view(np.uint8), 1)[0]
+    return None if a is None and b is None else _crop_box(a, b)
 
 
 def disagreement_slices(prediction: np.ndarray, reference: np.ndarray) -> dict[str, dict[str, int]]:
@@ -79,13 +77,23 @@ def hd95_point(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[
 def jump_targets(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float], labels: Sequence[int],
                  convention: str = "medpy", percentile: float = 95.0) -> dict[str, dict[str, Any]]:
     """Per label id (as a string, JSON-ready): ``{"disagreement": disagreement_slices(...),
-    "hd95": hd95_point(...)}`` for every label present in either map. Label maps of one shape (z, y, x)."""
+    "hd95": hd95_point(...)}`` for every label present in either map, in whole-volume indices. Label maps
+    of one shape (z, y, x); each label is worked on inside its bounding box only."""
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction: shape {prediction.shape} differs from the reference's {reference.shape}")
+    labels = [int(lab) for lab in labels]
+    top = max(labels, default=0)
+    boxes_p, boxes_r = _label_boxes(np.asarray(prediction), top), _label_boxes(np.asarray(reference), top)
     out: dict[str, dict[str, Any]] = {}
     for lab in labels:
-        p, r = prediction == lab, reference == lab
-        if _box(p, r) is None:
+        if lab <= 0 or (boxes_p[lab - 1] is None and boxes_r[lab - 1] is None):
             continue
-        out[str(int(lab))] = {"disagreement": disagreement_slices(p, r), "hd95": hd95_point(p, r, spacing, convention, percentile)}
+        box = _crop_box(boxes_p[lab - 1], boxes_r[lab - 1])
+        p, r = prediction[box] == lab, reference[box] == lab
+        dis = {view: {"index": d["index"] + box[AXIS[view]].start, "voxels": d["voxels"]}
+               for view, d in disagreement_slices(p, r).items()}
+        pt = hd95_point(p, r, spacing, convention, percentile)
+        if pt is not None:
+            pt["voxel"] = [v + b.start for v, b in zip(pt["voxel"], box)]
+        out[str(lab)] = {"disagreement": dis, "hd95": pt}
     return out

@@ -17,17 +17,21 @@ file, and concurrent writers of the same entry both end with a complete one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import SimpleITK as sitk
 
 Kind = Literal["image", "labels"]
+log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 4 * 2**30  # 4 GiB: about 25 CTs of 512×512×100 with their label maps
 
 
@@ -39,9 +43,22 @@ class Volume:
     spacing: tuple[float, float, float]
 
 
+class _ImageArray(np.ndarray):
+    """A numpy view of a SimpleITK image's pixels that keeps the image alive: every view taken of it
+    refers back to it (numpy's ``base``), and it holds the image, so the pixels outlive no reader."""
+
+    image: sitk.Image | None = None
+
+
+def _view(img: sitk.Image) -> np.ndarray:
+    arr = sitk.GetArrayViewFromImage(img).view(_ImageArray)
+    arr.image = img
+    return arr
+
+
 def read_volume(path: Path, kind: Kind) -> Volume:
     """Read a 3-D image (``kind="image"``: CT values as int16 when they fit, else float32) or label map
-    (``kind="labels"``: uint8, or uint16 above 255), reoriented to LPS.
+    (``kind="labels"``: uint8, or uint16 above 255), reoriented to LPS. The array is read-only.
 
     Raises ValueError naming ``path`` for a file that is not a 3-D scalar image, a label map that is not
     integer or has negative labels; FileNotFoundError when it is missing."""
@@ -55,22 +72,24 @@ def read_volume(path: Path, kind: Kind) -> Volume:
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"{path}: expected a 3-D scalar image, got {img.GetDimension()}-D with "
                          f"{img.GetNumberOfComponentsPerPixel()} component(s)")
-    img = sitk.DICOMOrient(img, "LPS")
-    arr = sitk.GetArrayFromImage(img)
+    if not np.allclose(img.GetDirection(), np.eye(3).ravel(), atol=1e-6):  # already LPS: no copy needed
+        img = sitk.DICOMOrient(img, "LPS")
+    arr = _view(img)  # no copy of the pixels
     spacing = tuple(float(s) for s in reversed(img.GetSpacing()))
     if kind == "labels":
-        if not np.issubdtype(arr.dtype, np.integer):
-            if not np.array_equal(arr, np.round(arr)):
-                raise ValueError(f"{path}: a label map must hold integers, got {arr.dtype} values")
+        if arr.dtype in (np.uint8, np.uint16):
+            return Volume(arr, spacing)  # type: ignore[arg-type]
+        if not np.issubdtype(arr.dtype, np.integer) and not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{path}: a label map must hold integers, got {arr.dtype} values")
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
         if lo < 0:
             raise ValueError(f"{path}: label maps hold labels ≥ 0, found {lo}")
-        arr = arr.astype(np.uint8 if hi <= 255 else np.uint16)
-    elif np.issubdtype(arr.dtype, np.integer) and arr.size and arr.min() >= -32768 and arr.max() <= 32767:
-        arr = arr.astype(np.int16, copy=False)
-    else:
-        arr = arr.astype(np.float32, copy=False)
-    return Volume(arr, spacing)  # type: ignore[arg-type]
+        return Volume(arr.astype(np.uint8 if hi <= 255 else np.uint16), spacing)  # type: ignore[arg-type]
+    if arr.dtype in (np.int16, np.uint8, np.int8):
+        return Volume(arr, spacing)  # type: ignore[arg-type]
+    if np.issubdtype(arr.dtype, np.integer) and arr.size and arr.min() >= -32768 and arr.max() <= 32767:
+        return Volume(arr.astype(np.int16), spacing)  # type: ignore[arg-type]
+    return Volume(arr.astype(np.float32), spacing)  # type: ignore[arg-type]
 
 
 def file_stamp(source: Path) -> dict:
@@ -91,25 +110,91 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-def cached_volume(folder: Path, name: str, source: Path, kind: Kind) -> Volume:
-    """``source`` as a memory-mapped array, from ``folder/<name>.npy`` when it was made from this very
-    file (same path, size and mtime), else read (:func:`read_volume`) and written there first."""
+# Volumes this process opened lately (memory-mapped .npy files; a freshly read array until its .npy is
+# written), keyed by the cache file and the source's stamp: the next slice of an open case reads no file.
+_OPEN: OrderedDict[tuple[str, str], Volume] = OrderedDict()
+_OPEN_MAX = 16
+_LOCK = threading.Lock()
+_WRITERS: list[threading.Thread] = []
+
+
+def _remember(key: tuple[str, str], vol: Volume) -> None:
+    with _LOCK:
+        _OPEN[key] = vol
+        _OPEN.move_to_end(key)
+        while len(_OPEN) > _OPEN_MAX:
+            _OPEN.popitem(last=False)
+
+
+def forget_open() -> None:
+    """Drop this process's open volumes (the next look goes to the disk cache)."""
+    with _LOCK:
+        _OPEN.clear()
+
+
+def wait_for_writes(timeout: float | None = None) -> None:
+    """Wait until the cache files being written in the background are written (tests, benchmarks)."""
+    with _LOCK:
+        writers = list(_WRITERS)
+    for t in writers:
+        t.join(timeout)
+
+
+def cached_volume(folder: Path, name: str, source: Path, kind: Kind, background: bool = True,
+                  on_new: Callable[[], object] | None = None) -> Volume:
+    """``source`` as an array: this process's open copy, else ``folder/<name>.npy`` memory-mapped when it was
+    made from this very file (same path, size and mtime), else read (:func:`read_volume`) and written there
+    — in a background thread with ``background`` (the first slice does not wait for the disk; a failed
+    write only means the next process reads the source again). ``on_new`` is called after a new file is
+    written (the caller's chance to prune)."""
     source = Path(source)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file")
     stamp = file_stamp(source)
     meta_path, npy_path = folder / f"{name}.json", folder / f"{name}.npy"
+    key = (str(npy_path), json.dumps(stamp, sort_keys=True))
+    with _LOCK:
+        vol = _OPEN.get(key)
+    if vol is not None:
+        _remember(key, vol)
+        return vol
     try:
         meta = json.loads(meta_path.read_text())
         if meta.get("stamp") == stamp and npy_path.is_file():
             os.utime(folder)  # recently used (prune's order)
-            return Volume(np.load(npy_path, mmap_mode="r"), tuple(meta["spacing"]))  # type: ignore[arg-type]
+            vol = Volume(np.load(npy_path, mmap_mode="r"), tuple(meta["spacing"]))  # type: ignore[arg-type]
+            _remember(key, vol)
+            return vol
     except (OSError, ValueError, KeyError):
         pass
     vol = read_volume(source, kind)
-    _write_atomic(npy_path, lambda f: np.save(f, vol.array))
-    _write_atomic(meta_path, lambda f: f.write(json.dumps({"stamp": stamp, "spacing": vol.spacing,
-                                                           "shape": vol.array.shape}).encode()))
+    _remember(key, vol)
+
+    def write() -> None:
+        _write_atomic(npy_path, lambda f: np.save(f, vol.array))
+        _write_atomic(meta_path, lambda f: f.write(json.dumps({"stamp": stamp, "spacing": vol.spacing,
+                                                               "shape": vol.array.shape}).encode()))
+        _remember(key, Volume(np.load(npy_path, mmap_mode="r"), vol.spacing))  # the file, not the copy
+        if on_new is not None:
+            on_new()
+
+    if not background:
+        write()
+        return vol
+
+    def write_quietly() -> None:
+        try:
+            write()
+        except OSError as e:  # a full disk, a pruned folder: the cache just misses next time
+            log.warning("viewer cache: could not write %s: %s", npy_path, e)
+        finally:
+            with _LOCK:
+                _WRITERS.remove(threading.current_thread())
+
+    t = threading.Thread(target=write_quietly, name=f"viewer-cache {npy_path.name}", daemon=True)
+    with _LOCK:
+        _WRITERS.append(t)
+    t.start()
     return vol
 
 
