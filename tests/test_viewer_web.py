@@ -114,3 +114,16 @@ def test_organ_toggles_change_the_drawing(world):
     only2 = colours("&organs=2")
     assert organ_colour(2) in only2 and organ_colour(1) not in only2
     assert colours("&organs=") == set()
+
+
+def test_the_submission_page_links_its_cases_to_the_viewer_where_it_opens(world):
+    app, subs = world
+    alice = sign_in(app.test_client(), "alice")
+    page = alice.get(f"/submissions/{subs['alice']}").get_data(as_text=True)
+    link = f"{VAL}/view?a={subs['alice']}"
+    assert f'href="{link}"' in page
+    assert alice.get(link).status_code == 200
+    hidden = alice.get(f"/submissions/{subs['alice-test']}").get_data(as_text=True)
+    assert "/view?a=" not in hidden  # the test phase's cases: no link to a page that answers 404
+    org = sign_in(app.test_client(), "org").get(f"/submissions/{subs['alice-test']}").get_data(as_text=True)
+    assert f'{TEST}/view?a={subs["alice-test"]}' in org

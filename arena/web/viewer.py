@@ -115,6 +115,19 @@ def _choices(phase: Phase, case: Case) -> list[dict[str, Any]]:
             for s in subs if model_visible(user, s) and _output(s, case) is not None]
 
 
+@viewer.app_template_global("viewer_url")
+def viewer_url(sub: Submission, case_key: str) -> str | None:
+    """The viewer of ``sub``'s output on case ``case_key`` for this visitor, or None where it would answer
+    404 (tiles, a case whose pixels they may not see, no stored output): pages link only where it opens."""
+    if not kind_for(spec_of(sub.task)).volumetric or not case_pixels_visible(me(), sub.phase) \
+            or not model_visible(me(), sub):
+        return None
+    case = next((c for c in sub.phase.cases if c.key == case_key), None)
+    if case is None or _output(sub, case) is None:
+        return None
+    return url_for("viewer.page", slug=sub.task.slug, phase_slug=sub.phase.slug, case_key=case_key, a=sub.id)
+
+
 @viewer.get(CASE_URL + "/view")
 def page(slug: str, phase_slug: str, case_key: str):
     task, phase, case = _case_or_404(slug, phase_slug, case_key)
