@@ -189,6 +189,10 @@ def test_han_oar_9_literature_ships_and_loads():
     assert foc[foc["label_name"] == "mean"]["table"].item().startswith("Table 6")
     best = lit[lit["model"] == "Best team per organ"].set_index("label_name")["flag"]
     assert best["Parotid_L"].startswith("merged left+right") and best["BrainStem"] == ""
+    placed = place_literature(pd.DataFrame({"entry": [1], "rank": [1], "dice": [0.8]}), lit, ["dice"],
+                              label_names={lab: s.name for lab, s in spec.labels.items()}).set_index("model")
+    assert ("dice OpticNerve_L, OpticNerve_R, Parotid_L, Parotid_R, Submandibular_L, Submandibular_R: merged left+right"
+            in placed.loc["Best team per organ", "caveats"])
 
 
 @pytest.mark.parametrize("body, header, match", [

@@ -106,7 +106,11 @@ def test_han_oar_22_board_places_rows_with_their_dataset_and_convention():
     # same convention as the board: no caveat
     same = place_literature(board, lit, ["dice", "hd95"], label_weights=weights, label_names=names,
                             conventions={"hd95": "mean-directed"}).set_index("model")
-    assert same.loc["FocusNetv2", "caveats"] == ""
+    assert "convention" not in same.loc["FocusNetv2", "caveats"]
+    # flagged cells are listed among the caveats (so the CSV and JSON carry them too)
+    assert "hd95 Mandible_R: typo? hd95 SD 1.26" in same.loc["FocusNetv2", "caveats"]
+    # published rows sharing a position are listed best first
+    assert list(placed["dice"]) == sorted(placed["dice"], reverse=True)
 
 
 def test_han_oar_22_board_page_shows_dataset_convention_and_flags(settings, db, shared_data):

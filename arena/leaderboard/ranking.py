@@ -842,6 +842,8 @@ def place_literature(board: pd.DataFrame, literature: pd.DataFrame, by: Sequence
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=[*lead, "note"])
+    if by:  # published rows sharing a position are listed best first on the first metric
+        df = df.sort_values(by[0], ascending=not _hib(higher_is_better, by[0]), kind="stable", na_position="last")
     rest = [c for c in df.columns if c not in lead and c != "note"]
     return df[lead + rest + ["note"]]
 
@@ -868,10 +870,13 @@ def _literature_context(row: dict[str, Any], g: pd.DataFrame, by: Sequence[str],
             elif ours and conv != ours:
                 caveats.append(f"{m}: the paper's {conv} convention, not this board's {ours}")
         if "flag" in gm.columns:
+            flagged: dict[str, list[str]] = {}
             for lab, flag in zip(gm["label"], gm["flag"]):
                 if isinstance(flag, str) and flag:
                     key = "mean" if pd.isna(lab) else _label_name(names, lab)
                     row[f"flag:{m}:{key}"] = flag
+                    flagged.setdefault(flag, []).append(key)
+            caveats += [f"{m} {', '.join(keys)}: {flag}" for flag, keys in flagged.items()]
     row["caveats"] = "; ".join(caveats)
 
 
