@@ -198,12 +198,13 @@ def test_han_oar_9_literature_ships_and_loads():
 @pytest.mark.parametrize("body, header, match", [
     ("s,c,T1,D,m,Brainstem,dice,80,,%,n/a,,\n", HEADER, r"row 1 \(line 2\), column 'label': unknown label 'Brainstem'"),
     ("s,c,T1,D,m,BrainStem,nsd,80,,%,n/a,,\n", HEADER, r"column 'metric': 'nsd' is not a metric of task han-oar-9"),
-    ("s,c,T1,D,m,BrainStem,dice,80,,mm,n/a,,\n", HEADER, r"column 'unit': expected one of \['%', 'fraction'\] for dice"),
+    ("s,c,T1,D,m,BrainStem,dice,80,,mm,n/a,,\n", HEADER,
+     r"column 'unit': expected one of \['%', 'fraction'\] for dice"),
     ("s,c,T1,D,m,BrainStem,hd95,3,,%,medpy,,\n", HEADER, r"column 'unit': expected one of \['mm'\] for hd95"),
     ("s,c,T1,D,m,BrainStem,dice,eighty,,%,n/a,,\n", HEADER, r"column 'value': expected a number, got 'eighty'"),
     ("s,c,T1,D,m,BrainStem,dice,180,,%,n/a,,\n", HEADER, r"column 'value': dice must be at most 100 %"),
-    ("s,c,T1,D,m,BrainStem,dice,0.8,,fraction,n/a,,\n# comment\ns,c,T1,D,m,BrainStem,dice,0.9,,fraction,n/a,,\n", HEADER,
-     r"row 2 \(line 4\): duplicate of row 1"),
+    ("s,c,T1,D,m,BrainStem,dice,0.8,,fraction,n/a,,\n# comment\ns,c,T1,D,m,BrainStem,dice,0.9,,fraction,n/a,,\n",
+     HEADER, r"row 2 \(line 4\): duplicate of row 1"),
     (",c,T1,D,m,BrainStem,dice,80,,%,n/a,,\n", HEADER, r"column 'source': must not be empty"),
     ("s,c,,D,m,BrainStem,dice,80,,%,n/a,,\n", HEADER, r"column 'table': must not be empty"),
     ("s,c,T1,,m,BrainStem,dice,80,,%,n/a,,\n", HEADER, r"column 'dataset': must not be empty"),
@@ -212,7 +213,8 @@ def test_han_oar_9_literature_ships_and_loads():
     ("s,c,T1,D,m,BrainStem,dice,80,,%,medpy,,\n", HEADER, r"column 'convention': expected 'n/a' for dice"),
     ("s,c,T1,D,m,BrainStem,dice,80,x,%,n/a,,\n", HEADER, r"column 'sd': expected a number or nothing, got 'x'"),
     ("s,c,T1,D,m,BrainStem,dice,80,,%,n/a,\n", HEADER, r"expected 13 fields, got 12"),
-    ("s,c,T1,D,m,BrainStem,dice,80,,%,n/a,,\ns,other,T1,D,m,Chiasm,dice,50,,%,n/a,,\n", HEADER, r"row 2 .*column 'citation': differs"),
+    ("s,c,T1,D,m,BrainStem,dice,80,,%,n/a,,\ns,other,T1,D,m,Chiasm,dice,50,,%,n/a,,\n", HEADER,
+     r"row 2 .*column 'citation': differs"),
     ("", HEADER.replace("label", "organ"), r"header: .*missing \['label'\], unknown \['organ'\]"),
 ])
 def test_literature_loader_errors_name_row_and_column(tmp_path, body, header, match):
@@ -223,7 +225,8 @@ def test_literature_loader_errors_name_row_and_column(tmp_path, body, header, ma
 
 
 def test_literature_accepts_ids_fractions_and_comments(tmp_path):
-    path = _lit(tmp_path, '# a comment\nX 2020,"Doe J. A paper, 2020",T2,"their test set, 10 cases",Net,1,dice,0.81,0.05,fraction,n/a,,""\n')
+    path = _lit(tmp_path, '# a comment\nX 2020,"Doe J. A paper, 2020",T2,"their test set, 10 cases",Net,1,dice,0.81,'
+                          '0.05,fraction,n/a,,""\n')
     lit = load_literature(path, load_spec(HAN9))
     assert lit.loc[0, "label_name"] == "BrainStem" and lit.loc[0, "value"] == 0.81
     assert lit.loc[0, "citation"] == "Doe J. A paper, 2020" and lit.loc[0, "entry"] == "published:X 2020/Net"
