@@ -258,3 +258,24 @@ def test_a_slice_outlives_the_volume_it_was_read_from(tmp_path):
     gc.collect()
     _ = [np.full(64 * 64 * 4, 7, np.uint8) for _ in range(50)]  # reuse freed memory, if any was freed
     assert np.array_equal(plane, arr[2])
+
+
+def test_tile_boxes_are_matched_by_the_scoring_code_at_the_threshold():
+    import pandas as pd
+
+    from arena.viewer import tiles
+
+    ref = pd.DataFrame({"x0": [10, 100], "y0": [10, 100], "x1": [30, 120], "y1": [30, 120]})
+    pred = pd.DataFrame({"x0": [11, 200, 101], "y0": [11, 200, 101], "x1": [31, 220, 121], "y1": [29, 220, 121],
+                         "probability": [0.9, 0.8, 0.1]})
+    m = tiles.match_tile(ref, pred, "iou", 0.3, "greedy", 0.5)  # the 0.1 box is below the threshold
+    assert m.counts() == {"reference": 2, "hit": 1, "missed": 1, "predicted": 2, "true_positive": 1,
+                          "false_positive": 1}
+    assert tiles.match_tile(ref, pred, "iou", 0.3, "greedy", 0.0).counts()["hit"] == 2
+    img = np.asarray(tiles.render_tile(np.full((256, 256, 3), 128, np.uint8), ref, pred, m, region=(0, 0, 128, 128),
+                                       max_side=512))
+    assert img.shape == (512, 512, 3)
+    assert tuple(img[40, 60]) == tiles.HIT_REFERENCE  # box 0 (x 10..30) at scale 4: x = 40..120, y = 40
+    assert tuple(img[400, 420]) == tiles.MISSED  # box 1 (x 100..120, y 100..120): x 400..480, y 400
+    with pytest.raises(ValueError, match="min_probability"):
+        tiles.match_tile(ref, pred, "iou", 0.3, "greedy", 1.5)

@@ -124,3 +124,59 @@ def test_the_viewer_in_a_browser(chromium, live_viewer):  # noqa: F811
             ctx.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def live_tiles(settings, db):
+    from werkzeug.serving import make_server
+
+    from arena.web import create_app
+    from viewer_helpers import tile_task
+
+    task, subs = tile_task(db, settings)
+    srv = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}", {k: s.id for k, s in subs.items()}
+    srv.shutdown()
+
+
+def test_the_tile_viewer_zooms_pans_and_counts(chromium, live_tiles):  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+
+    base, subs = live_tiles
+    val = f"{base}/tasks/signet-ring-cells/phases/validation/cases/validation-000"
+    profile = tempfile.mkdtemp(prefix="arena-chromium-")
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, args=ARGS, headless=True,
+                                                       viewport={"width": 1280, "height": 1000})
+            page = ctx.new_page()
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            _sign_in(page, base, "alice")
+            page.goto(f"{val}/view?a={subs['alice']}")
+            img = page.locator("#tv-img")
+            expect(page.locator("#tv-counts")).to_contain_text("1 missed")
+            expect(img).to_have_attribute("data-region", re.compile(r"^0,0,\d+,\d+$"))
+            whole = img.get_attribute("data-region").split(",")
+            page.click("#tv-in")
+            expect(img).not_to_have_attribute("data-region", ",".join(whole))
+            x, y, w, h = (int(v) for v in img.get_attribute("data-region").split(","))
+            assert w == int(whole[2]) // 2 and x == int(whole[2]) // 4
+            box = page.locator(".tile-frame").bounding_box()
+            page.mouse.move(box["x"] + 300, box["y"] + 300)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 400, box["y"] + 300, steps=4)
+            page.mouse.up()
+            expect(img).not_to_have_attribute("data-region", f"{x},{y},{w},{h}")
+            assert int(img.get_attribute("data-region").split(",")[0]) < x  # dragged right: moved left
+            page.locator("#tv-p").fill("0.2")
+            page.locator("#tv-p").dispatch_event("change")
+            expect(page.locator("#tv-counts")).to_contain_text("1 false positive")
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "viewer-tiles.png"), full_page=False)
+            assert not errors, errors
+            ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)

@@ -127,3 +127,51 @@ def test_the_submission_page_links_its_cases_to_the_viewer_where_it_opens(world)
     assert "/view?a=" not in hidden  # the test phase's cases: no link to a page that answers 404
     org = sign_in(app.test_client(), "org").get(f"/submissions/{subs['alice-test']}").get_data(as_text=True)
     assert f'{TEST}/view?a={subs["alice-test"]}' in org
+
+
+# -- pathology tiles --------------------------------------------------------------------------------
+TILE_VAL = "/tasks/signet-ring-cells/phases/validation/cases/validation-000"
+TILE_TEST = "/tasks/signet-ring-cells/phases/test/cases/test-000"
+
+
+@pytest.fixture
+def tile_world(app, db, settings):
+    from viewer_helpers import tile_task
+
+    task, subs = tile_task(db, settings)
+    return app, {k: s.id for k, s in subs.items()}
+
+
+def test_tiles_colour_boxes_by_the_tasks_matching_at_the_chosen_threshold(tile_world):
+    import numpy as np
+
+    from arena.viewer.tiles import FALSE_POSITIVE, HIT_PREDICTION, MISSED
+
+    app, subs = tile_world
+    alice = sign_in(app.test_client(), "alice")
+    assert alice.get(TILE_VAL + f"/view?a={subs['alice']}").status_code == 200
+    d = alice.get(TILE_VAL + f"/tile.json?a={subs['alice']}&p=0.5").get_json()
+    n = d["counts"]["reference"]
+    assert d["counts"] == {"reference": n, "hit": n - 1, "missed": 1, "predicted": n - 1, "true_positive": n - 1,
+                           "false_positive": 0}
+    low = alice.get(TILE_VAL + f"/tile.json?a={subs['alice']}&p=0.2").get_json()["counts"]
+    assert low["false_positive"] == 1 and low["predicted"] == n  # the 0.3 box counts below 0.3 only
+    img = np.asarray(_png(alice.get(TILE_VAL + f"/tile.png?a={subs['alice']}&p=0.2")))
+    colours = {tuple(p) for p in img.reshape(-1, 3)}
+    assert MISSED in colours and HIT_PREDICTION in colours and FALSE_POSITIVE in colours
+    zoomed = _png(alice.get(TILE_VAL + f"/tile.png?a={subs['alice']}&x=0&y=0&w=50&h=50&size=400"))
+    assert zoomed.size == (400, 400)
+    assert alice.get(TILE_VAL + "/tile.png?p=2").status_code == 400
+    assert alice.get(TILE_VAL + "/tile.png?x=0&y=0&w=0&h=5").status_code == 400
+
+
+def test_tiles_follow_the_viewer_access_rules(tile_world):
+    app, subs = tile_world
+    alice = sign_in(app.test_client(), "alice")
+    for path in (TILE_TEST + "/view", TILE_TEST + "/tile.png", TILE_TEST + f"/tile.json?a={subs['alice-test']}"):
+        assert alice.get(path).status_code == 404, path
+    assert alice.get(TILE_VAL + f"/tile.png?a={subs['bob']}").status_code == 404
+    assert app.test_client().get(TILE_VAL + f"/tile.png?a={subs['alice']}").status_code == 404
+    _png(app.test_client().get(TILE_VAL + "/tile.png"))  # the public validation tile with its reference boxes
+    _png(sign_in(app.test_client(), "org").get(TILE_TEST + f"/tile.png?a={subs['alice-test']}"))
+    assert app.test_client().get(TILE_VAL + "/slice.png").status_code == 404  # no CT slices of a tile

@@ -124,3 +124,46 @@ def _scores(pred: np.ndarray, ref: np.ndarray, spacing) -> list:
                                 EmptyPolicy(reference_empty="exclude"))
     return [MetricValue(label=lab, metric=m, value=vals[m]) for lab, vals in scores.items()
             for m in ("dice", "hd95", "nsd")]
+
+
+def tile_task(db, settings):
+    """signet-ring-cells with one synthetic positive tile per phase (the kind's own demo cases), users org, alice
+    (alpha) and bob (beta), and submissions: alice's in validation and test, bob's in validation. Each output
+    holds the reference boxes but the first (missed), every box at probability 0.9, and one false positive at
+    0.3 far from any cell. Returns ``(task, {name: submission})``."""
+    import json
+
+    from arena.kinds import kind_for
+    from arena.models import Case
+    from arena.tasks.store import spec_of, upsert_task
+
+    task = upsert_task(db, REPO / "tasks" / "signet-ring-cells")
+    spec = spec_of(task)
+    kind = kind_for(spec)
+    for phase in [p for p in task.phases if p.slug in ("validation", "test")]:
+        key = f"{phase.slug}-000"
+        demo = kind.write_demo_case(spec, settings.cases_dir / task.slug, key, 0, "small", True)
+        case = Case(task=task, key=key, image_path=str(demo.image), reference_path=str(demo.reference), meta={})
+        db.add(case)
+        phase.cases.append(case)
+    db.flush()
+    make_user(db, "org", admin=True)
+    alice, _ = make_user(db, "alice", team="alpha")
+    bob, _ = make_user(db, "bob", team="beta")
+    subs = {"alice": fake_submission(db, settings, task, "validation", alice),
+            "bob": fake_submission(db, settings, task, "validation", bob),
+            "alice-test": fake_submission(db, settings, task, "test", alice)}
+    for sub in subs.values():
+        ev = sub.evaluations[-1]
+        for cr in ev.case_results:
+            ref = json.loads(Path(cr.case.reference_path).read_text())
+            boxes = [{**b, "probability": 0.9} for b in ref["boxes"][1:]]
+            w, h = ref["image_size"]
+            boxes.append({"corners": [[1, 1, 0], [9, 1, 0], [9, 9, 0], [1, 9, 0]], "probability": 0.3})
+            out = settings.results_dir / f"evaluation-{ev.id}" / cr.case.key / "cell-detections.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"type": "Multiple 2D bounding boxes", "boxes": boxes,
+                                       "version": {"major": 1, "minor": 0}}))
+            cr.output_path = str(out)
+    db.commit()
+    return task, subs

@@ -17,10 +17,11 @@ from sqlalchemy import select
 
 from arena.kinds import kind_for
 from arena.lifecycle import EvaluationStatus
+from arena.metrics.detection import read_detections
 from arena.models import Case, CaseResult, Evaluation, Phase, Submission, Task, User
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
-from arena.viewer import render
+from arena.viewer import render, tiles
 from arena.viewer.case import CaseFiles, ModelOutput, ViewerCache
 from arena.web.auth import can_view_board, me
 
@@ -56,16 +57,24 @@ def _cache() -> ViewerCache:
     return ViewerCache(settings.home / "viewer-cache", settings.results_dir)
 
 
-def _case_or_404(slug: str, phase_slug: str, case_key: str) -> tuple[Task, Phase, Case]:
+def _case_or_404(slug: str, phase_slug: str, case_key: str, kind: str = "volume") -> tuple[Task, Phase, Case]:
     """The case if this visitor may see its pixels (404 otherwise, the same answer as for no such case)."""
     task = g.db.scalar(select(Task).where(Task.slug == slug))
     phase = next((p for p in task.phases if p.slug == phase_slug), None) if task is not None else None
     case = next((c for c in phase.cases if c.key == case_key), None) if phase is not None else None
     if case is None or not case_pixels_visible(me(), phase):
         abort(404, description=f"no case {case_key!r} in {slug}/{phase_slug} that you can see")
-    if not kind_for(spec_of(task)).volumetric:
-        abort(404, description="the case viewer shows volumetric cases (CT/MR); this task's cases are tiles")
+    if viewer_kind(task) != kind:
+        abort(404, description=f"no {kind} view of this task's cases")
     return task, phase, case
+
+
+def viewer_kind(task: Task) -> str | None:
+    """``"volume"`` (CT/MR: slices), ``"tiles"`` (pathology tiles with boxes), or None (no viewer yet)."""
+    spec = spec_of(task)
+    if kind_for(spec).volumetric:
+        return "volume"
+    return "tiles" if spec.output_of_kind("bounding-boxes") is not None else None
 
 
 def _output(sub: Submission, case: Case) -> tuple[Evaluation, CaseResult] | None:
@@ -119,8 +128,7 @@ def _choices(phase: Phase, case: Case) -> list[dict[str, Any]]:
 def viewer_url(sub: Submission, case_key: str) -> str | None:
     """The viewer of ``sub``'s output on case ``case_key`` for this visitor, or None where it would answer
     404 (tiles, a case whose pixels they may not see, no stored output): pages link only where it opens."""
-    if not kind_for(spec_of(sub.task)).volumetric or not case_pixels_visible(me(), sub.phase) \
-            or not model_visible(me(), sub):
+    if viewer_kind(sub.task) is None or not case_pixels_visible(me(), sub.phase) or not model_visible(me(), sub):
         return None
     case = next((c for c in sub.phase.cases if c.key == case_key), None)
     if case is None or _output(sub, case) is None:
@@ -130,6 +138,9 @@ def viewer_url(sub: Submission, case_key: str) -> str | None:
 
 @viewer.get(CASE_URL + "/view")
 def page(slug: str, phase_slug: str, case_key: str):
+    task = g.db.scalar(select(Task).where(Task.slug == slug))
+    if task is not None and viewer_kind(task) == "tiles":
+        return tile_page(slug, phase_slug, case_key)
     task, phase, case = _case_or_404(slug, phase_slug, case_key)
     models = _models(phase, case)
     spec = spec_of(task)
@@ -231,3 +242,80 @@ def data(slug: str, phase_slug: str, case_key: str):
                    organs=[{"id": lab, "name": ls.name, "colour": render.organ_hex(lab)}
                            for lab, ls in sorted(spec.labels.items())],
                    windows=render.WINDOW_TITLES, models=out_models)
+
+
+# -- pathology tiles ------------------------------------------------------------------------------
+def _float_arg(name: str, default: float) -> float:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        v = float("nan")
+    if v != v or v in (float("inf"), float("-inf")):
+        abort(400, description=f"{name}: expected a number, got {raw!r}")
+    return v
+
+
+def _tile_data(task: Task, case: Case, models: list[tuple[Submission, Evaluation, CaseResult]]):
+    """The tile's reference boxes (the kind's own reader), the model's boxes, the match at ``p``."""
+    spec = spec_of(task)
+    try:
+        ref = kind_for(spec).load_reference(spec, Path(case.reference_path), Path(case.image_path))
+        pred = read_detections(Path(models[0][2].output_path), image="case") if models else None
+        p = _float_arg("p", 0.5)
+        if not 0 <= p <= 1:
+            abort(400, description=f"p: expected a probability in [0, 1], got {p}")
+        d = spec.detection
+        match = tiles.match_tile(ref.boxes, pred, d.criterion, d.threshold, d.matching, p) if pred is not None else None
+    except (ValueError, FileNotFoundError) as e:
+        current_app.logger.warning("viewer: case %s: %s", case.key, e)
+        abort(404, description="this case's tile cannot be shown (organizers: see the server log)")
+    return ref, pred, match, p
+
+
+def tile_page(slug: str, phase_slug: str, case_key: str):
+    task, phase, case = _case_or_404(slug, phase_slug, case_key, "tiles")
+    models = _models(phase, case)
+    d = spec_of(task).detection
+    return render_template("viewer_tiles.html", task=task, phase=phase, case=case, choices=_choices(phase, case),
+                           a=models[0][0].id if models else None, criterion=d.criterion, threshold=d.threshold,
+                           base=url_for("viewer.page", slug=slug, phase_slug=phase_slug, case_key=case_key)
+                           .removesuffix("/view"))
+
+
+@viewer.get(CASE_URL + "/tile.png")
+def tile_png(slug: str, phase_slug: str, case_key: str):
+    """The tile region ``x, y, w, h`` (tile pixels; absent: all) at most ``size`` px (≤ 2048) on its longer
+    side, with the reference's and model ``a``'s boxes at probability threshold ``p`` (default 0.5)."""
+    task, phase, case = _case_or_404(slug, phase_slug, case_key, "tiles")
+    models = _models(phase, case)[:1]
+    ref, pred, match, _ = _tile_data(task, case, models)
+    try:
+        tile = tiles.read_tile(Path(case.image_path))
+    except (ValueError, FileNotFoundError) as e:
+        current_app.logger.warning("viewer: case %s: %s", case.key, e)
+        abort(404, description="this case's tile cannot be shown (organizers: see the server log)")
+    region = None
+    if "w" in request.args:
+        region = [_float_arg(k, 0.0) for k in ("x", "y", "w", "h")]
+    size = int(min(max(_float_arg("size", tiles.MAX_SIDE), 64), 2048))
+    try:
+        img = tiles.render_tile(tile, ref.boxes, pred, match, region, size)
+    except ValueError as e:
+        abort(400, description=str(e))
+    return Response(render.png_bytes(img), mimetype="image/png")
+
+
+@viewer.get(CASE_URL + "/tile.json")
+def tile_json(slug: str, phase_slug: str, case_key: str):
+    """The tile's size, the task's matching rule and, with model ``a``, the counts at threshold ``p``:
+    reference boxes found / missed, model boxes hit / false positive."""
+    task, phase, case = _case_or_404(slug, phase_slug, case_key, "tiles")
+    models = _models(phase, case)[:1]
+    ref, pred, match, p = _tile_data(task, case, models)
+    d = spec_of(task).detection
+    return jsonify(case=case.key, width=ref.width, height=ref.height, criterion=d.criterion, threshold=d.threshold,
+                   probability=p, counts=match.counts() if match is not None else {"reference": len(ref.boxes)},
+                   model=({"id": models[0][0].id, "team": models[0][0].team.name} if models else None))

@@ -184,3 +184,101 @@
   });
   load();
 })();
+
+// Pathology tiles (viewer_tiles.html): the server draws the region asked for; this picks the region (zoom with
+// the wheel or the buttons, pan by dragging), the model and the probability threshold.
+(function () {
+  "use strict";
+  var root = document.getElementById("tile-viewer");
+  if (!root) return;
+  var base = root.dataset.base;
+  var img = document.getElementById("tv-img");
+  var frame = img.parentElement;
+  var sel = document.getElementById("tv-a");
+  var prob = document.getElementById("tv-p");
+  var probLabel = document.getElementById("tv-p-value");
+  var counts = document.getElementById("tv-counts");
+  var tile = null;
+  var view = { x: 0, y: 0, w: 1, h: 1 };
+
+  function clamp() {
+    view.w = Math.max(32, Math.min(tile.width, view.w));
+    view.h = Math.max(32, Math.min(tile.height, view.h));
+    view.x = Math.max(0, Math.min(tile.width - view.w, view.x));
+    view.y = Math.max(0, Math.min(tile.height - view.h, view.y));
+  }
+
+  function query(extra) {
+    var p = new URLSearchParams();
+    if (sel.value) p.set("a", sel.value);
+    p.set("p", prob.value);
+    Object.keys(extra || {}).forEach(function (k) { p.set(k, extra[k]); });
+    return p.toString();
+  }
+
+  function draw() {
+    if (!tile) return;
+    clamp();
+    var r = { x: Math.round(view.x), y: Math.round(view.y), w: Math.round(view.w), h: Math.round(view.h) };
+    img.style.transform = "";
+    img.dataset.region = [r.x, r.y, r.w, r.h].join(",");
+    img.src = base + "/tile.png?" + query({ x: r.x, y: r.y, w: r.w, h: r.h, size: 900 });
+  }
+
+  function load() {
+    probLabel.textContent = Number(prob.value).toFixed(2);
+    fetch(base + "/tile.json?" + query(), { credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (d) {
+        var first = !tile;
+        tile = d;
+        if (first) { view = { x: 0, y: 0, w: d.width, h: d.height }; }
+        var c = d.counts;
+        counts.textContent = d.model
+          ? "at probability ≥ " + d.probability.toFixed(2) + ": " + c.hit + " of " + c.reference + " reference boxes found, " +
+            c.missed + " missed; " + c.true_positive + " of " + c.predicted + " model boxes hit, " + c.false_positive + " false positive"
+          : c.reference + " reference boxes";
+        draw();
+      })
+      .catch(function (e) { counts.textContent = "could not load the tile: " + e.message; });
+  }
+
+  function zoom(factor, fx, fy) {  // fx, fy: the fixed point as a fraction of the frame
+    var cx = view.x + view.w * fx, cy = view.y + view.h * fy;
+    view.w /= factor; view.h /= factor;
+    view.x = cx - view.w * fx; view.y = cy - view.h * fy;
+    draw();
+  }
+
+  document.getElementById("tv-in").addEventListener("click", function () { zoom(2, 0.5, 0.5); });
+  document.getElementById("tv-out").addEventListener("click", function () { zoom(0.5, 0.5, 0.5); });
+  document.getElementById("tv-reset").addEventListener("click", function () {
+    view = { x: 0, y: 0, w: tile.width, h: tile.height }; draw();
+  });
+  frame.addEventListener("wheel", function (e) {
+    e.preventDefault();
+    var b = frame.getBoundingClientRect();
+    zoom(e.deltaY < 0 ? 1.5 : 1 / 1.5, (e.clientX - b.left) / b.width, (e.clientY - b.top) / b.height);
+  }, { passive: false });
+  var drag = null;
+  frame.addEventListener("pointerdown", function (e) {
+    drag = { x: e.clientX, y: e.clientY };
+    frame.setPointerCapture(e.pointerId);
+  });
+  frame.addEventListener("pointermove", function (e) {
+    if (!drag) return;
+    img.style.transform = "translate(" + (e.clientX - drag.x) + "px," + (e.clientY - drag.y) + "px)";
+  });
+  frame.addEventListener("pointerup", function (e) {
+    if (!drag) return;
+    var b = frame.getBoundingClientRect();
+    view.x -= (e.clientX - drag.x) * view.w / b.width;
+    view.y -= (e.clientY - drag.y) * view.h / b.height;
+    drag = null;
+    draw();
+  });
+  sel.addEventListener("change", load);
+  prob.addEventListener("change", load);
+  prob.addEventListener("input", function () { probLabel.textContent = Number(prob.value).toFixed(2); });
+  load();
+})();
