@@ -119,9 +119,14 @@ def _files(case: Case) -> CaseFiles:
 def _choices(phase: Phase, case: Case) -> list[dict[str, Any]]:
     """The submissions of ``phase`` this visitor may show with ``case`` (newest first)."""
     user = me()
-    subs = g.db.scalars(select(Submission).where(Submission.phase_id == phase.id).order_by(Submission.id.desc()))
+    with_output = set(g.db.scalars(  # one query, not one per submission: a phase may hold hundreds
+        select(Evaluation.submission_id).join(CaseResult, CaseResult.evaluation_id == Evaluation.id)
+        .where(CaseResult.case_id == case.id, CaseResult.output_path.is_not(None),
+               Evaluation.status == EvaluationStatus.SUCCEEDED)))
+    subs = g.db.scalars(select(Submission).where(Submission.phase_id == phase.id, Submission.id.in_(with_output))
+                        .order_by(Submission.id.desc()))
     return [{"id": s.id, "team": s.team.name, "label": s.label or "", "reference": bool(s.team.is_reference)}
-            for s in subs if model_visible(user, s) and _output(s, case) is not None]
+            for s in subs if model_visible(user, s)]
 
 
 @viewer.app_template_global("viewer_url")
