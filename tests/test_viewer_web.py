@@ -38,7 +38,8 @@ def test_anyone_who_may_read_the_board_sees_validation_cases_and_reference_model
     assert d["geometry"]["views"]["axial"]["slices"] == 16
     (m,) = d["models"]
     assert m["reference"] and m["metrics"]["1"]["dice"] == pytest.approx(0.9) and m["metrics"]["1"]["nsd"] == 0.5
-    assert m["targets"]["1"]["disagreement"]["axial"]["voxels"] > 0 and m["targets"]["1"]["hd95"]["voxel"]
+    t = c.get(VAL + f"/targets.json?a={subs['reference']}").get_json()["models"][0]["targets"]
+    assert t["1"]["disagreement"]["axial"]["voxels"] > 0 and t["1"]["hd95"]["voxel"]
     assert m["worst"]["1"]["case"] in ("validation-000", "validation-001")
     # a team's own output is not for anonymous viewers, whether or not it exists
     assert c.get(VAL + f"/slice.png?a={subs['alice']}").status_code == 404
@@ -48,7 +49,7 @@ def test_anyone_who_may_read_the_board_sees_validation_cases_and_reference_model
 def test_a_participant_gets_404_for_hidden_cases_and_other_teams_outputs(world):
     app, subs = world
     alice = sign_in(app.test_client(), "alice")
-    for path in (TEST + "/view", TEST + "/slice.png?view=axial&i=3", TEST + "/viewer.json",
+    for path in (TEST + "/view", TEST + "/slice.png?view=axial&i=3", TEST + "/viewer.json", TEST + "/targets.json",
                  TEST + f"/slice.png?a={subs['alice-test']}", TEST + f"/viewer.json?a={subs['alice-test']}"):
         r = alice.get(path)
         assert r.status_code == 404, path

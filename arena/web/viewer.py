@@ -224,29 +224,42 @@ def _worst_cases(ev: Evaluation, phase: Phase) -> dict[str, dict[str, Any]]:
 @viewer.get(CASE_URL + "/viewer.json")
 def data(slug: str, phase_slug: str, case_key: str):
     """The case's geometry, organs, and for each shown model its Dice / HD95 / NSD per organ on this case
-    (the stored scores), its jump-to targets and its worst case per organ."""
+    (the stored scores) and its worst case per organ. Fast: the jump-to targets are in ``targets.json``."""
+    task, phase, case = _case_or_404(slug, phase_slug, case_key)
+    models = _models(phase, case)
+    spec = spec_of(task)
+    try:
+        geometry = _cache().geometry(_files(case))
+    except (ValueError, FileNotFoundError) as e:
+        current_app.logger.warning("viewer: case %s: %s", case.key, e)
+        abort(404, description="this case's images cannot be shown (organizers: see the server log)")
+    out_models = [{"role": role, "id": sub.id, "team": sub.team.name, "label": sub.label or "",
+                   "reference": bool(sub.team.is_reference), "evaluation": ev.id, "metrics": _case_metrics(cr),
+                   "worst": _worst_cases(ev, phase)} for role, (sub, ev, cr) in zip(("A", "B"), models)]
+    return jsonify(case=case.key, task=task.slug, phase=phase.slug, geometry=geometry,
+                   organs=[{"id": lab, "name": ls.name, "colour": render.organ_hex(lab)}
+                           for lab, ls in sorted(spec.labels.items())],
+                   windows=render.WINDOW_TITLES, models=out_models)
+
+
+@viewer.get(CASE_URL + "/targets.json")
+def targets(slug: str, phase_slug: str, case_key: str):
+    """Per shown model, per organ: the slice of largest disagreement with the reference in each view and the
+    HD95 point (:mod:`arena.viewer.jump`, in the task's HD95 convention), computed once and cached."""
     task, phase, case = _case_or_404(slug, phase_slug, case_key)
     models = _models(phase, case)
     spec = spec_of(task)
     hd = next((m for m in spec.metrics if m.name == "hd95"), None)
     cache, files = _cache(), _files(case)
     try:
-        geometry = cache.geometry(files)
-        out_models = []
-        for role, (sub, ev, cr) in zip(("A", "B"), models):
-            targets = cache.targets(files, ModelOutput(ev.id, Path(cr.output_path)), sorted(spec.labels),
-                                    hd.convention if hd else "medpy", hd.percentile if hd else 95.0)
-            out_models.append({"role": role, "id": sub.id, "team": sub.team.name, "label": sub.label or "",
-                               "reference": bool(sub.team.is_reference), "evaluation": ev.id,
-                               "metrics": _case_metrics(cr), "targets": targets,
-                               "worst": _worst_cases(ev, phase)})
+        out = [{"role": role, "id": sub.id,
+                "targets": cache.targets(files, ModelOutput(ev.id, Path(cr.output_path)), sorted(spec.labels),
+                                         hd.convention if hd else "medpy", hd.percentile if hd else 95.0)}
+               for role, (sub, ev, cr) in zip(("A", "B"), models)]
     except (ValueError, FileNotFoundError) as e:
         current_app.logger.warning("viewer: case %s: %s", case.key, e)
         abort(404, description="this case's images cannot be shown (organizers: see the server log)")
-    return jsonify(case=case.key, task=task.slug, phase=phase.slug, geometry=geometry,
-                   organs=[{"id": lab, "name": ls.name, "colour": render.organ_hex(lab)}
-                           for lab, ls in sorted(spec.labels.items())],
-                   windows=render.WINDOW_TITLES, models=out_models)
+    return jsonify(models=out)
 
 
 # -- pathology tiles ------------------------------------------------------------------------------

@@ -149,8 +149,18 @@
         }
         var q = params().toString();
         history.replaceState(null, "", base + "/view" + (q ? "?" + q : ""));
+        state.models.forEach(function (m) { m.targets = {}; });
         fillScores();
         draw();
+        if (!state.models.length) return null;
+        var models = state.models;
+        return fetch(base + "/targets.json?" + q, { credentials: "same-origin" })
+          .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+          .then(function (t) {
+            if (models !== state.models) return;  // another model was chosen meanwhile
+            t.models.forEach(function (m, k) { models[k].targets = m.targets; });
+            fillScores();
+          });
       })
       .catch(function (e) { status.textContent = "could not load the case: " + e.message; });
   }
