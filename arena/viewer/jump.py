@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from arena.metrics.segmentation import _boundary, _crop_box, _label_boxes, directed_distances, score_segmentation
 from arena.viewer.render import AXIS
@@ -57,7 +56,8 @@ def hd95_point(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[
     assert box is not None
     pad = [(1, 1)] * p.ndim  # the boundary at the crop's edge as in the full image
     pc, rc = np.pad(p[box], pad), np.pad(r[box], pad)
-    hd95 = score_segmentation(pc.view(np.uint8), rc.view(np.uint8), spacing, [1], convention=convention,  # type: ignore[arg-type]
+    hd95 = score_segmentation(pc.view(np.uint8), rc.view(np.uint8), spacing, [1],
+                              convention=convention,  # type: ignore[arg-type]
                               percentile=percentile)[1]["hd95"]
     d_pr, d_rp = directed_distances(pc, rc, spacing)
     best = None

@@ -112,7 +112,8 @@ def render_tile(tile: np.ndarray, reference: Any, predictions: Any, match: TileM
         if not dashed:
             draw.rectangle((x0, y0, x1, y1), outline=colour, width=width_px)
             return
-        for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        corners = ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))
+        for (ax, ay), (bx, by) in zip(corners, corners[1:]):
             n = max(1, int(np.hypot(bx - ax, by - ay) // 6))
             for k in range(0, n, 2):
                 t0, t1 = k / n, min(1.0, (k + 1) / n)

@@ -264,9 +264,3 @@ def prune(root: Path, results_root: Path, max_bytes: int = DEFAULT_MAX_BYTES) ->
         removed.append(d)
         total -= size
     return removed
-
-
-def remove_evaluation(root: Path, evaluation_id: int) -> None:
-    """Drop every cached entry of one evaluation (its outputs are being removed or re-run)."""
-    shutil.rmtree(Path(root) / "evaluations" / str(int(evaluation_id)), ignore_errors=True)
-

@@ -17,7 +17,9 @@
   var state = { view: "axial", index: {}, geometry: null, models: [], organs: null };
 
   function organBoxes() { return Array.prototype.slice.call(document.querySelectorAll("#vw-organs input")); }
-  function shownOrgans() { return organBoxes().filter(function (b) { return b.checked; }).map(function (b) { return b.value; }); }
+  function shownOrgans() {
+    return organBoxes().filter(function (b) { return b.checked; }).map(function (b) { return b.value; });
+  }
   function organName(id) {
     var box = organBoxes().filter(function (b) { return b.value === String(id); })[0];
     return box ? box.dataset.organ : String(id);
@@ -114,7 +116,8 @@
             }));
         }
         if (t && t.hd95) {
-          td.appendChild(jumpButton("HD95 point", "a " + t.hd95.on + " boundary point " + t.hd95.distance_mm.toFixed(1) +
+          td.appendChild(jumpButton("HD95 point", "a " + t.hd95.on + " boundary point " +
+            t.hd95.distance_mm.toFixed(1) +
             " mm from the other contour (HD95 " + t.hd95.hd95_mm.toFixed(1) + " mm)", function () {
               jump(state.view, t.hd95.voxel[AXIS[state.view]]);
             }));
@@ -123,7 +126,8 @@
         if (w && w.case !== undefined) {
           var a = document.createElement("a");
           a.textContent = "worst case (" + w.case + ", Dice " + Number(w.dice).toFixed(3) + ")";
-          a.href = base.replace(/\/cases\/[^/]*$/, "/cases/" + encodeURIComponent(w.case)) + "/view?" + params().toString();
+          a.href = base.replace(/\/cases\/[^/]*$/, "/cases/" + encodeURIComponent(w.case)) + "/view?" +
+            params().toString();
           a.className = "worst";
           td.appendChild(a);
         }
@@ -245,8 +249,9 @@
         if (first) { view = { x: 0, y: 0, w: d.width, h: d.height }; }
         var c = d.counts;
         counts.textContent = d.model
-          ? "at probability ≥ " + d.probability.toFixed(2) + ": " + c.hit + " of " + c.reference + " reference boxes found, " +
-            c.missed + " missed; " + c.true_positive + " of " + c.predicted + " model boxes hit, " + c.false_positive + " false positive"
+          ? "at probability ≥ " + d.probability.toFixed(2) + ": " + c.hit + " of " + c.reference +
+            " reference boxes found, " + c.missed + " missed; " + c.true_positive + " of " + c.predicted +
+            " model boxes hit, " + c.false_positive + " false positive"
           : c.reference + " reference boxes";
         draw();
       })
