@@ -117,6 +117,9 @@ def test_the_viewer_in_a_browser(chromium, live_viewer):  # noqa: F811
             assert page.request.get(f"{test}/slice.png?a={subs['alice-test']}").status == 404
             page.goto(f"{val}/view?a={subs['alice']}")
             expect(img).to_have_attribute("data-shown", re.compile(r"^axial:\d+$"))
+            mid = int(img.get_attribute("data-shown").split(":")[1])
+            page.keyboard.press("ArrowDown")
+            expect(img).to_have_attribute("data-shown", f"axial:{mid - 1}")
             options = page.locator("#vw-b option").all_text_contents()
             assert any("alpha" in o for o in options) and any("Reference models" in o for o in options)
             assert not any("beta" in o for o in options)

@@ -187,6 +187,8 @@ def cached_volume(folder: Path, name: str, source: Path, kind: Kind, background:
             write()
         except OSError as e:  # a full disk, a pruned folder: the cache just misses next time
             log.warning("viewer cache: could not write %s: %s", npy_path, e)
+            with _LOCK:
+                _OPEN.pop(key, None)  # never keep a whole volume in memory for want of its file
         finally:
             with _LOCK:
                 _WRITERS.remove(threading.current_thread())
