@@ -185,11 +185,19 @@ def results(submission_id: int, as_csv: bool, server: str | None) -> None:
         return
     metrics = [k for k in rows[0] if k not in ("evaluation_id", "submission_id", "team", "phase", "case", "case_status",
                                                 "failure", "runtime_s", "peak_memory_mb", "gpu_memory_peak_mb",
-                                                "label", "label_name")]
-    click.echo(f"{'evaluation':>10} {'case':<16} {'label':<16} " + " ".join(f"{m:>10}" for m in metrics))
+                                                "label", "label_name") and not k.endswith("_penalty")]
+    click.echo(f"{'evaluation':>10} {'case':<16} {'label':<16} " + " ".join(f"{m:>11}" for m in metrics))
+    penalties = 0
     for r in rows:
-        vals = " ".join(f"{float(r[m]):>10.3f}" if r[m] else f"{'–':>10}" for m in metrics)
-        click.echo(f"{r['evaluation_id']:>10} {r['case']:<16} {r['label_name']:<16} {vals}")
+        cells = []
+        for m in metrics:
+            pen = r.get(f"{m}_penalty") == "True"  # the export's flag: a filled-in distance, not a measurement
+            penalties += pen
+            cells.append(f"{float(r[m]):>10.3f}{'*' if pen else ' '}" if r[m] else f"{'–':>10} ")
+        click.echo(f"{r['evaluation_id']:>10} {r['case']:<16} {r['label_name']:<16} {' '.join(cells)}")
+    if penalties:
+        click.echo(f"* {penalties} penalty value(s): the empty-mask policy's distance for a missed organ or a failed "
+                   "case, not a measured one")
 
 
 @main.command("try")
