@@ -16,9 +16,10 @@ Two generators, one tissue renderer:
   no lesion annotation).
 
 Proportions follow DigestPath 2019 at a configurable scale: task 1 had 687 tiles, 104 positive with
-14,589 annotated cells (≈140 per positive 2000×2000 tile) and 583 negative; task 2's training set 660
-tiles, 250 with lesions and 410 without. Smaller tiles get proportionally fewer cells (cells per tile
-∝ area). Pixel size defaults to 0.5 µm/px; cell and gland sizes are drawn in microns.
+14,589 annotated cells (≈140 per positive 2000×2000 tile) and 583 negative. Task 2's data set is 872
+tissue sub-images from 476 patients (about 5000×5000 px, as the SenseCare paper describes it); no
+published split into tiles with and without lesions is known here, so the demo's malignant share (38 %)
+is the demo's own choice. Smaller tiles get proportionally fewer cells (cells per tile ∝ area). Pixel size defaults to 0.5 µm/px; cell and gland sizes are drawn in microns.
 
 Everything is a function of the seed (``numpy.random.default_rng(seed)``).
 """
@@ -40,8 +41,10 @@ __all__ = ["DIGESTPATH_SIGNET", "DIGESTPATH_COLON", "SIZE_PRESETS", "SignetTile"
 
 #: DigestPath 2019 task 1 (signet ring cell detection), the released set.
 DIGESTPATH_SIGNET = {"tiles": 687, "positive": 104, "negative": 583, "cells": 14589, "tile_px": 2000}
-#: DigestPath 2019 task 2 (colonoscopy tissue), training set: tiles with / without lesions.
-DIGESTPATH_COLON = {"tiles": 660, "malignant": 250, "benign": 410}
+#: DigestPath 2019 task 2 (colonoscopy tissue): its size as published; the malignant share of the synthetic
+#: tiles is the demo's choice, not a published proportion.
+DIGESTPATH_COLON = {"images": 872, "patients": 476}
+DEMO_COLON_MALIGNANT_SHARE = 0.38
 CELLS_PER_POSITIVE_TILE = DIGESTPATH_SIGNET["cells"] / DIGESTPATH_SIGNET["positive"]  # ≈ 140.3 at 2000 px
 
 SIZE_PRESETS = {"tiny": 256, "small": 384, "medium": 1000, "realistic": 2000}
@@ -307,8 +310,8 @@ def signet_split(n: int, min_positive: int = 2) -> list[bool]:
 
 
 def colon_split(n: int, min_each: int = 2) -> list[bool]:
-    """Malignant flags for ``n`` tiles in DigestPath task 2's proportion (250/660)."""
-    return _split(n, DIGESTPATH_COLON["malignant"] / DIGESTPATH_COLON["tiles"], min_each)
+    """Malignant flags for ``n`` synthetic tiles at the demo's malignant share (:data:`DEMO_COLON_MALIGNANT_SHARE`)."""
+    return _split(n, DEMO_COLON_MALIGNANT_SHARE, min_each)
 
 
 # --------------------------------------------------------------------------------------------------
