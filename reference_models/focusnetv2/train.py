@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""Train FocusNetv2 on han-oar-22 phantoms (training split: seeds 0..N-1) and export it.
+"""Train FocusNetv2 on han-oar-22 phantoms in the paper's stages, export it to ONNX, and score it.
 
-    python train.py snet --minutes 6 --out weights/        # S-Net + SOL-Net (+ adversarial shape AE)
-    python train.py sos --minutes 6 --out weights/         # the SOS-Net branches on small-organ ROIs
-    python train.py export weights/ weights/               # -> snet.onnx, sos.onnx
+    nice -n 10 python train.py all --cases 40 --minutes 20 2 6 3   # S-Net, SOL-Net, SOS-Net, joint
+    python train.py export                                         # weights/*.pt -> weights/*.onnx
+    python train.py evaluate --seeds 1000-1005                     # held-out phantoms, arena.metrics
 
-S-Net is trained on whole canonical volumes (80 x 136 x 136 at 2 x 2 x 3 mm) with the hybrid
-Dice + focal loss (as AnatomyNet, FocusNetv2's baseline), SOL-Net jointly with a weighted L2 loss on
-Gaussian centre heat maps (sigma 1.5 half-resolution voxels), and, after the first 30 % of the
-budget, the adversarial shape constraint of the paper: a shape autoencoder trained on ground-truth
-label maps, whose latent code of the prediction must match that of the ground truth (L2), plus a
-discriminator on the latent codes that the prediction must fool. The SOS-Net branches are trained
-separately on 8 x 64 x 64 ROIs at 1 x 1 x 2.5 mm around each small organ's centre, jittered by the
-localisation error expected from SOL-Net, with Dice + BCE.
+Stages (each starts from the previous one's weights; all with Adam and a cosine learning-rate decay):
+
+1. **S-Net** on crops of 32 x 48 x 48 canonical voxels (2 x 2 x 3 mm) centred on a random organ voxel;
+   loss = weighted focal + generalized Dice on S-Net's own grid (4 x 4 x 6 mm) against the
+   average-pooled one-hot labels (soft targets).
+2. **SOL-Net** with S-Net frozen, on cached S-Net features of each training case (one crop around the
+   small organs, one elsewhere): weighted L2 between sigmoid heat maps and Gaussians on the centres.
+3. **SOS-Net** with S-Net frozen: ROIs of 8 x 48 x 48 at 1 x 1 x 2.5 mm around each small organ's
+   centre (jittered by SOL-Net's expected error), input = ROI-pooled S-Net features + the CT ROI;
+   loss = binary focal + generalized Dice + λ1 x shape loss (eq. 5, 8); the shape autoencoder is
+   trained alongside on ground truth and predictions with the latent distance maximised (eq. 4),
+   after a short warm-up on ground-truth masks alone.
+4. **Joint fine-tuning** of S-Net, SOL-Net and SOS-Net together (all three losses), ROIs pooled from
+   the features of the S-Net crop being trained, learning rate a tenth of stage 1's.
+
+CPU only here: ``torch.set_num_threads(1)``; every stage stops at its time budget (minutes).
 """
 
 from __future__ import annotations
@@ -31,213 +39,108 @@ sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.join(HERE, "..", "_shared"))  # refio.py
 sys.path.append(os.path.join(HERE, "..", "anatomynet"))  # phantom_data.py: the training data
 
-import importlib.util  # noqa: E402
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 
+import infer  # noqa: E402
 import phantom_data as pdata  # noqa: E402
 import refio  # noqa: E402
-from model import ROI_SIZE_XYZ, ROI_SPACING_XYZ, SMALL_ORGANS, SNet, SOSNet, count_parameters  # noqa: E402
+from model import (LAMBDA_SHAPE, ROI_SIZE_XYZ, ROI_SPACING_XYZ, SMALL_ORGANS, SNet, SNetExport, SOSNet,  # noqa: E402
+                   ShapeAE,
+                   binary_focal_gdl_loss, count_parameters, focal_gdl_loss, heatmap_targets, roi_pool,
+                   shape_ae_loss, shape_loss)
 
-_spec = importlib.util.spec_from_file_location("anatomynet_model", os.path.join(HERE, "..", "anatomynet", "model.py"))
-_anatomynet = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_anatomynet)
-hybrid_loss = _anatomynet.hybrid_loss  # the same masked, weighted Dice + focal loss as AnatomyNet
-
-
-AE_GRID = (16, 32, 32)
-
-
-class ShapeAutoencoder(nn.Module):
-    """The adversarial shape constraint (training only): an autoencoder of label maps (class
-    probabilities, average-pooled to 16 x 32 x 32) and a discriminator on its latent codes."""
-
-    def __init__(self, n_classes: int, latent: int = 32):
-        super().__init__()
-        self.enc = nn.Sequential(nn.Conv3d(n_classes, 32, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-                                 nn.Conv3d(32, latent, 3, stride=2, padding=1), nn.LeakyReLU(0.2))
-        self.dec = nn.Sequential(nn.ConvTranspose3d(latent, 32, 2, stride=2), nn.LeakyReLU(0.2),
-                                 nn.ConvTranspose3d(32, n_classes, 2, stride=2))
-        self.disc = nn.Sequential(nn.Conv3d(latent, 16, 3, padding=1), nn.LeakyReLU(0.2),
-                                  nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(16, 1))
-
-    @staticmethod
-    def squash(p: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool3d(p, AE_GRID)
-
-    def encode(self, p: torch.Tensor) -> torch.Tensor:
-        return self.enc(self.squash(p))
+WEIGHTS = os.path.join(HERE, "weights")
+CROP = (32, 48, 48)  # canonical voxels (z, y, x) of an S-Net training crop; even, so pooling aligns
+POOL = 2  # S-Net's input pooling (model.SNet.input_pool)
+CANON_ORIGIN_XYZ = -np.asarray(refio.CANON_OFFSET_XYZ)  # the phantoms are centred on (0, 0, 0) mm
+JITTER_MM_XYZ = (3.0, 3.0, 2.0)
 
 
-def heatmap_targets(centres: torch.Tensor, shape, sigma: float = 1.5) -> torch.Tensor:
-    """(N, K, 3) half-resolution voxel centres (NaN = absent) -> (N, K, D, H, W) Gaussians."""
-    d, h, w = shape
-    dev = centres.device
-    zz = torch.arange(d, device=dev, dtype=torch.float32)[:, None, None]
-    yy = torch.arange(h, device=dev, dtype=torch.float32)[None, :, None]
-    xx = torch.arange(w, device=dev, dtype=torch.float32)[None, None, :]
-    c = torch.nan_to_num(centres, nan=-1e4)
-    r2 = ((zz - c[..., 0, None, None, None]) ** 2 + (yy - c[..., 1, None, None, None]) ** 2
-          + (xx - c[..., 2, None, None, None]) ** 2)
-    return torch.exp(-r2 / (2 * sigma * sigma))
+# ------------------------------------------------------------------ helpers
 
 
-def _say_factory(path):
-    t0 = time.time()
-    log = open(path, "a")
+class Logger:
+    def __init__(self, path: str):
+        self.t0 = time.time()
+        self.f = open(path, "a")
 
-    def say(msg):
-        line = f"[{time.time() - t0:7.1f}s] {msg}"
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.time() - self.t0:7.1f}s] {msg}"
         print(line, flush=True)
-        log.write(line + "\n")
-        log.flush()
-    return say
+        self.f.write(line + "\n")
+        self.f.flush()
 
 
-def validate_snet(model, device, seeds, size="small"):
-    model.eval()
-    scores, loc_err = [], []
-    with torch.no_grad():
-        for s in seeds:
-            x, ref, case = pdata.validation_case(s, size)
-            xt = torch.from_numpy(x)[None, None].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                seg, heat = model.logits(xt)
-            lab = seg.argmax(1)[0].cpu().numpy().astype(np.uint8)
-            scores.append(pdata.dice_per_label(refio.from_canonical_np(lab, case.shape, case.spacing, case.origin), ref))
-            centres = decode_heatmaps(torch.sigmoid(heat.float())[0].cpu().numpy())
-            gt = pdata.organ_centres_canonical(pdata.canonical_labels(s), SMALL_ORGANS)
-            err = np.linalg.norm((centres - gt) * np.array(refio.CANON_SPACING_XYZ[::-1]), axis=1)
-            loc_err.append(err)
-    model.train()
-    per = {lab: float(np.mean([sc.get(lab, 0.0) for sc in scores])) for lab in range(1, pdata.N_CLASSES)}
-    return float(np.mean(list(per.values()))), per, float(np.nanmean(loc_err))
+def cosine_lr(opt, base: float, frac: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def decode_heatmaps(heat: np.ndarray) -> np.ndarray:
-    """(K, d, h, w) half-resolution heat maps -> (K, 3) canonical voxel coordinates (z, y, x)."""
-    out = np.zeros((heat.shape[0], 3), np.float32)
-    for k in range(heat.shape[0]):
-        z, y, x = np.unravel_index(int(np.argmax(heat[k])), heat[k].shape)
-        sl = tuple(slice(max(0, v - 1), v + 2) for v in (z, y, x))
-        patch = heat[k][sl]
-        grids = np.meshgrid(*[np.arange(s.start, s.start + n) for s, n in zip(sl, patch.shape)], indexing="ij")
-        wsum = patch.sum() + 1e-8
-        out[k] = [float((g * patch).sum() / wsum) * 2.0 for g in grids]
-    return out
+def class_weights(Y: np.ndarray) -> torch.Tensor:
+    """Focal-loss α per class: (f_background / f_c)^(1/4), clipped to [1, 10] (our choice)."""
+    f = np.bincount(Y.ravel(), minlength=pdata.N_CLASSES).astype(np.float64) + 1.0
+    return torch.tensor(np.clip((f[0] / f) ** 0.25, 1.0, 10.0), dtype=torch.float32)
 
 
-def train_snet(args) -> None:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(1)
-    say = _say_factory(os.path.join(args.out, f"focusnetv2_snet{args.tag}_train_log.txt"))
-    t0 = time.time()
-    X, Y = pdata.make_dataset(range(args.cases), processes=args.processes)
-    C = np.stack([pdata.organ_centres_canonical(y, SMALL_ORGANS) for y in Y]) / 2.0  # half resolution
-    say(f"data: {len(X)} training phantoms in {time.time() - t0:.0f} s")
-    Xt, Yt, Ct = (torch.from_numpy(a).to(device) for a in (X, Y, C))
-    model = SNet(pdata.N_CLASSES).to(device)
-    shape = ShapeAutoencoder(pdata.N_CLASSES).to(device)
-    say(f"S-Net {model.snet_parameters()} parameters + SOL-Net head {count_parameters(model) - model.snet_parameters()}; "
-        f"shape AE (training only) {count_parameters(shape)}; device {device}")
-    if args.optimizer == "rmsprop":  # AnatomyNet's (the paper's baseline) optimizer
-        opt = torch.optim.RMSprop(model.parameters(), lr=args.lr)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    opt_ae = torch.optim.Adam(list(shape.enc.parameters()) + list(shape.dec.parameters()), lr=1e-3)
-    opt_d = torch.optim.Adam(shape.disc.parameters(), lr=1e-4)
-    weights = torch.ones(pdata.N_CLASSES, device=device)
-    weights[list(SMALL_ORGANS)] = 2.0
-    budget, start = args.minutes * 60.0, time.time()
-    step, hist = 0, []
-    rng = np.random.default_rng(1)
-    next_val = args.val_every
-    while time.time() - start < budget:
-        frac = (time.time() - start) / budget
-        for g in opt.param_groups:
-            g["lr"] = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-        idx = torch.from_numpy(rng.choice(len(X), args.batch, replace=False)).to(device)
-        x, y, c = Xt[idx].float()[:, None], Yt[idx], Ct[idx]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            seg, heat = model.logits(x)
-        seg, heat = seg.float(), heat.float()
-        loss_seg = hybrid_loss(seg, y, weights=weights)
-        target = heatmap_targets(c, heat.shape[2:])
-        present = (~torch.isnan(c[..., 0])).float()[..., None, None, None]
-        loss_sol = ((torch.sigmoid(heat) - target) ** 2 * (1 + 50 * target) * present).mean() * 10
-        loss = loss_seg + args.sol_weight * loss_sol
-        onehot = F.one_hot(y.long(), pdata.N_CLASSES).movedim(-1, 1).float()
-        # shape autoencoder: learn ground-truth shapes every step
-        z_gt = shape.encode(onehot)
-        loss_ae = F.cross_entropy(shape.dec(z_gt), F.adaptive_max_pool3d(onehot, AE_GRID).argmax(1))
-        opt_ae.zero_grad(set_to_none=True)
-        loss_ae.backward()
-        opt_ae.step()
-        loss_shape = torch.zeros((), device=device)
-        z_pred = None
-        if args.shape and frac > 0.3:
-            z_pred = shape.encode(torch.softmax(seg, 1))
-            with torch.no_grad():
-                z_ref = shape.encode(onehot)
-            adv = F.binary_cross_entropy_with_logits(shape.disc(z_pred), torch.ones(len(z_pred), 1, device=device))
-            loss_shape = F.mse_loss(z_pred, z_ref) + 0.01 * adv
-            loss = loss + args.shape_weight * loss_shape
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        if z_pred is not None:  # discriminator: ground-truth codes are real, predicted ones fake
-            d_loss = (F.binary_cross_entropy_with_logits(shape.disc(z_ref), torch.ones(len(z_ref), 1, device=device))
-                      + F.binary_cross_entropy_with_logits(shape.disc(z_pred.detach()),
-                                                           torch.zeros(len(z_pred), 1, device=device)))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        hist.append((loss_seg.item(), loss_sol.item(), loss_ae.item(), loss_shape.item()))
-        step += 1
-        if step % 50 == 0:
-            m = np.mean(hist[-50:], axis=0)
-            say(f"step {step} seg {m[0]:.4f} sol {m[1]:.4f} shape-ae {m[2]:.4f} shape {m[3]:.4f}")
-        if time.time() - start > next_val * 60:
-            next_val += args.val_every
-            mean, _, err = validate_snet(model, device, range(1000, 1000 + args.val_cases))
-            say(f"step {step} validation S-Net mean Dice {mean:.3f}; SOL-Net centre error {err:.1f} mm")
-    mean, per, err = validate_snet(model, device, range(1000, 1000 + args.val_cases))
-    say(f"final: {step} steps; S-Net alone: validation mean Dice {mean:.3f} over 22 organs on "
-        f"{args.val_cases} 'small' cases; SOL-Net mean centre error {err:.1f} mm")
-    say("per organ (S-Net): " + json.dumps({str(k): round(v, 3) for k, v in per.items()}))
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "n_classes": pdata.N_CLASSES, "steps": step, "val_mean_dice": mean,
-                "val_dice": per, "sol_error_mm": err, "shape_constraint": bool(args.shape)},
-               os.path.join(args.out, f"snet{args.tag}.pt"))
-    say(f"saved snet{args.tag}.pt (fp16 state dict)")
+def soft_targets(y: torch.Tensor) -> torch.Tensor:
+    """(N, z, y, x) canonical labels -> (N, C, z/2, y/2, x/2) class fractions on S-Net's grid."""
+    return F.avg_pool3d(F.one_hot(y.long(), pdata.N_CLASSES).movedim(-1, 1).float(), POOL)
 
 
-# ------------------------------------------------------------------ SOS-Net data and training
+def crop_start(y: np.ndarray, rng, organs=None) -> tuple[int, int, int]:
+    """Even start (z, y, x) of a CROP-sized box centred near a random voxel of a random present organ."""
+    labs = [o for o in (organs or range(1, pdata.N_CLASSES)) if (y == o).any()]
+    idx = np.argwhere(y == rng.choice(labs))
+    c = idx[rng.integers(len(idx))] + rng.integers(-8, 9, 3)
+    s = [int(np.clip(c[a] - CROP[a] // 2, 0, y.shape[a] - CROP[a])) // 2 * 2 for a in range(3)]
+    return tuple(s)
 
 
-def sample_grid(arr, spacing, origin, centre, size_xyz=ROI_SIZE_XYZ, spacing_xyz=ROI_SPACING_XYZ, order=1,
-                cval=-1024.0):
+def small_crop_start(y: np.ndarray, rng, jitter: int = 6) -> tuple[int, int, int]:
+    """Even crop start centred (± jitter voxels) on the small organs' joint centre."""
+    idx = np.argwhere(np.isin(y, SMALL_ORGANS))
+    c = idx.mean(0).astype(int) + rng.integers(-jitter, jitter + 1, 3)
+    return tuple(int(np.clip(c[a] - CROP[a] // 2, 0, y.shape[a] - CROP[a])) // 2 * 2 for a in range(3))
+
+
+def reduced_centres(y: np.ndarray, start=(0, 0, 0)) -> np.ndarray:
+    """(K, 3) small-organ centres in S-Net-grid voxels (z, y, x) of a (cropped) canonical label map."""
+    c = pdata.organ_centres_canonical(y, SMALL_ORGANS) - np.asarray(start, np.float32)
+    return (c - 0.5) / POOL
+
+
+def roi_points_canonical(centre_xyz_mm) -> np.ndarray:
+    """(8, 48, 48, 3) canonical continuous indices (z, y, x) of the ROI voxels around ``centre`` (mm)."""
+    axes = []
+    for a in range(3):
+        phys = centre_xyz_mm[a] + (np.arange(ROI_SIZE_XYZ[a]) - 0.5 * (ROI_SIZE_XYZ[a] - 1)) * ROI_SPACING_XYZ[a]
+        axes.append((phys - CANON_ORIGIN_XYZ[a]) / refio.CANON_SPACING_XYZ[a])
+    zz, yy, xx = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+    return np.stack([zz, yy, xx], -1).astype(np.float32)
+
+
+def sample_grid(arr, spacing, origin, centre, order=1, cval=-1024.0):
     """Resample a (z, y, x) array of an axis-aligned grid onto the ROI grid centred on ``centre`` (x, y, z mm)."""
     from scipy import ndimage
 
     axes = []
     for a in range(3):
-        phys = centre[a] - 0.5 * (size_xyz[a] - 1) * spacing_xyz[a] + np.arange(size_xyz[a]) * spacing_xyz[a]
+        phys = centre[a] + (np.arange(ROI_SIZE_XYZ[a]) - 0.5 * (ROI_SIZE_XYZ[a] - 1)) * ROI_SPACING_XYZ[a]
         axes.append((phys - origin[a]) / spacing[a])
     grid = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
     return ndimage.map_coordinates(arr.astype(np.float32), grid, order=order, mode="constant", cval=cval)
 
 
-def _sos_job(args):
-    seed, source, n_jitter = args
+def sos_rois(seed: int, n_jitter: int, rng):
+    """For one training seed: per small organ and jitter, (organ index, centre mm, CT ROI, mask ROI).
+    The CT comes from the fine (1 x 1 x 2.5 mm), 'small' or 'medium' phantom grid in turn, the masks
+    from the fine grid."""
     ph = pdata._phantom()
     fine = ph.generate_case_arrays(seed, pdata.FINE_PHANTOM)
-    src = fine if source == "fine" else ph.generate_case_arrays(seed, source)
-    rng = np.random.default_rng(seed + 7)
-    xs, ys, ks = [], [], []
+    src_name = ("fine", "small", "medium")[seed % 3]
+    src = fine if src_name == "fine" else ph.generate_case_arrays(seed, src_name)
+    out = []
     for k, lab in enumerate(SMALL_ORGANS):
         idx = np.argwhere(fine.labels == lab)
         if not len(idx):
@@ -245,78 +148,243 @@ def _sos_job(args):
         c = np.asarray(fine.origin) + idx.mean(0)[::-1] * np.asarray(fine.spacing)  # x, y, z mm
         mask = (fine.labels == lab).astype(np.float32)
         for j in range(n_jitter):
-            cj = c + (rng.normal(0, [3.0, 3.0, 2.0]) if j else 0.0)
-            xs.append(refio.normalize(sample_grid(src.ct, src.spacing, src.origin, cj)).astype(np.float16))
-            ys.append(sample_grid(mask, fine.spacing, fine.origin, cj, cval=0.0) > 0.5)
-            ks.append(k)
-    return xs, ys, ks
+            cj = c + (rng.normal(0, JITTER_MM_XYZ) if j else 0.0)
+            ct = refio.normalize(sample_grid(src.ct, src.spacing, src.origin, cj)).astype(np.float16)
+            m = sample_grid(mask, fine.spacing, fine.origin, cj, cval=0.0) > 0.5
+            out.append((k, cj, ct, m))
+    return out
 
 
-def train_sos(args) -> None:
-    import multiprocessing as mp
+# ------------------------------------------------------------------ the stages
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(2)
-    say = _say_factory(os.path.join(args.out, "focusnetv2_sos_train_log.txt"))
-    t0 = time.time()
-    jobs = [(s, ("fine", "small", "medium")[s % 3], args.jitter) for s in range(args.cases)]
-    if args.processes > 1:
-        with mp.get_context("fork").Pool(args.processes) as pool:
-            out = pool.map(_sos_job, jobs, chunksize=2)
-    else:
-        out = [_sos_job(j) for j in jobs]
-    X = np.stack([x for o in out for x in o[0]])
-    Y = np.stack([y for o in out for y in o[1]])
-    K = np.array([k for o in out for k in o[2]])
-    say(f"data: {len(X)} ROIs of {X.shape[1:]} voxels from {args.cases} phantoms in {time.time() - t0:.0f} s")
-    model = SOSNet().to(device)
-    say(f"SOS-Net: {len(model.branches)} branches, {count_parameters(model)} parameters; device {device}")
-    Xt, Yt = torch.from_numpy(X).to(device), torch.from_numpy(Y).to(device)
-    by_k = [np.flatnonzero(K == k) for k in range(len(SMALL_ORGANS))]
-    val = np.random.default_rng(3)
-    held = [set(val.choice(ix, max(1, len(ix) // 10), replace=False).tolist()) for ix in by_k]
-    train_k = [np.array([i for i in ix if i not in h]) for ix, h in zip(by_k, held)]
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    budget, start, step, hist = args.minutes * 60.0, time.time(), 0, []
-    rng = np.random.default_rng(2)
+
+def stage_snet(args, X, Y, say) -> SNet:
+    model = SNet(pdata.N_CLASSES)
+    say(f"stage 1 S-Net: {model.snet_parameters()} parameters (+ SOL-Net {count_parameters(model.sol)}); "
+        f"{len(X)} cases, crops {CROP} canonical voxels, Adam lr {args.lr}, {args.minutes[0]} min")
+    alpha = class_weights(Y)
+    say("focal α per class: " + json.dumps([round(float(a), 2) for a in alpha]))
+    prior = np.bincount(Y.ravel(), minlength=pdata.N_CLASSES) + 1.0
+    with torch.no_grad():  # prior initialisation of the output layer (as for the focal loss, Lin et al. 2017)
+        model.head.bias.copy_(torch.from_numpy(np.log(prior / prior.sum())).float())
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("sol.")], lr=args.lr)
+    rng = np.random.default_rng(1)
+    budget, start, step, hist = args.minutes[0] * 60, time.time(), 0, []
+    model.train()
     while time.time() - start < budget:
-        frac = (time.time() - start) / budget
-        for g in opt.param_groups:
-            g["lr"] = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-        total = 0.0
+        cosine_lr(opt, args.lr, (time.time() - start) / budget)
+        i = int(rng.integers(len(X)))
+        s = crop_start(Y[i], rng)
+        sl = tuple(slice(a, a + n) for a, n in zip(s, CROP))
+        x = torch.from_numpy(X[i][sl].astype(np.float32))[None, None]
+        y = torch.from_numpy(Y[i][sl])[None]
+        _, feat = model.features(x)
+        loss = focal_gdl_loss(model.head(feat), soft_targets(y), alpha)
         opt.zero_grad(set_to_none=True)
-        for k, branch in enumerate(model.branches):
-            idx = torch.from_numpy(rng.choice(train_k[k], args.batch)).to(device)
-            x, y = Xt[idx].float()[:, None], Yt[idx].float()[:, None]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logit = branch(x)
-            logit = logit.float()
-            p = torch.sigmoid(logit)
-            dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-            loss = dice + F.binary_cross_entropy_with_logits(logit, y)
-            loss.backward()
-            total += loss.item()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
-        hist.append(total / len(model.branches))
+        hist.append(loss.item())
         step += 1
-        if step % 100 == 0:
-            say(f"step {step} loss {np.mean(hist[-100:]):.4f}")
+        if step % 25 == 0:
+            say(f"S-Net step {step} loss {np.mean(hist[-25:]):.4f}")
+    say(f"stage 1 done: {step} steps in {time.time() - start:.0f} s")
+    model.alpha = alpha
+    return model
+
+
+def stage_sol(args, model: SNet, X, Y, say) -> None:
+    t0 = time.time()
     model.eval()
-    dices = {}
+    rng = np.random.default_rng(2)
+    F_, C_ = [], []
     with torch.no_grad():
-        for k, branch in enumerate(model.branches):
-            ix = torch.from_numpy(np.array(sorted(held[k]))).to(device)
-            p = torch.sigmoid(branch(Xt[ix].float()[:, None]).float()) > 0.5
-            y = Yt[ix][:, None]
-            dices[SMALL_ORGANS[k]] = float((2 * (p & y).sum() / (p.sum() + y.sum()).clamp_min(1)).item())
-    say(f"final: {step} steps; held-out ROI Dice (1 x 1 x 2.5 mm, jittered centres) mean "
-        f"{np.mean(list(dices.values())):.3f}: " + json.dumps({str(k): round(v, 3) for k, v in dices.items()}))
+        for i in range(min(args.sol_cases, len(X))):
+            for s in (small_crop_start(Y[i], rng), crop_start(Y[i], rng)):
+                sl = tuple(slice(a, a + n) for a, n in zip(s, CROP))
+                xs, feat = model.features(torch.from_numpy(X[i][sl].astype(np.float32))[None, None])
+                F_.append(torch.cat([feat, xs], 1)[0].half())
+                C_.append(torch.from_numpy(reduced_centres(Y[i], s)))
+    say(f"stage 2 SOL-Net: cached S-Net features of {len(F_)} crops in {time.time() - t0:.0f} s; "
+        f"Adam lr {args.lr}, {args.minutes[1]} min")
+    opt = torch.optim.Adam(model.sol.parameters(), lr=args.lr)
+    model.sol.train()
+    budget, start, step, hist = args.minutes[1] * 60, time.time(), 0, []
+    while time.time() - start < budget:
+        cosine_lr(opt, args.lr, (time.time() - start) / budget)
+        idx = rng.choice(len(F_), 4, replace=False)
+        x = torch.stack([F_[j].float() for j in idx])
+        c = torch.stack([C_[j] for j in idx])
+        loss = sol_loss(model.sol(x), c)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        hist.append(loss.item())
+        step += 1
+        if step % 50 == 0:
+            say(f"SOL-Net step {step} loss {np.mean(hist[-50:]):.5f}")
+    say(f"stage 2 done: {step} steps in {time.time() - start:.0f} s")
+
+
+def sol_loss(heat: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Weighted L2 between sigmoid heat maps and Gaussians (σ 1.5 S-Net voxels) on the centres; voxels
+    near a centre weigh 51x; absent organs' maps are pushed to zero."""
+    target = heatmap_targets(centres, heat.shape[2:])
+    return ((torch.sigmoid(heat) - target) ** 2 * (1 + 50 * target)).mean() * 10
+
+
+def stage_sos(args, model: SNet, X, Y, say):
+    t0 = time.time()
+    model.eval()
+    rng = np.random.default_rng(3)
+    feats, ks, cts, ms, cases, centres = [], [], [], [], [], []
+    n_cases = min(args.sos_cases, len(X))
+    with torch.no_grad():
+        for i in range(n_cases):
+            s = small_crop_start(Y[i], rng, jitter=0)
+            sl = tuple(slice(a, a + n) for a, n in zip(s, CROP))
+            _, feat = model.features(torch.from_numpy(X[i][sl].astype(np.float32))[None, None])
+            for k, centre, ct, m in sos_rois(i, args.jitter, rng):
+                pts = torch.from_numpy((roi_points_canonical(centre) - np.asarray(s, np.float32) - 0.5) / POOL)
+                feats.append(roi_pool(feat[0], pts).half())
+                ks.append(k)
+                cts.append(torch.from_numpy(ct))
+                ms.append(torch.from_numpy(m))
+                cases.append(i)
+                centres.append(centre)
+    ks = np.array(ks)
+    say(f"stage 3 SOS-Net: {len(ks)} ROIs from {n_cases} cases ({args.jitter} per organ and case) in "
+        f"{time.time() - t0:.0f} s; Adam lr {args.lr}, {args.minutes[2]} min")
+    sos, ae = SOSNet(), ShapeAE()
+    fg = float(torch.stack(ms).float().mean())
+    with torch.no_grad():  # prior initialisation: every ROI starts at its mean foreground fraction
+        sos.head.bias.fill_(math.log(fg / (1 - fg)))
+    say(f"SOS-Net {count_parameters(sos)} parameters; shape autoencoder {count_parameters(ae)} (training only)")
+    opt = torch.optim.Adam(sos.parameters(), lr=args.lr)
+    opt_ae = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    # warm-up: the autoencoder learns ground-truth shapes before it judges predictions
+    for step in range(args.ae_warmup):
+        idx = rng.choice(len(ks), 12)
+        gt = torch.stack([ms[j] for j in idx]).float()[:, None]
+        loss, _ = shape_ae_loss(ae, gt, gt)
+        opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_ae.step()
+    say(f"shape autoencoder warm-up: {args.ae_warmup} steps on ground-truth masks, loss {loss.item():.4f}")
+    by_k = [np.flatnonzero(ks == k) for k in range(len(SMALL_ORGANS))]
+    budget, start, step, hist = args.minutes[2] * 60, time.time(), 0, []
+    sos.train()
+    while time.time() - start < budget:
+        cosine_lr(opt, args.lr, (time.time() - start) / budget)
+        idx = np.array([rng.choice(b) for b in by_k if len(b)])
+        x = torch.cat([torch.stack([feats[j] for j in idx]).float(),
+                       torch.stack([cts[j] for j in idx]).float()[:, None]], 1)
+        y = torch.stack([ms[j] for j in idx]).float()[:, None]
+        organ = torch.from_numpy(ks[idx])
+        l_seg, l_shape, l_ae, dist = sos_losses(sos, ae, opt_ae, x, y, organ)
+        loss = l_seg + LAMBDA_SHAPE * l_shape
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        hist.append((l_seg.item(), l_shape.item(), l_ae, dist))
+        step += 1
+        if step % 25 == 0:
+            m = np.mean(hist[-25:], axis=0)
+            say(f"SOS-Net step {step} seg {m[0]:.4f} shape {m[1]:.4f} ae {m[2]:.4f} latent dist {m[3]:.3f}")
+    say(f"stage 3 done: {step} steps in {time.time() - start:.0f} s")
+    rois = {"organ": ks, "case": np.array(cases), "centre": centres, "ct": cts, "mask": ms}
+    return sos, ae, rois
+
+
+def sos_losses(sos, ae, opt_ae, x, y, organ):
+    """SOS-Net's segmentation and shape losses for one batch, after one autoencoder step (eq. 4)."""
+    logit = sos.logits(x, organ)
+    pred = torch.sigmoid(logit)
+    l_ae, dist = shape_ae_loss(ae, y, pred)
+    opt_ae.zero_grad(set_to_none=True)
+    l_ae.backward()
+    opt_ae.step()
+    l_shape = shape_loss(ae, y, pred)
+    ae.zero_grad(set_to_none=True)
+    return binary_focal_gdl_loss(logit, y), l_shape, l_ae.item(), dist.item()
+
+
+def stage_joint(args, model: SNet, sos: SOSNet, ae: ShapeAE, rois: dict, X, Y, say) -> None:
+    lr = args.lr / 10
+    say(f"stage 4 joint fine-tuning: S-Net + SOL-Net + SOS-Net, Adam lr {lr}, {args.minutes[3]} min")
+    model.train()
+    sos.train()
+    opt = torch.optim.Adam(list(model.parameters()) + list(sos.parameters()), lr=lr)
+    opt_ae = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    rng = np.random.default_rng(4)
+    budget, start, step, hist = args.minutes[3] * 60, time.time(), 0, []
+    while time.time() - start < budget:
+        cosine_lr(opt, lr, (time.time() - start) / budget)
+        i = int(rng.integers(min(args.sos_cases, len(X))))
+        s = small_crop_start(Y[i], rng)
+        sl = tuple(slice(a, a + n) for a, n in zip(s, CROP))
+        x = torch.from_numpy(X[i][sl].astype(np.float32))[None, None]
+        y = torch.from_numpy(Y[i][sl])[None]
+        xs, feat = model.features(x)
+        l_seg = focal_gdl_loss(model.head(feat), soft_targets(y), model.alpha)
+        l_sol = sol_loss(model.sol(torch.cat([feat, xs], 1)), torch.from_numpy(reduced_centres(Y[i], s))[None])
+        mine = np.flatnonzero(rois["case"] == i)  # this case's ROIs from stage 3 (CT, masks, centres)
+        pick = rng.choice(mine, min(6, len(mine)), replace=False)
+        fr = []
+        for j in pick:
+            pts = (roi_points_canonical(rois["centre"][j]) - np.asarray(s, np.float32) - 0.5) / POOL
+            fr.append(roi_pool(feat[0], torch.from_numpy(pts)))
+        xr = torch.cat([torch.stack(fr), torch.stack([rois["ct"][j] for j in pick]).float()[:, None]], 1)
+        yr = torch.stack([rois["mask"][j] for j in pick]).float()[:, None]
+        organ = torch.from_numpy(rois["organ"][pick])
+        l_sos, l_shape, l_ae, dist = sos_losses(sos, ae, opt_ae, xr, yr, organ)
+        loss = l_seg + l_sol + l_sos + LAMBDA_SHAPE * l_shape
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(sos.parameters()), 5.0)
+        opt.step()
+        hist.append((l_seg.item(), l_sol.item(), l_sos.item(), l_shape.item()))
+        step += 1
+        if step % 10 == 0:
+            m = np.mean(hist[-10:], axis=0)
+            say(f"joint step {step} S-Net {m[0]:.4f} SOL {m[1]:.5f} SOS {m[2]:.4f} shape {m[3]:.4f}")
+    say(f"stage 4 done: {step} steps in {time.time() - start:.0f} s")
+
+
+def save(model: torch.nn.Module, path: str, **meta) -> None:
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "steps": step, "roi_dice": dices}, os.path.join(args.out, "sos.pt"))
-    say("saved sos.pt (fp16 state dict)")
+    torch.save({"state_dict": state, **meta}, path)
 
 
-# ------------------------------------------------------------------ export
+def train_all(args) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    os.makedirs(args.out, exist_ok=True)
+    say = Logger(os.path.join(args.out, "focusnetv2_train_log.txt"))
+    say(f"command: {' '.join(sys.argv)}; torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
+    t0 = time.time()
+    X, Y = pdata.make_dataset(range(args.cases), processes=1)
+    say(f"data: {len(X)} training phantoms (seeds 0-{args.cases - 1}) in {time.time() - t0:.0f} s")
+    t_train = time.time()
+    if args.snet:  # stages 1-2 done before: start from that S-Net + SOL-Net
+        model = load_snet(args.snet).train()
+        model.alpha = class_weights(Y)
+        say(f"stages 1-2: S-Net + SOL-Net loaded from {args.snet}")
+    else:
+        model = stage_snet(args, X, Y, say)
+        save(model, os.path.join(args.out, "snet.pt"), stage=1)
+        stage_sol(args, model, X, Y, say)
+        save(model, os.path.join(args.out, "snet.pt"), stage=2)
+    sos, ae, rois = stage_sos(args, model, X, Y, say)
+    save(sos, os.path.join(args.out, "sos.pt"), stage=3)
+    if args.minutes[3] > 0:
+        stage_joint(args, model, sos, ae, rois, X, Y, say)
+    save(model, os.path.join(args.out, "snet.pt"), stage=4)
+    save(sos, os.path.join(args.out, "sos.pt"), stage=4)
+    say(f"all stages done: training wall time {(time.time() - t_train) / 60:.1f} min; saved snet.pt, sos.pt")
+
+
+# ------------------------------------------------------------------ export and evaluation
 
 
 def _load(path, model):
@@ -333,54 +401,100 @@ def load_sos(path):
     return _load(path, SOSNet())
 
 
-def export(src: str, dst: str) -> None:
-    snet = load_snet(os.path.join(src, "snet.pt"))
+def export(src: str = WEIGHTS, dst: str = WEIGHTS) -> None:
+    snet = SNetExport(load_snet(os.path.join(src, "snet.pt"))).eval()
     x = torch.zeros(1, 1, *refio.CANON_SIZE_XYZ[::-1])
     torch.onnx.export(snet, (x,), os.path.join(dst, "snet.onnx"), input_names=["ct"],
-                      output_names=["probabilities", "heatmaps"],
+                      output_names=["labels", "heatmaps", "features"],
                       dynamic_axes={"ct": {0: "n", 2: "z", 3: "y", 4: "x"},
-                                    "probabilities": {0: "n", 2: "z", 3: "y", 4: "x"},
-                                    "heatmaps": {0: "n", 2: "hz", 3: "hy", 4: "hx"}},
+                                    "labels": {0: "n", 1: "z", 2: "y", 3: "x"},
+                                    "heatmaps": {0: "n", 2: "hz", 3: "hy", 4: "hx"},
+                                    "features": {0: "n", 2: "hz", 3: "hy", 4: "hx"}},
                       opset_version=17, dynamo=False)
     sos = load_sos(os.path.join(src, "sos.pt"))
-    r = torch.zeros(len(SMALL_ORGANS), 1, *ROI_SIZE_XYZ[::-1])
+    r = torch.zeros(len(SMALL_ORGANS), sos.enc1.conv1.in_channels, *ROI_SIZE_XYZ[::-1])
     torch.onnx.export(sos, (r,), os.path.join(dst, "sos.onnx"), input_names=["rois"], output_names=["foreground"],
                       opset_version=17, dynamo=False)
     for f in ("snet.onnx", "sos.onnx"):
         print(f"wrote {f} ({os.path.getsize(os.path.join(dst, f)) / 1e6:.1f} MB)")
 
 
+def evaluate(seeds, size: str, out: str, model: str = "focusnetv2") -> dict:
+    """Run ``model``'s infer.segment (the container's code, ONNX Runtime, 1 thread; ``anatomynet`` for the
+    comparison) on held-out phantoms and score Dice and HD95 (medpy convention, arena.metrics) per
+    organ; writes ``out`` (JSON)."""
+    import importlib.util
+
+    import SimpleITK as sitk
+
+    from arena.datasets.phantom import generate_case
+    from arena.metrics.segmentation import score_segmentation
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mod = infer
+    if model != "focusnetv2":
+        spec = importlib.util.spec_from_file_location(f"{model}_infer", os.path.join(HERE, "..", model, "infer.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    sessions = mod.setup()
+    per_case, times = [], []
+    for seed in seeds:
+        ct, lab = generate_case(seed, size)
+        t = time.time()
+        pred = mod.segment(ct, sessions)
+        times.append(time.time() - t)
+        scores = score_segmentation(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(lab),
+                                    ct.GetSpacing()[::-1], range(1, pdata.N_CLASSES), "medpy")
+        per_case.append({str(k): {"dice": v["dice"], "hd95": v["hd95"]} for k, v in scores.items()})
+        print(f"seed {seed}: {times[-1]:.1f} s, mean Dice "
+              f"{np.mean([v['dice'] for v in scores.values() if v['dice'] is not None]):.3f}", flush=True)
+    summary = {}
+    for k in range(1, pdata.N_CLASSES):
+        d = [c[str(k)]["dice"] for c in per_case if c[str(k)]["dice"] is not None]
+        h = [c[str(k)]["hd95"] for c in per_case if c[str(k)]["hd95"] is not None]
+        summary[str(k)] = {"dice": float(np.mean(d)) if d else None, "hd95": float(np.mean(h)) if h else None}
+    res = {"model": model, "seeds": list(seeds), "size": size, "convention": "medpy", "seconds_per_case": times,
+           "per_organ_mean": summary, "per_case": per_case}
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    return res
+
+
+def _seeds(text: str) -> list[int]:
+    a, _, b = text.partition("-")
+    return list(range(int(a), int(b or a) + 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, minutes, lr, batch in (("snet", 6.0, 2e-3, 2), ("sos", 6.0, 1e-3, 16)):
-        t = sub.add_parser(name)
-        t.add_argument("--minutes", type=float, default=minutes)
-        t.add_argument("--cases", type=int, default=240)
-        t.add_argument("--batch", type=int, default=batch)
-        t.add_argument("--lr", type=float, default=lr)
-        t.add_argument("--processes", type=int, default=5)
-        t.add_argument("--device")
-        t.add_argument("--out", default=os.path.join(HERE, "weights"))
-        if name == "snet":
-            t.add_argument("--val-every", type=float, default=1.5)
-            t.add_argument("--val-cases", type=int, default=6)
-            t.add_argument("--shape", type=int, default=1, help="adversarial shape constraint on (1) / off (0)")
-            t.add_argument("--shape-weight", type=float, default=0.1)
-            t.add_argument("--sol-weight", type=float, default=1.0)
-            t.add_argument("--optimizer", choices=("rmsprop", "adam"), default="rmsprop")
-            t.add_argument("--tag", default="", help="suffix of the output files")
-        else:
-            t.add_argument("--jitter", type=int, default=4, help="ROIs per organ and case (1 centred + jittered)")
+    t = sub.add_parser("all", help="the four training stages")
+    t.add_argument("--cases", type=int, default=40, help="training phantoms: seeds 0..N-1")
+    t.add_argument("--sol-cases", type=int, default=24, help="of those, the ones SOL-Net's cached crops come from")
+    t.add_argument("--sos-cases", type=int, default=24, help="of those, the ones SOS-Net's ROIs come from")
+    t.add_argument("--minutes", type=float, nargs=4, default=[20.0, 2.0, 6.0, 3.0],
+                   help="budgets of the stages S-Net, SOL-Net, SOS-Net, joint")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--jitter", type=int, default=3, help="ROIs per organ and case (1 centred + jittered)")
+    t.add_argument("--ae-warmup", type=int, default=200)
+    t.add_argument("--out", default=WEIGHTS)
+    t.add_argument("--snet", help="S-Net + SOL-Net weights (.pt) after stage 2: run stages 3-4 only")
     e = sub.add_parser("export")
-    e.add_argument("src")
-    e.add_argument("dst")
+    e.add_argument("--src", default=WEIGHTS)
+    e.add_argument("--dst", default=WEIGHTS)
+    v = sub.add_parser("evaluate")
+    v.add_argument("--seeds", default="1000-1005")
+    v.add_argument("--size", default="small")
+    v.add_argument("--model", default="focusnetv2", help="or anatomynet, scored the same way for comparison")
+    v.add_argument("--out", default=os.path.join(WEIGHTS, "focusnetv2_eval.json"))
     args = ap.parse_args()
-    if args.cmd == "export":
+    if args.cmd == "all":
+        train_all(args)
+    elif args.cmd == "export":
         export(args.src, args.dst)
-        return
-    os.makedirs(args.out, exist_ok=True)
-    (train_snet if args.cmd == "snet" else train_sos)(args)
+    else:
+        torch.set_num_threads(1)
+        evaluate(_seeds(args.seeds), args.size, args.out, args.model)
 
 
 if __name__ == "__main__":
