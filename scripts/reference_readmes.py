@@ -1,9 +1,11 @@
 """Write the reference entries' board numbers into each reference model's README.
 
 Run after `arena demo [--all-tasks]` (same ARENA_HOME): for every reference model on the demo boards
-(arena.reference.DEMO_REFERENCE) the block between ``<!-- board:begin -->`` and ``<!-- board:end -->`` in
-reference_models/<name>/README.md is replaced by `arena reference report` output for that model, so the
-READMEs quote exactly what the board shows. tests/test_reference_models.py re-runs the models through
+(arena.reference.DEMO_REFERENCE) the block between ``<!-- board:<task>/<phase>:begin -->`` and
+``<!-- board:<task>/<phase>:end -->`` in reference_models/<name>/README.md (or, where the README has no
+such block, between ``<!-- board:begin -->`` and ``<!-- board:end -->``) is replaced by `arena reference
+report` output for that model, so the READMEs quote exactly what the board shows (a model on two tasks'
+boards keeps one block per task). tests/test_reference_models.py re-runs the models through
 the runner on the same cases and checks the README numbers against the board.
 
     ARENA_HOME=/tmp/demo arena demo --no-serve --all-tasks && ARENA_HOME=/tmp/demo python scripts/reference_readmes.py
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -40,12 +41,15 @@ def main() -> int:
                     continue
                 readme = reference.default_models_dir() / name / "README.md"
                 body = readme.read_text()
-                if BEGIN not in body or END not in body:
-                    sys.exit(f"{readme}: no {BEGIN} … {END} block to replace")
-                block = (f"{BEGIN}\n`arena demo{' --all-tasks' if slug != 'han-oar-22' else ''}` board, "
+                begin, end = f"<!-- board:{slug}/{phase_slug}:begin -->", f"<!-- board:{slug}/{phase_slug}:end -->"
+                if begin not in body:
+                    begin, end = BEGIN, END
+                if begin not in body or end not in body:
+                    sys.exit(f"{readme}: no {begin} … {end} block to replace")
+                block = (f"{begin}\n`arena demo --all-tasks` board, "
                          f"{slug} / {phase_slug} (`arena reference report --task {slug} --phase {phase_slug}"
-                         f" --name {name}`):\n\n{text.strip()}\n{END}")
-                readme.write_text(re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda m: block, body,
+                         f" --name {name}`):\n\n{text.strip()}\n{end}")
+                readme.write_text(re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda m: block, body,
                                          flags=re.S))
                 print(f"{readme}: updated")
     if missing:

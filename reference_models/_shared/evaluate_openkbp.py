@@ -13,7 +13,7 @@ the model predicts; a contoured organ the model misses scores Dice 0 and HD95 = 
     python reference_models/_shared/evaluate_openkbp.py multiatlas --splits validation test
 
 Prints, per split, a Markdown table (per organ: scored patients, mean Dice, mean HD95) and the time per
-case. Nothing is written into the repository.
+case (CPU-contended machines make it noisy). Nothing is written into the repository.
 """
 
 from __future__ import annotations
@@ -67,8 +67,11 @@ def build_atlases(dest: str, data_root: str) -> None:
 
 
 def evaluate(name: str, data_root: str, splits: list[str], atlas_dir: str | None = None,
-             limit: int | None = None, log=print) -> dict:
-    """Per split: per-patient scores {patient: {organ: {dice, hd95}}} and seconds per case."""
+             limit: int | None = None, log=print, out_path: str | None = None) -> dict:
+    """Per split: per-patient scores {patient: {organ: {dice, hd95}}} and seconds per case.
+
+    ``out_path``: the result is written there (JSON) after every patient, and patients already in it
+    (same model) are not run again (an interrupted run resumes)."""
     import SimpleITK as sitk
 
     from arena.metrics.segmentation import EmptyPolicy, score_segmentation
@@ -79,11 +82,20 @@ def evaluate(name: str, data_root: str, splits: list[str], atlas_dir: str | None
     t0 = time.perf_counter()
     state = setup()
     out = {"model": name, "task": TASK, "setup_s": time.perf_counter() - t0, "splits": {}}
+    done = {}
+    if out_path and os.path.isfile(out_path):
+        old = json.loads(Path(out_path).read_text())
+        if old.get("model") == name:
+            done = {sp: v for sp, v in old.get("splits", {}).items()}
     d = split.openkbp_dir(data_root)
     for sp in splits:
         patients = split.split_patients(cases, sp)[:limit]
-        res, secs = {}, []
+        res = dict(done.get(sp, {}).get("patients", {}))
+        secs = list(done.get(sp, {}).get("seconds", []))
+        out["splits"][sp] = {"patients": res, "seconds": secs}
         for p in patients:
+            if p in res:
+                continue
             img = sitk.ReadImage(str(d / f"{p}_ct.nii.gz"))
             t1 = time.perf_counter()
             lab = segment(img, state)
@@ -95,7 +107,10 @@ def evaluate(name: str, data_root: str, splits: list[str], atlas_dir: str | None
                       if v["dice"] is not None}
             log(f"{name} {sp} {p}: " + ", ".join(f"{o} {v['dice']:.2f}" for o, v in res[p].items())
                 + f" ({secs[-1]:.1f} s)")
-        out["splits"][sp] = {"patients": res, "seconds_per_case": float(np.mean(secs)) if secs else None}
+            out["splits"][sp]["seconds_per_case"] = float(np.mean(secs))
+            if out_path:
+                Path(out_path).write_text(json.dumps(out, indent=1))
+        out["splits"][sp]["seconds_per_case"] = float(np.mean(secs)) if secs else None
     return out
 
 
@@ -133,7 +148,8 @@ def main() -> int:
     ap.add_argument("--atlases", default=None, help="multiatlas: an OpenKBP atlas folder (default: built now "
                     "into a temporary folder from the train split)")
     ap.add_argument("--limit", type=int, default=None, help="first N patients of each split")
-    ap.add_argument("--out", default=None, help="write the per-patient scores here (JSON)")
+    ap.add_argument("--out", default=None, help="write the per-patient scores here (JSON, after every patient; "
+                    "a rerun with the same --out skips the patients already there)")
     a = ap.parse_args()
     if a.data is None:
         from arena.tasks.store import shared_data_root
@@ -145,7 +161,7 @@ def main() -> int:
             atlases = os.path.join(tmp, "atlases")
             build_atlases(atlases, a.data)
         t0 = time.time()
-        res = evaluate(a.model, a.data, a.splits, atlases, a.limit)
+        res = evaluate(a.model, a.data, a.splits, atlases, a.limit, out_path=a.out)
         res["wall_s"] = time.time() - t0
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))
