@@ -71,7 +71,7 @@ def main() -> int:
                 secs.append(time.perf_counter() - t0)
             rows.append((name, t_setup, float(np.mean(secs)), float(np.max(secs))))
     print(f"\nOpenKBP validation patients {', '.join(patients)} (128^3 CT), 1 thread, in-process (no container start)\n")
-    print(f"load a case: .mha {np.mean(t_mha):.2f} s, .nii.gz {np.mean(t_nii):.2f} s (mean)\n")
+    print(f"load a case: .mha {1000 * np.mean(t_mha):.0f} ms, .nii.gz {1000 * np.mean(t_nii):.0f} ms (mean)\n")
     print("| model | setup s | inference s/case (mean) | max |")
     print("|---|---:|---:|---:|")
     for name, t_setup, mean, mx in rows:
