@@ -165,7 +165,7 @@ def reference_images(docker_engine, base_image):
     from arena import reference
 
     return {b.name: b for b in reference.build(base_image, ["anatomynet", "focusnetv2", "multiatlas"],
-                                               log=lambda m: None)}
+                                               log=lambda m: None, tasks=["han-oar-22"])}
 
 
 @pytest.fixture(scope="module")
