@@ -253,11 +253,15 @@ def submit(settings, task_slug: str, phases: list[str] | None = None, names=None
                     continue
                 if not tar.is_file():
                     log(f"{d.name}: docker save -> {tar}")
-                    save_image(tag_for(d.name), str(tar), client=client)
+                    save_image(tag_for(d.name, var), str(tar), client=client)
                 with open(tar, "rb") as f:
                     upload = store_upload(f, settings)
                 try:
                     info = check_archive(s, settings, phase, user.team, upload.path)
+                    if info.image_id != image.id:  # a stale or wrong tarball: never submit another variant
+                        tar.unlink(missing_ok=True)
+                        raise RuntimeError(f"{tar.name} holds image {info.image_id[:19]}, not {tag_for(d.name, var)} "
+                                           f"({image.id[:19]}); removed, run again")
                     sub = Submission(task=task, phase=phase, team=user.team, user=user, label=f"{d.name} (reference)",
                                      status=SubmissionStatus.UPLOADED, upload_name=tar.name,
                                      upload_path=str(upload.path), upload_sha256=upload.sha256,

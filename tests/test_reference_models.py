@@ -235,7 +235,7 @@ def test_reference_entries_on_the_demo_board_match_their_readmes(reference_image
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_reference_run_is_idempotent(reference_images, settings, db):
+def test_reference_run_is_idempotent(reference_images, base_image, settings, db):
     from sqlalchemy import select
 
     from arena import reference
@@ -257,6 +257,17 @@ def test_reference_run_is_idempotent(reference_images, settings, db):
     for sub in subs:  # each says what it was trained on (reference_models/<name>/tasks.json)
         assert sub.provenance == reference.provenance(sub.label.split()[0], "han-oar-22"), sub.label
         assert "phantom" in sub.provenance
+
+    # a task with its own variant gets that variant's image (and provenance), not the default one
+    (kbp,) = reference.build(base_image, ["anatomynet"], log=lambda m: None, tasks=["han-oar-openkbp"])
+    upsert_task(db, REPO / "tasks" / "han-oar-openkbp")
+    db.commit()
+    (run,) = reference.submit(settings, "han-oar-openkbp", ["validation"], ["anatomynet"], log=lambda m: None,
+                              enqueue=False)
+    db.expire_all()
+    sub = db.get(Submission, run.submission_id)
+    assert sub.image_id == kbp.image_id != reference_images["anatomynet"].image_id
+    assert "OpenKBP train patients" in sub.provenance
     team = db.scalar(select(Team).where(Team.name == reference.REFERENCE_TEAM))
     assert team.is_reference and all(s.team_id == team.id for s in subs)
     assert {s.image_id for s in subs} == {reference_images[n].image_id for n in ("multiatlas", "anatomynet")}
