@@ -232,6 +232,9 @@ def submit(settings, task_slug: str, phases: list[str] | None = None, names=None
     results: list[RunResult] = []
     queued: list[int] = []
     for d in discover(models_dir, names):
+        if variants(d) and task_slug not in variants(d):  # tasks.json lists the tasks a model has weights for
+            log(f"{d.name}: skipped, it has no variant for {task_slug} (its tasks.json: {sorted(variants(d))})")
+            continue
         var = variant_for(d, task_slug)
         try:
             image = client.images.get(tag_for(d.name, var))

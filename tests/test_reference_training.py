@@ -186,3 +186,17 @@ def test_openkbp_onnx_matches_its_torch_weights():
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_models_without_a_variant_for_the_task_are_not_submitted(settings):
+    """`arena reference run --task han-oar-openkbp` submits only the models with weights for that task (their
+    tasks.json says which), instead of sending a 22-organ FocusNetv2 or a tile detector to a 7-organ task."""
+    from arena import reference
+
+    said: list[str] = []
+    runs = reference.submit(settings, "han-oar-openkbp", ["validation"], ["cell_detector", "focusnetv2"],
+                            log=said.append, client=object(), enqueue=False)
+    assert runs == []
+    assert any("cell_detector: skipped" in m for m in said) and any("focusnetv2: skipped" in m for m in said)
+    assert reference.provenance("focusnetv2", "han-oar-22") and reference.provenance("cell_detector",
+                                                                                      "signet-ring-cells")
