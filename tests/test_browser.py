@@ -195,3 +195,49 @@ def test_hostile_team_name_runs_no_script(chromium, bare_server, db):
             ctx.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_over_cap_archive_is_refused_before_sending(chromium, settings, db, tmp_path):
+    """Issue 16: the upload form knows the server's cap (shown as "up to 1 MB", not "up to 0 GiB") and
+    refuses a larger archive in the browser with a message saying what to do; nothing reaches the server."""
+    import dataclasses
+
+    from playwright.sync_api import expect, sync_playwright
+    from sqlalchemy import func, select
+    from werkzeug.serving import make_server
+
+    from arena.models import Submission
+    from arena.tasks.store import upsert_task
+    from arena.web import create_app
+
+    upsert_task(db, REPO / "tasks" / "han-oar-22")
+    make_user(db, "carol", team="Carol's lab")
+    db.commit()
+    small = dataclasses.replace(settings, max_upload_bytes=1 << 20)
+    srv = make_server("127.0.0.1", 0, create_app(small), threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    big = tmp_path / "image.tar.gz"
+    big.write_bytes(b"\0" * (2 << 20))
+    profile = tempfile.mkdtemp(prefix="arena-chromium-")
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, args=ARGS, headless=True)
+            page = ctx.new_page()
+            page.set_default_timeout(30_000)
+            base = f"http://127.0.0.1:{srv.server_port}"
+            page.goto(f"{base}/signin")
+            page.fill("#name", "carol")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.goto(f"{base}/tasks/han-oar-22/submit")
+            expect(page.locator("label[for=file]")).to_contain_text("up to 1 MB")
+            page.set_input_files("#file", str(big))
+            page.click("#upload-button")
+            expect(page.locator("#upload-error")).to_contain_text("over this server's upload limit of 1 MB")
+            expect(page.locator("#progress")).to_be_hidden()
+            ctx.close()
+    finally:
+        srv.shutdown()
+        shutil.rmtree(profile, ignore_errors=True)
+    db.expire_all()
+    assert db.scalar(select(func.count(Submission.id))) == 0

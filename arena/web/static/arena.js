@@ -25,6 +25,13 @@
       var f = fileInput.files[0];
       byId("upload-error").hidden = true;
       if (!f) { fail("Choose the image archive first."); return; }
+      var maxBytes = Number(form.getAttribute("data-max-bytes")), cap = form.getAttribute("data-cap");
+      if (maxBytes && f.size > maxBytes) {  // refused here, before a byte is sent
+        fail(f.name + " is " + fmt(f.size) + ", over this server's upload limit of " + cap +
+             ". Make the image smaller (a slimmer base image, no build caches or training data in it; " +
+             "large weights can go into a model archive) and upload again.");
+        return;
+      }
       var phase = byId("phase").value, label = byId("label").value;
       var url = base.replace("PHASE", encodeURIComponent(phase)) + "?filename=" + encodeURIComponent(f.name) +
         "&label=" + encodeURIComponent(label);
@@ -47,6 +54,8 @@
         if (xhr.status === 202 && body.url) {
           byId("progress-text").textContent = "Uploaded: submission " + body.id + ". Opening it…";
           location.href = body.url;
+        } else if (xhr.status === 413) {
+          fail("The server refused the archive as too large (its limit is " + form.getAttribute("data-cap") + ").");
         } else { fail(body.error || ("Upload refused (HTTP " + xhr.status + ")")); }
       };
       xhr.onerror = function () { fail("The upload was interrupted (network error). Try again."); };
