@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from arena import __version__
-from arena.cli.images import EXAMPLE_DIR, build_example
+from arena.cli.images import build_example
 from arena.cli.root import REPO_ROOT, _fail, main
 from arena.cli.submissions import _watch, submit
 from arena.cli.tasks import task_load
@@ -32,20 +32,6 @@ DEMO_CT_TASKS = (REAL_MAIN, SYNTHETIC_MAIN,
                  ("han-oar-9", "validation", "han-oar-9", False),
                  ("thoracic-oar-6", "validation", "thoracic-oar-6", False),
                  ("abdomen-totalseg", "test", "replay", True))
-
-
-def build_example_variant(settings, mode: str, log=print) -> Path:
-    """The example algorithm built for another task's label ids (``--build-arg TASK=mode``), saved as a tarball."""
-    from arena.images.base import BASE_TAG, build_base_image
-    from arena.images.build import build_image, save_image
-
-    build_base_image(log=log)
-    tag = f"arena/example-threshold-segmenter-{mode}:{__version__}"
-    build_image(str(EXAMPLE_DIR), tag, BASE_TAG, log=lambda line: None, buildargs={"TASK": mode})
-    output = settings.home / "examples" / f"threshold-segmenter-{mode}.tar.gz"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_image(tag, str(output), compress=True)
-    return output
 
 
 def build_replay(settings, log=print) -> Path:
@@ -102,10 +88,8 @@ def _demo_task(settings, ctx, entry: tuple, cases: int, size: str, step) -> tupl
                limit_cases=cases if real else None)
     if mode == "replay":
         tarball, label = build_replay(settings, log=click.echo), "TotalSegmentator fast (replayed)"
-    elif mode is None:
-        tarball, label = build_example(settings, log=click.echo), f"threshold-segmenter {__version__}"
     else:
-        tarball, label = build_example_variant(settings, mode, log=click.echo), f"threshold-segmenter {__version__}"
+        tarball, label = build_example(settings, log=click.echo, mode=mode), f"threshold-segmenter {__version__}"
     ctx.invoke(submit, tarball=tarball, task_slug=slug, phase_slug=phase_slug, user_name="demo", label=label,
                wait=False)
     with session_scope(settings.database_url) as s:
