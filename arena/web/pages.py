@@ -108,10 +108,12 @@ def _board_fragment(task: Task, phase, spec, organs: str) -> Markup:
     key = (phase.id, result_version(g.db, phase), organs)
     html = _FRAGMENTS.get(key)
     if html is None:
+        from arena.leaderboard.statistics import NOT_INFORMATIVE  # computing the board imported it already
+
         board = leaderboard(g.db, task, phase)
         organ_metrics = [m for m in spec.metrics if organs == "all" or m.name == organs]
         html = Markup(render_template("_board.html", task=task, spec=spec, phase=phase, board=board,
-                                      organ_metrics=organ_metrics))
+                                      organ_metrics=organ_metrics, not_informative=NOT_INFORMATIVE))
         if len(_FRAGMENTS) > 64:
             _FRAGMENTS.clear()
         _FRAGMENTS[key] = html
