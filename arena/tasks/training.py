@@ -90,10 +90,22 @@ def write_manifest(settings: Settings, slug: str, sources: Iterable) -> Path | N
     return path
 
 
+_READ: dict[Path, tuple[int, dict]] = {}  # manifest path -> (mtime_ns, parsed): the task page asks on every view
+
+
 def read_manifest(settings: Settings, slug: str) -> dict | None:
-    """The task's training manifest, or None when the task has no training data."""
+    """The task's training manifest, or None when the task has no training data. Parsed once per version
+    of the file (its mtime): the task page shows the summary on every view. Callers must not modify it."""
     path = manifest_path(settings, slug)
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        _READ.pop(path, None)
+        return None
+    hit = _READ.get(path)
+    if hit is None or hit[0] != mtime:
+        hit = _READ[path] = (mtime, json.loads(path.read_text()))
+    return hit[1]
 
 
 def archive_files(manifest: dict) -> list[TrainingFile]:
@@ -112,7 +124,8 @@ def archive_size(manifest: dict, labels: dict[int, str]) -> int:
 
 def _extras(manifest: dict, labels: dict[int, str]) -> list[tuple[str, bytes]]:
     slug = manifest["slug"]
-    keys = sorted({e["key"] for e in manifest["files"]})
+    meta = {e["key"]: e["meta"] for e in manifest["files"]}  # image and labels entries carry the same meta
+    keys = sorted(meta)
     readme = (f"Training data of the Arena task {slug}: {len(keys)} cases.\n"
               "images/<case>.*: the images; labels/<case>.*: their reference label maps (label ids in labels.json).\n"
               "The files are as the organizer's data folder holds them; SHA-256 sums are in SHA256SUMS.\n"
@@ -121,8 +134,7 @@ def _extras(manifest: dict, labels: dict[int, str]) -> list[tuple[str, bytes]]:
     sums = "".join(f"{e['sha256']}  {e['arcname']}\n" for e in manifest["files"])
     return [("README.txt", readme.encode()),
             ("labels.json", json.dumps({str(k): v for k, v in sorted(labels.items())}, indent=1).encode()),
-            ("cases.json", json.dumps([{"case": k, **next(e["meta"] for e in manifest["files"] if e["key"] == k)}
-                                       for k in keys], indent=1).encode()),
+            ("cases.json", json.dumps([{"case": k, **meta[k]} for k in keys], indent=1).encode()),
             ("SHA256SUMS", sums.encode())]
 
 
