@@ -36,6 +36,22 @@ def _settings():
     return settings
 
 
+def _each_case(slug: str, keys: tuple[str, ...], action, verb: str) -> list[str]:
+    """``action(session, settings, task, key)`` for every key in one transaction; its summaries. A
+    :class:`~arena.tasks.case_admin.CaseAdminError` on any key rolls all back and ends the command."""
+    from arena.db import session_scope
+    from arena.tasks.case_admin import CaseAdminError
+
+    settings = _settings()
+    try:
+        with session_scope(settings.database_url) as s:
+            t = _open_task(s, slug)
+            return [action(s, settings, t, key) for key in keys]
+    except CaseAdminError as e:
+        _fail(f"{e}; nothing was {verb}")
+        raise  # not reached: _fail exits
+
+
 @task.command("import-cases")
 @click.argument("slug")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -125,21 +141,15 @@ def cases_cmd(slug: str, phase: str | None, as_json: bool) -> None:
 def remove_case_cmd(slug: str, keys: tuple[str, ...], force: bool) -> None:
     """Remove cases KEYS from task SLUG (rows and stored files). A scored case needs --force."""
     from arena import audit
-    from arena.db import session_scope
-    from arena.tasks.case_admin import CaseAdminError, remove_case
+    from arena.tasks.case_admin import remove_case
 
-    settings = _settings()
-    try:
-        with session_scope(settings.database_url) as s:
-            t = _open_task(s, slug)
-            done = []
-            for key in keys:
-                n = remove_case(s, settings, t, key, force=force)
-                audit.record(s, None, "task.case_remove", "task", t.slug, case=key, results_deleted=n,
-                             via="arena task remove-case")
-                done.append(f"{key}" + (f" ({n} result(s) deleted)" if n else ""))
-    except CaseAdminError as e:
-        _fail(f"{e}; nothing was removed")
+    def remove(s, settings, t, key: str) -> str:
+        n = remove_case(s, settings, t, key, force=force)
+        audit.record(s, None, "task.case_remove", "task", t.slug, case=key, results_deleted=n,
+                     via="arena task remove-case")
+        return key + (f" ({n} result(s) deleted)" if n else "")
+
+    done = _each_case(slug, keys, remove, "removed")
     click.echo(f"removed from {slug}: {', '.join(done)}")
 
 
@@ -151,19 +161,13 @@ def remove_case_cmd(slug: str, keys: tuple[str, ...], force: bool) -> None:
 def move_case_cmd(slug: str, keys: tuple[str, ...], to: str, force: bool) -> None:
     """Move cases KEYS of task SLUG into phase --to. A scored case needs --force."""
     from arena import audit
-    from arena.db import session_scope
-    from arena.tasks.case_admin import CaseAdminError, move_case
+    from arena.tasks.case_admin import move_case
 
-    settings = _settings()
-    try:
-        with session_scope(settings.database_url) as s:
-            t = _open_task(s, slug)
-            lines = []
-            for key in keys:
-                left = move_case(s, t, key, to, force=force)
-                audit.record(s, None, "task.case_move", "task", t.slug, case=key, to=to, left=left,
-                             via="arena task move-case")
-                lines.append(f"{key} ({', '.join(left) or 'no phase'} → {to})")
-    except CaseAdminError as e:
-        _fail(f"{e}; nothing was moved")
+    def move(s, settings, t, key: str) -> str:
+        left = move_case(s, t, key, to, force=force)
+        audit.record(s, None, "task.case_move", "task", t.slug, case=key, to=to, left=left,
+                     via="arena task move-case")
+        return f"{key} ({', '.join(left) or 'no phase'} → {to})"
+
+    lines = _each_case(slug, keys, move, "moved")
     click.echo(f"moved in {slug}: {'; '.join(lines)}")
