@@ -86,7 +86,7 @@ def check_case(key: str, image: Path | str, reference: Path | str, labels: Mappi
     try:
         if not image.exists():
             raise convert.CaseFormatError(f"{image}: image not found")
-        geom = convert.geometry(convert.read_image(image)) if image.is_dir() else convert.read_geometry(image)
+        geom = convert.read_geometry(image)  # header only; a DICOM series is read fully
     except (convert.CaseFormatError, RuntimeError) as e:
         problems.append(f"case {key}: {e}")
     present: list[int] = []
