@@ -30,6 +30,8 @@ from typing import Callable, Literal
 import numpy as np
 import SimpleITK as sitk
 
+from arena.tasks.convert import read_image
+
 Kind = Literal["image", "labels"]
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 4 * 2**30  # 4 GiB: about 25 CTs of 512×512×100 with their label maps
@@ -65,13 +67,7 @@ def read_volume(path: Path, kind: Kind) -> Volume:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise ValueError(f"{path}: not a readable image ({str(e).strip().splitlines()[-1]})") from None
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path}: expected a 3-D scalar image, got {img.GetDimension()}-D with "
-                         f"{img.GetNumberOfComponentsPerPixel()} component(s)")
+    img = read_image(path)  # the case reader: CaseFormatError (a ValueError) naming the file
     if not np.allclose(img.GetDirection(), np.eye(3).ravel(), atol=1e-6):  # already LPS: no copy needed
         img = sitk.DICOMOrient(img, "LPS")
     arr = _view(img)  # no copy of the pixels
