@@ -37,6 +37,17 @@ def distance_conventions() -> tuple[str, ...]:
     return (*CONVENTIONS, UNSTATED_CONVENTION)
 
 
+def _amount(r: dict[str, str], column: str, where: str, expected: str) -> float:
+    """Cell ``column`` of row ``r`` as a finite number >= 0 (ValueError naming ``where`` and the column)."""
+    try:
+        x = float(r[column])
+    except ValueError:
+        raise ValueError(f"{where}, column {column!r}: expected {expected}, got {r[column]!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"{where}, column {column!r}: expected a finite number >= 0, got {r[column]!r}")
+    return x
+
+
 def _unit_ok(metric: str, unit: str) -> bool:
     if metric in OVERLAP_METRICS:
         return unit in ("%", "fraction")
@@ -125,25 +136,13 @@ def load_literature(path: str | Path, spec: TaskSpec) -> pd.DataFrame:
             ok = (["%", "fraction"] if metric in OVERLAP_METRICS
                   else ["mm"] if metric in DISTANCE_METRICS else list(_UNITS))
             raise ValueError(f"{where}, column 'unit': expected one of {ok} for {metric}, got {unit!r}")
-        try:
-            reported = float(r["value"])
-        except ValueError:
-            raise ValueError(f"{where}, column 'value': expected a number, got {r['value']!r}") from None
-        if not math.isfinite(reported) or reported < 0:
-            raise ValueError(f"{where}, column 'value': expected a finite number >= 0, got {r['value']!r}")
+        reported = _amount(r, "value", where, "a number")
         value = reported / 100.0 if unit == "%" else reported
         if metric in OVERLAP_METRICS and value > 1:
             raise ValueError(f"{where}, column 'value': {metric} must be at most {'100' if unit == '%' else '1'} "
                              f"{unit}, got {r['value']!r}")
-        sd = float("nan")
-        if r["sd"]:
-            try:
-                sd = float(r["sd"])
-            except ValueError:
-                raise ValueError(f"{where}, column 'sd': expected a number or nothing, got {r['sd']!r}") from None
-            if not math.isfinite(sd) or sd < 0:
-                raise ValueError(f"{where}, column 'sd': expected a finite number >= 0, got {r['sd']!r}")
-            sd = sd / 100.0 if unit == "%" else sd
+        sd = _amount(r, "sd", where, "a number or nothing") if r["sd"] else float("nan")
+        sd = sd / 100.0 if unit == "%" else sd
         conv = r["convention"]
         if metric in DISTANCE_METRICS and conv not in distance_conventions():
             raise ValueError(f"{where}, column 'convention': expected one of {list(distance_conventions())} for "
