@@ -349,6 +349,7 @@ def load_real_cases(session: Session, settings: Settings, task: Task, task_dir: 
     by_slug = {p.slug: p for p in task.phases}
     existing = {c.key: c for c in session.scalars(select(Case).where(Case.task_id == task.id))}
     training = list_training_cases(task_dir, spec, data_root)  # its files must be there too, before any write
+    volumetric = kind_for(spec).volumetric
     cases, created = [], []
     try:
         for i, c in enumerate(sources):
@@ -363,13 +364,13 @@ def load_real_cases(session: Session, settings: Settings, task: Task, task_dir: 
             else:
                 if case is None:
                     created.append(settings.cases_dir / task.slug / c.key)
-                if not kind_for(spec).volumetric:  # tiles: kept, or converted by arena.tasks.tiles_import
-                    case = add_tile_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
-                                         meta={"synthetic": False, **c.meta})
-                else:
+                if volumetric:
                     case = add_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
                                     meta={"synthetic": False, **c.meta}, label_map=c.label_map,
                                     resample_reference=c.resample_reference)
+                else:  # tiles: kept, or converted by arena.tasks.tiles_import
+                    case = add_tile_case(session, settings, task, c.key, c.image, c.reference, [by_slug[c.phase]],
+                                         meta={"synthetic": False, **c.meta})
                 case.meta = {**case.meta, "source_files": fp}
             cases.append(case)
         write_manifest(settings, task.slug, training)
