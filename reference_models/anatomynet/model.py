@@ -19,6 +19,8 @@ Loss: the paper's hybrid of a (Tversky alpha = beta = 0.5, i.e.) Dice term and a
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,6 +111,26 @@ class AnatomyNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def load(path: str) -> AnatomyNet:
+    """An AnatomyNet from a training script's checkpoint (fp16 state dict + n_classes), in eval mode."""
+    ck = torch.load(path, map_location="cpu")
+    model = AnatomyNet(ck["n_classes"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+    return model.eval()
+
+
+def export(pt_path: str, onnx_path: str, example_zyx: tuple[int, int, int]) -> None:
+    """Checkpoint -> ONNX ("ct" in, "probabilities" out, dynamic batch and z, y, x); ``example_zyx`` is
+    only the tracing input's size."""
+    model = load(pt_path)
+    x = torch.zeros(1, 1, *example_zyx)
+    torch.onnx.export(model, (x,), onnx_path, input_names=["ct"], output_names=["probabilities"],
+                      dynamic_axes={"ct": {0: "n", 2: "z", 3: "y", 4: "x"},
+                                    "probabilities": {0: "n", 2: "z", 3: "y", 4: "x"}},
+                      opset_version=17, dynamo=False)
+    print(f"wrote {onnx_path} ({os.path.getsize(onnx_path) / 1e6:.1f} MB)")
 
 
 def hybrid_loss(logits: torch.Tensor, target: torch.Tensor, present: torch.Tensor | None = None,

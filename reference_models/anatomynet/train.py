@@ -30,6 +30,7 @@ import torch  # noqa: E402
 import phantom_data as pdata  # noqa: E402
 import refio  # noqa: E402
 from model import AnatomyNet, count_parameters, hybrid_loss  # noqa: E402
+from model import export as model_export  # noqa: E402
 
 SMALL = (4, 5, 6, 7, 8, 11, 14, 15, 16, 17)
 
@@ -115,21 +116,8 @@ def train(args) -> None:
     say("saved anatomynet.pt (fp16 state dict)")
 
 
-def load(path: str) -> AnatomyNet:
-    ck = torch.load(path, map_location="cpu")
-    model = AnatomyNet(ck["n_classes"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
-    return model.eval()
-
-
 def export(pt_path: str, onnx_path: str) -> None:
-    model = load(pt_path)
-    x = torch.zeros(1, 1, *refio.CANON_SIZE_XYZ[::-1])
-    torch.onnx.export(model, (x,), onnx_path, input_names=["ct"], output_names=["probabilities"],
-                      dynamic_axes={"ct": {0: "n", 2: "z", 3: "y", 4: "x"},
-                                    "probabilities": {0: "n", 2: "z", 3: "y", 4: "x"}},
-                      opset_version=17, dynamo=False)
-    print(f"wrote {onnx_path} ({os.path.getsize(onnx_path) / 1e6:.1f} MB)")
+    model_export(pt_path, onnx_path, refio.CANON_SIZE_XYZ[::-1])
 
 
 def main() -> None:

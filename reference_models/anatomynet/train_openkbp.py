@@ -35,7 +35,8 @@ import torch  # noqa: E402
 
 import openkbp_grid as grid  # noqa: E402
 import openkbp_split as split  # noqa: E402
-from model import AnatomyNet, count_parameters, hybrid_loss  # noqa: E402
+from model import AnatomyNet, count_parameters, hybrid_loss, load  # noqa: E402, F401
+from model import export as model_export  # noqa: E402
 
 N_CLASSES = 1 + len(split.ORGANS)
 OUT_DIR = os.path.join(HERE, "weights", "han-oar-openkbp")
@@ -146,21 +147,8 @@ def train(args) -> None:
     say("exported anatomynet.onnx")
 
 
-def load(path: str) -> AnatomyNet:
-    ck = torch.load(path, map_location="cpu")
-    model = AnatomyNet(ck["n_classes"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
-    return model.eval()
-
-
 def export(pt_path: str, onnx_path: str) -> None:
-    model = load(pt_path)
-    x = torch.zeros(1, 1, 80, grid.SIZE_Y, grid.SIZE_X)
-    torch.onnx.export(model, (x,), onnx_path, input_names=["ct"], output_names=["probabilities"],
-                      dynamic_axes={"ct": {0: "n", 2: "z", 3: "y", 4: "x"},
-                                    "probabilities": {0: "n", 2: "z", 3: "y", 4: "x"}},
-                      opset_version=17, dynamo=False)
-    print(f"wrote {onnx_path} ({os.path.getsize(onnx_path) / 1e6:.1f} MB)")
+    model_export(pt_path, onnx_path, (80, grid.SIZE_Y, grid.SIZE_X))
 
 
 def main() -> None:
