@@ -33,12 +33,15 @@ def penalty_cells(sub) -> set[tuple[int, str, str, str]]:
 
     spec = spec_of(sub.task)
     out: set[tuple[int, str, str, str]] = set()
+    pens: dict[int, float | None] = {}  # per case: a re-run scores the same cases again
     for ev in sub.evaluations:
         for cr in ev.case_results:
             dist = [mv for mv in cr.metrics if mv.metric in DISTANCE_METRICS and mv.value is not None]
             if not dist:
                 continue
-            pen = penalty_distance(spec, cr.case)
+            if cr.case_id not in pens:
+                pens[cr.case_id] = penalty_distance(spec, cr.case)
+            pen = pens[cr.case_id]
             for mv in dist:
                 if is_penalty(mv.value, pen):
                     name = spec.labels[mv.label].name if mv.label in spec.labels else str(mv.label)

@@ -50,6 +50,7 @@ def result_rows(subs: Iterable[Submission], evaluation_ids: set[int] | None = No
     from arena.leaderboard.ranking import is_penalty
 
     rows = []
+    pens: dict[int, float | None] = {}
     for s in subs:
         spec = spec_of(s.task)
         names = {k: v.name for k, v in spec.labels.items()}
@@ -62,7 +63,11 @@ def result_rows(subs: Iterable[Submission], evaluation_ids: set[int] | None = No
                 by_label: dict[int, dict[str, Any]] = {}
                 for mv in cr.metrics:
                     by_label.setdefault(mv.label, {})[mv.metric] = _num(mv.value)
-                pen = penalty_distance(spec, cr.case) if distances and by_label else None
+                pen = None
+                if distances and by_label:  # once per case, not per submission and evaluation that scored it
+                    if cr.case_id not in pens:
+                        pens[cr.case_id] = penalty_distance(spec, cr.case)
+                    pen = pens[cr.case_id]
                 for label in sorted(by_label) or [None]:
                     row = {"evaluation_id": e.id, "submission_id": s.id, "team": s.team.name, "phase": s.phase.slug,
                            "case": cr.case.key, "case_status": cr.status.value, "failure": cr.failure,
