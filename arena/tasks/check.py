@@ -14,14 +14,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy import select
 
 from arena.config import load_settings
 from arena.db import session_scope
 from arena.kinds import kind_for
 from arena.models import Task
-from arena.tasks.case_check import CaseCheckError, check_case
+from arena.tasks.case_check import CaseCheckError, check_case, label_values
+from arena.tasks.convert import read_image
 from arena.tasks.importing import find_cases
 from arena.tasks.spec import TaskSpec, TaskSpecError, load_spec
 from arena.tasks.store import DataUnavailable, list_real_cases, list_training_cases
@@ -71,18 +71,6 @@ class CheckResult:
             lines += [f"    {c}" for c in self.cases]
         lines += [f"  note: {n}" for n in self.notes]
         return lines
-
-
-def _label_ids(path: Path, label_map: dict[int, int] | None = None) -> set[int]:
-    from arena.tasks.convert import read_image
-
-    import SimpleITK as sitk
-
-    arr = sitk.GetArrayFromImage(read_image(path))
-    ids = {int(v) for v in np.unique(arr) if v}
-    if label_map is not None:
-        ids = {label_map[i] for i in ids if label_map.get(i)}
-    return ids
 
 
 def _case_line(key: str, phases: str, report, n_labels: int, source: str) -> str:
@@ -145,7 +133,7 @@ def check_task(task_dir: Path | str, data_root: Path | None = None, generate: bo
                 continue
             try:
                 rep = check_case(c.key, c.image, c.reference, spec.labels, label_map=c.label_map,
-                                 resample_reference=getattr(c, "resample_reference", False))
+                                 resample_reference=c.resample_reference)
             except CaseCheckError as e:
                 res.problems += e.problems
                 continue
@@ -178,7 +166,7 @@ def check_task(task_dir: Path | str, data_root: Path | None = None, generate: bo
                     return res
                 res.notes.append(f"synthetic cases skipped: {e}")
             if demo is not None and kind.volumetric:
-                ids = _label_ids(demo.reference)
+                ids = set(label_values(read_image(demo.reference), demo.reference))
                 extra = sorted(ids - set(spec.labels))
                 if extra:
                     res.problems.append(f"generator {demo.meta.get('generator')}: labels {extra} not in the task's "
