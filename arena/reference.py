@@ -232,9 +232,11 @@ def submit(settings, task_slug: str, phases: list[str] | None = None, names=None
     results: list[RunResult] = []
     queued: list[int] = []
     for d in discover(models_dir, names):
-        if variants(d) and task_slug not in variants(d):  # tasks.json lists the tasks a model has weights for
-            log(f"{d.name}: skipped, it has no variant for {task_slug} (its tasks.json: {sorted(variants(d))})")
+        v = variants(d)
+        if v and task_slug not in v:  # tasks.json lists the tasks a model has weights for
+            log(f"{d.name}: skipped, it has no variant for {task_slug} (its tasks.json: {sorted(v)})")
             continue
+        said = v.get(task_slug, {}).get("provenance") or None
         var = variant_for(d, task_slug)
         try:
             image = client.images.get(tag_for(d.name, var))
@@ -270,7 +272,7 @@ def submit(settings, task_slug: str, phases: list[str] | None = None, names=None
                                      upload_path=str(upload.path), upload_sha256=upload.sha256,
                                      upload_bytes=upload.size, image_id=info.image_id, image_user=info.user,
                                      image_bytes=info.uncompressed_bytes,
-                                     provenance=provenance(d.name, task_slug, d.parent))
+                                     provenance=said)
                     s.add(sub)
                     s.flush()
                 except BaseException:
