@@ -185,8 +185,8 @@ def test_digestpath_metrics_from_score_detection():
         digestpath_metrics({k: v for k, v in res.items() if k != "digestpath_recall"})
     # precision exactly 0.2 (1 TP after 4 FPs) is not "more than 20%": recall 0, the same via the PR curve
     pr = pr_curve_from_scores([0.9, 0.8, 0.7, 0.6, 0.5], [False, False, False, False, True], n_gt=2)
-    fake = {"digestpath_recall": 0.0, "counts": {"fp_on_negative_images": 120}, "normal_region_froc": None}
-    strict = digestpath_metrics(fake, pr=pr)
+    fake = {"digestpath_recall": 0.5, "counts": {"fp_on_negative_images": 120}, "normal_region_froc": None}
+    strict = digestpath_metrics(fake, pr=pr)  # the PR curve, when given, is read, not the stored number
     assert strict["recall"] == 0.0 and strict["fp_score"] == 0.0 and np.isnan(strict["froc"])
     with pytest.raises(ValueError, match="pass the PR curve"):
         digestpath_metrics(fake, min_precision=0.5)
