@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from arena.config import Settings
-from arena.models import Case, CaseResult, Phase, Task
+from arena.models import Case, CaseResult, Task
 from arena.tasks import convert
 from arena.tasks.case_check import CaseCheckError, CaseReport, check_case
 
@@ -223,7 +223,7 @@ def import_cases(session: Session, settings: Settings, task: Task, folder: Path,
             written.append(dest)
             case = existing.get(key)
             if case is not None:
-                _set_phases(task, case, [])
+                _leave_phases(task, case)
                 plan.replaced.append(key)
             add_case(session, settings, task, key, report.image, report.reference,
                      [by_slug[p] for p in plan.phases[key]], meta={"source": str(folder), **(meta or {})},
@@ -243,11 +243,10 @@ def import_cases(session: Session, settings: Settings, task: Task, folder: Path,
     return plan
 
 
-def _set_phases(task: Task, case: Case, phases: list[Phase]) -> None:
+def _leave_phases(task: Task, case: Case) -> None:
+    """Take a replaced case out of every phase; add_case then puts it in exactly its new ones."""
     for ph in task.phases:
-        if ph in phases and case not in ph.cases:
-            ph.cases.append(case)
-        elif ph not in phases and case in ph.cases:
+        if case in ph.cases:
             ph.cases.remove(case)
 
 
