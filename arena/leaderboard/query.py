@@ -86,11 +86,6 @@ def evaluation_scores(session: Session, evaluation_ids: list[int]) -> pd.DataFra
     return df
 
 
-def distance_conventions(spec: TaskSpec) -> dict[str, str]:
-    """Metric → the convention this task scores its distance metrics with (e.g. ``{"hd95": "medpy"}``)."""
-    return {m.name: m.convention for m in spec.metrics if m.name in DISTANCE_METRICS}
-
-
 def penalty_distance(spec: TaskSpec, case: Case) -> float | None:
     """The distance (mm) a missed organ or failed case gets in ``case`` under the task's empty-mask policy:
     the stated number, or the image diagonal of the case's reference (from its header); None when the
@@ -191,7 +186,8 @@ def compute_leaderboard(session: Session, task: Task, phase: Phase, *, bootstrap
             by = a["metrics"] if a["method"] == "mean-of-metric-ranks" else [a["primary"]]
             placed = place_literature(table, lit, by, a["higher_is_better"], labels=list(spec.labels),
                                       label_weights=a["label_weights"], label_names=a["label_names"],
-                                      conventions=distance_conventions(spec))
+                                      conventions={m.name: m.convention for m in spec.metrics
+                                                   if m.name in DISTANCE_METRICS})
             placed["team"] = placed["model"]
             placed["label"] = placed["source"]
             table = with_literature(table, placed)
