@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 import phantom_data as pdata  # noqa: E402
 import refio  # noqa: E402
-from model import AnatomyNet, count_parameters, hybrid_loss  # noqa: E402
+from model import AnatomyNet, count_parameters, hybrid_loss, load  # noqa: E402, F401 (load: the tests use it)
 from model import export as model_export  # noqa: E402
 
 SMALL = (4, 5, 6, 7, 8, 11, 14, 15, 16, 17)

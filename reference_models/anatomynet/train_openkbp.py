@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 import openkbp_grid as grid  # noqa: E402
 import openkbp_split as split  # noqa: E402
-from model import AnatomyNet, count_parameters, hybrid_loss, load  # noqa: E402, F401
+from model import AnatomyNet, count_parameters, hybrid_loss, load  # noqa: E402, F401 (load: the tests use it)
 from model import export as model_export  # noqa: E402
 
 N_CLASSES = 1 + len(split.ORGANS)
