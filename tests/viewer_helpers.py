@@ -16,6 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 SPACING_XYZ = (1.2, 1.2, 3.0)
 
 
+def _org_alice_bob(db):
+    """Users org (admin), alice (team alpha) and bob (team beta); returns alice and bob."""
+    make_user(db, "org", admin=True)
+    return make_user(db, "alice", team="alpha")[0], make_user(db, "bob", team="beta")[0]
+
+
 def _write(path: Path, arr: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = sitk.GetImageFromArray(arr)
@@ -83,9 +89,7 @@ def viewer_task(db, settings, openkbp: Path | None = None):
             db.add(case)
             phase.cases.append(case)
     db.flush()
-    make_user(db, "org", admin=True)
-    alice, _ = make_user(db, "alice", team="alpha")
-    bob, _ = make_user(db, "bob", team="beta")
+    alice, bob = _org_alice_bob(db)
     refbot, _ = make_user(db, "refbot", team="Reference models")
     refbot.team.is_reference = True
     subs = {"alice": fake_submission(db, settings, task, "validation", alice, dice=0.7),
@@ -147,9 +151,7 @@ def tile_task(db, settings):
         db.add(case)
         phase.cases.append(case)
     db.flush()
-    make_user(db, "org", admin=True)
-    alice, _ = make_user(db, "alice", team="alpha")
-    bob, _ = make_user(db, "bob", team="beta")
+    alice, bob = _org_alice_bob(db)
     subs = {"alice": fake_submission(db, settings, task, "validation", alice),
             "bob": fake_submission(db, settings, task, "validation", bob),
             "alice-test": fake_submission(db, settings, task, "test", alice)}
@@ -158,7 +160,6 @@ def tile_task(db, settings):
         for cr in ev.case_results:
             ref = json.loads(Path(cr.case.reference_path).read_text())
             boxes = [{**b, "probability": 0.9} for b in ref["boxes"][1:]]
-            w, h = ref["image_size"]
             boxes.append({"corners": [[1, 1, 0], [9, 1, 0], [9, 9, 0], [1, 9, 0]], "probability": 0.3})
             out = settings.results_dir / f"evaluation-{ev.id}" / cr.case.key / "cell-detections.json"
             out.parent.mkdir(parents=True, exist_ok=True)
