@@ -86,7 +86,7 @@ def add_case(session: Session, settings: Settings, task: Task, key: str, image: 
     ext = convert.OUTPUT_FORMATS[fmt]
     dest = settings.cases_dir / task.slug / key
     image, reference = Path(image), Path(reference)
-    volumetric = (all(p.is_dir() or convert.suffix(p) in convert.FILE_SUFFIXES for p in (image,))
+    volumetric = ((image.is_dir() or convert.suffix(image) in convert.FILE_SUFFIXES)
                   and (reference.is_dir() or not reference.exists() or convert.suffix(reference) in convert.FILE_SUFFIXES))
     report = None
     if volumetric:
@@ -103,9 +103,9 @@ def add_case(session: Session, settings: Settings, task: Task, key: str, image: 
     extra: dict = {}
     fast = not volumetric or (label_map is None and image.is_file() and reference.is_file()
             and convert.suffix(image) == ext and convert.suffix(reference) == ext)
-    if fast and volumetric:
-        geom = convert.read_geometry(image)
-        fast = convert.same_grid(geom, convert.read_geometry(reference), tol=0.0)
+    if fast and volumetric:  # the check read both headers already
+        geom = report.geometry
+        fast = convert.same_grid(geom, report.reference_geometry, tol=0.0)
         extra["geometry"] = geom
     if fast:
         if image.resolve() != img_dst.resolve():
