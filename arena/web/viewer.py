@@ -10,7 +10,7 @@ whether or not the case or submission exists. The drawing itself is :mod:`arena.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request, url_for
 from sqlalchemy import select
@@ -112,6 +112,12 @@ def _models(phase: Phase, case: Case) -> list[tuple[Submission, Evaluation, Case
     return out
 
 
+def _cannot_show(case: Case, e: Exception, what: str = "images") -> NoReturn:
+    """404 for a case whose files cannot be read or drawn; the reason goes to the server log, not the visitor."""
+    current_app.logger.warning("viewer: case %s: %s", case.key, e)
+    abort(404, description=f"this case's {what} cannot be shown (organizers: see the server log)")
+
+
 def _files(case: Case) -> CaseFiles:
     return CaseFiles(case.id, Path(case.image_path), Path(case.reference_path))
 
@@ -192,8 +198,7 @@ def slice_png(slug: str, phase_slug: str, case_key: str):
     except IndexError as e:
         abort(400, description=str(e))
     except (ValueError, FileNotFoundError) as e:
-        current_app.logger.warning("viewer: case %s: %s", case.key, e)
-        abort(404, description="this case's images cannot be shown (organizers: see the server log)")
+        _cannot_show(case, e)
     return Response(png, mimetype="image/png")
 
 
@@ -231,8 +236,7 @@ def data(slug: str, phase_slug: str, case_key: str):
     try:
         geometry = _cache().geometry(_files(case))
     except (ValueError, FileNotFoundError) as e:
-        current_app.logger.warning("viewer: case %s: %s", case.key, e)
-        abort(404, description="this case's images cannot be shown (organizers: see the server log)")
+        _cannot_show(case, e)
     out_models = [{"role": role, "id": sub.id, "team": sub.team.name, "label": sub.label or "",
                    "reference": bool(sub.team.is_reference), "evaluation": ev.id, "metrics": _case_metrics(cr),
                    "worst": _worst_cases(ev, phase)} for role, (sub, ev, cr) in zip(("A", "B"), models)]
@@ -257,8 +261,7 @@ def targets(slug: str, phase_slug: str, case_key: str):
                                          hd.convention if hd else "medpy", hd.percentile if hd else 95.0)}
                for role, (sub, ev, cr) in zip(("A", "B"), models)]
     except (ValueError, FileNotFoundError) as e:
-        current_app.logger.warning("viewer: case %s: %s", case.key, e)
-        abort(404, description="this case's images cannot be shown (organizers: see the server log)")
+        _cannot_show(case, e)
     return jsonify(models=out)
 
 
@@ -288,8 +291,7 @@ def _tile_data(task: Task, case: Case, models: list[tuple[Submission, Evaluation
         d = spec.detection
         match = tiles.match_tile(ref.boxes, pred, d.criterion, d.threshold, d.matching, p) if pred is not None else None
     except (ValueError, FileNotFoundError) as e:
-        current_app.logger.warning("viewer: case %s: %s", case.key, e)
-        abort(404, description="this case's tile cannot be shown (organizers: see the server log)")
+        _cannot_show(case, e, "tile")
     return ref, pred, match, p
 
 
@@ -313,8 +315,7 @@ def tile_png(slug: str, phase_slug: str, case_key: str):
     try:
         tile = tiles.read_tile(Path(case.image_path))
     except (ValueError, FileNotFoundError) as e:
-        current_app.logger.warning("viewer: case %s: %s", case.key, e)
-        abort(404, description="this case's tile cannot be shown (organizers: see the server log)")
+        _cannot_show(case, e, "tile")
     region = None
     if "w" in request.args:
         region = [_float_arg(k, 0.0) for k in ("x", "y", "w", "h")]
