@@ -104,6 +104,25 @@ def _entry(index: Path, i: int, row: Any) -> TileEntry:
     return TileEntry(name, str(row["slide"]), row["kind"], w, h, boxes, positive=row["kind"] == "positive")
 
 
+def _entries(index: Path, rows: Any) -> list[TileEntry]:
+    """The checked entries of an index already parsed from ``index`` (named in the errors)."""
+    if not isinstance(rows, list):
+        raise TileImportError(f"{index}: expected a list of tiles, got {type(rows).__name__}")
+    entries = [_entry(index, i, r) for i, r in enumerate(rows)]
+    names = [e.tile for e in entries]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise TileImportError(f"{index}: tiles named more than once: {dup[:5]}")
+    return entries
+
+
+def _find(index: Path, entries: list[TileEntry], tile: str) -> TileEntry:
+    for e in entries:
+        if e.tile == tile:
+            return e
+    raise TileImportError(f"{index}: does not list the tile {tile}")
+
+
 def read_tile_index(index: str | Path, tiles_dir: str | Path | None = None, check_images: bool = True) -> list[TileEntry]:
     """Read and check a tile index (``tiles.json``); returns its entries in file order.
 
@@ -125,13 +144,7 @@ def read_tile_index(index: str | Path, tiles_dir: str | Path | None = None, chec
         raise TileImportError(f"{index}: tile index not found") from None
     except ValueError as e:
         raise TileImportError(f"{index}: not valid JSON ({e})") from None
-    if not isinstance(rows, list):
-        raise TileImportError(f"{index}: expected a list of tiles, got {type(rows).__name__}")
-    entries = [_entry(index, i, r) for i, r in enumerate(rows)]
-    names = [e.tile for e in entries]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise TileImportError(f"{index}: tiles named more than once: {dup[:5]}")
+    entries = _entries(index, rows)
     if check_images:
         absent = [e.tile for e in entries if not (tiles_dir / e.tile).is_file()]
         if absent:
@@ -149,10 +162,7 @@ def read_tile_index(index: str | Path, tiles_dir: str | Path | None = None, chec
 def tile_entry(index: str | Path, tile: str) -> TileEntry:
     """The entry of ``tile`` (a file name) in ``index`` (checked as :func:`read_tile_index` does, without
     reading the images); :class:`TileImportError` when the index does not list it."""
-    for e in read_tile_index(index, check_images=False):
-        if e.tile == tile:
-            return e
-    raise TileImportError(f"{index}: does not list the tile {tile}")
+    return _find(Path(index), read_tile_index(index, check_images=False), tile)
 
 
 def boxes_reference(entry: TileEntry) -> dict[str, Any]:
@@ -213,7 +223,7 @@ def import_tile(image: str | Path, reference: str | Path, dest: str | Path, mpp:
         raise TileImportError(f"{reference}: not a readable JSON reference ({e})") from None
     size = _image_size(image)
     if isinstance(doc, list):
-        entry = tile_entry(reference, image.name)
+        entry = _find(reference, _entries(reference, doc), image.name)  # the index parsed above, not read again
         if size != (entry.width, entry.height):
             raise TileImportError(f"{image}: the tile is {size[0]}×{size[1]} px but {reference} says "
                                   f"{entry.width}×{entry.height}")
