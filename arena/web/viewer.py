@@ -9,6 +9,7 @@ whether or not the case or submission exists. The drawing itself is :mod:`arena.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -163,13 +164,13 @@ def page(slug: str, phase_slug: str, case_key: str):
                            .removesuffix("/view"))
 
 
-def _int_arg(name: str, default: int | None = None) -> int:
+def _int_arg(name: str, default: int) -> int:
     raw = request.args.get(name)
-    if raw is None and default is not None:
+    if raw is None:
         return default
     try:
-        return int(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        return int(raw)
+    except ValueError:
         abort(400, description=f"{name}: expected an integer, got {raw!r}")
 
 
@@ -273,8 +274,8 @@ def _float_arg(name: str, default: float) -> float:
     try:
         v = float(raw)
     except ValueError:
-        v = float("nan")
-    if v != v or v in (float("inf"), float("-inf")):
+        v = math.nan
+    if not math.isfinite(v):
         abort(400, description=f"{name}: expected a number, got {raw!r}")
     return v
 
