@@ -65,7 +65,7 @@ def split(entries: list[TileEntry]) -> dict[str, str]:
                           key=lambda p: hashlib.sha256(p.encode()).hexdigest())
         role_of = {p: ROLES[i % len(ROLES)] for i, p in enumerate(patients)}
         roles.update({e.tile: role_of[patient_of(e.slide)] for e in entries if e.kind == kind})
-    mixed = {patient_of(e.slide) for e in entries} & {patient_of(e.slide) for e in entries if e.kind == "positive"} \
+    mixed = {patient_of(e.slide) for e in entries if e.kind == "positive"} \
         & {patient_of(e.slide) for e in entries if e.kind == "negative"}
     for p in mixed:  # a patient with both kinds: all its tiles follow its positive tiles' role
         role = next(roles[e.tile] for e in entries if e.kind == "positive" and patient_of(e.slide) == p)
