@@ -110,6 +110,12 @@ def reduced_centres(y: np.ndarray, start=(0, 0, 0)) -> np.ndarray:
     return (c - 0.5) / POOL
 
 
+def crop_xy(X, Y, i: int, start) -> tuple[torch.Tensor, torch.Tensor]:
+    """Case ``i``'s CROP at ``start`` (canonical z, y, x): CT (1, 1, *CROP) float32 and labels (1, *CROP)."""
+    sl = tuple(slice(a, a + n) for a, n in zip(start, CROP))
+    return torch.from_numpy(X[i][sl].astype(np.float32))[None, None], torch.from_numpy(Y[i][sl])[None]
+
+
 def roi_points_canonical(centre_xyz_mm) -> np.ndarray:
     """(8, 48, 48, 3) canonical continuous indices (z, y, x) of the ROI voxels around ``centre`` (mm)."""
     axes = []
@@ -175,9 +181,7 @@ def stage_snet(args, X, Y, say) -> SNet:
         cosine_lr(opt, args.lr, (time.time() - start) / budget)
         i = int(rng.integers(len(X)))
         s = crop_start(Y[i], rng)
-        sl = tuple(slice(a, a + n) for a, n in zip(s, CROP))
-        x = torch.from_numpy(X[i][sl].astype(np.float32))[None, None]
-        y = torch.from_numpy(Y[i][sl])[None]
+        x, y = crop_xy(X, Y, i, s)
         _, feat = model.features(x)
         loss = focal_gdl_loss(model.head(feat), soft_targets(y), alpha)
         opt.zero_grad(set_to_none=True)
@@ -201,8 +205,7 @@ def stage_sol(args, model: SNet, X, Y, say) -> None:
     with torch.no_grad():
         for i in range(min(args.sol_cases, len(X))):
             for s in (small_crop_start(Y[i], rng), crop_start(Y[i], rng)):
-                sl = tuple(slice(a, a + n) for a, n in zip(s, CROP))
-                xs, feat = model.features(torch.from_numpy(X[i][sl].astype(np.float32))[None, None])
+                xs, feat = model.features(crop_xy(X, Y, i, s)[0])
                 F_.append(torch.cat([feat, xs], 1)[0].half())
                 C_.append(torch.from_numpy(reduced_centres(Y[i], s)))
     say(f"stage 2 SOL-Net: cached S-Net features of {len(F_)} crops in {time.time() - t0:.0f} s; "
@@ -242,8 +245,7 @@ def stage_sos(args, model: SNet, X, Y, say):
     with torch.no_grad():
         for i in range(n_cases):
             s = small_crop_start(Y[i], rng, jitter=0)
-            sl = tuple(slice(a, a + n) for a, n in zip(s, CROP))
-            _, feat = model.features(torch.from_numpy(X[i][sl].astype(np.float32))[None, None])
+            _, feat = model.features(crop_xy(X, Y, i, s)[0])
             for k, centre, ct, m in sos_rois(i, args.jitter, rng):
                 pts = torch.from_numpy((roi_points_canonical(centre) - np.asarray(s, np.float32) - 0.5) / POOL)
                 feats.append(roi_pool(feat[0], pts).half())
@@ -322,9 +324,7 @@ def stage_joint(args, model: SNet, sos: SOSNet, ae: ShapeAE, rois: dict, X, Y, s
         cosine_lr(opt, lr, (time.time() - start) / budget)
         i = int(rng.integers(min(args.sos_cases, len(X))))
         s = small_crop_start(Y[i], rng)
-        sl = tuple(slice(a, a + n) for a, n in zip(s, CROP))
-        x = torch.from_numpy(X[i][sl].astype(np.float32))[None, None]
-        y = torch.from_numpy(Y[i][sl])[None]
+        x, y = crop_xy(X, Y, i, s)
         xs, feat = model.features(x)
         l_seg = focal_gdl_loss(model.head(feat), soft_targets(y), model.alpha)
         l_sol = sol_loss(model.sol(torch.cat([feat, xs], 1)), torch.from_numpy(reduced_centres(Y[i], s))[None])
