@@ -3,9 +3,9 @@
 Run: python benchmarks/bench_viewer.py [--repeat 5] [--patient pt_201]
 
 The case: a real OpenKBP head-and-neck CT and its clinical contours (../shared/data/openkbp, read in place),
-resampled to 512×512×100 (0.98 × 0.98 × 3.2 mm; linear for the CT, nearest for the labels) and written as
-compressed .mha, as the case store keeps cases; two model outputs made from the contours (a one-voxel
-shift, a grown organ). Timed, median of --repeat (ms):
+resampled to 512×512×100 over its own extent (pt_201: 1.36 × 1.36 × 3.84 mm; linear for the CT, nearest
+for the labels) and written as compressed .mha, as the case store keeps cases; two model outputs made from
+the contours (a two-voxel shift along x, organ 1 grown by two voxels). Timed, median of --repeat (ms):
 
   baseline ReadImage CT       SimpleITK.ReadImage of the CT alone (what any viewer pays to open the case)
   baseline ReadImage all      ... of the CT, the reference and both outputs
