@@ -190,6 +190,9 @@ def test_the_cache_serves_slices_and_targets_and_rebuilds_on_change(tmp_path):
     assert (tmp_path / "viewer-cache" / "evaluations" / "5" / "1" / "prediction.npy").is_file()
     t = cache.targets(files, model, [1])
     assert t["1"]["disagreement"]["sagittal"]["index"] in (6, 7, 14, 15)
+    with pytest.MonkeyPatch.context() as mp:  # stored targets: served without opening a volume
+        mp.setattr(volumes, "cached_volume", lambda *a, **k: pytest.fail("targets opened a volume"))
+        assert cache.targets(files, model, [1]) == t
     geo = cache.geometry(files)
     assert geo["shape"] == [8, 24, 24] and geo["views"]["axial"]["slices"] == 8
     # a new output under the same name: the cache sees the change

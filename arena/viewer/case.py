@@ -86,14 +86,13 @@ class ViewerCache:
         """The jump-to targets of ``model`` on this case (:func:`arena.viewer.jump.jump_targets`), kept in
         the evaluation's cache entry and recomputed when the output, reference or options changed."""
         folder = volumes.evaluation_folder(self.root, model.evaluation_id, case.case_id)
-        pred = self.prediction(case, model)
-        ref = self.reference(case)
         key = {"version": JUMP_VERSION, "prediction": volumes.file_stamp(Path(model.prediction)),
                "reference": volumes.file_stamp(Path(case.reference)), "labels": sorted(int(x) for x in labels),
                "convention": convention, "percentile": percentile}
         cached = volumes.read_json(folder / "jump.json")
         if cached and cached.get("key") == key:
-            return cached["targets"]
+            return cached["targets"]  # the stamps in the key stand for the files: no volume is opened
+        pred, ref = self.prediction(case, model), self.reference(case)
         targets = jump.jump_targets(pred.array, ref.array, ref.spacing, labels, convention, percentile)
         volumes.write_json(folder / "jump.json", {"key": key, "targets": targets})
         return targets
