@@ -148,6 +148,17 @@ def viewer_url(sub: Submission, case_key: str) -> str | None:
     return url_for("viewer.page", slug=sub.task.slug, phase_slug=sub.phase.slug, case_key=case_key, a=sub.id)
 
 
+def _organs(task: Task) -> list[dict[str, Any]]:
+    """The task's labels with their names and contour colours, by label id (the page's list, viewer.json's)."""
+    labels = sorted(spec_of(task).labels.items())
+    return [{"id": lab, "name": ls.name, "colour": render.organ_hex(lab)} for lab, ls in labels]
+
+
+def _base_url(slug: str, phase_slug: str, case_key: str) -> str:
+    """The case's URL, to which viewer.js adds ``/slice.png``, ``/viewer.json``, ``/tile.png`` ..."""
+    return url_for("viewer.page", slug=slug, phase_slug=phase_slug, case_key=case_key).removesuffix("/view")
+
+
 @viewer.get(CASE_URL + "/view")
 def page(slug: str, phase_slug: str, case_key: str):
     task = g.db.scalar(select(Task).where(Task.slug == slug))
@@ -155,13 +166,10 @@ def page(slug: str, phase_slug: str, case_key: str):
         return tile_page(slug, phase_slug, case_key)
     task, phase, case = _case_or_404(slug, phase_slug, case_key)
     models = _models(phase, case)
-    spec = spec_of(task)
-    organs = [{"id": lab, "name": ls.name, "colour": render.organ_hex(lab)} for lab, ls in sorted(spec.labels.items())]
-    return render_template("viewer.html", task=task, phase=phase, case=case, organs=organs,
+    return render_template("viewer.html", task=task, phase=phase, case=case, organs=_organs(task),
                            choices=_choices(phase, case), a=models[0][0].id if models else None,
                            b=models[1][0].id if len(models) > 1 else None, windows=render.WINDOW_TITLES,
-                           base=url_for("viewer.page", slug=slug, phase_slug=phase_slug, case_key=case_key)
-                           .removesuffix("/view"))
+                           base=_base_url(slug, phase_slug, case_key))
 
 
 def _int_arg(name: str, default: int) -> int:
@@ -233,7 +241,6 @@ def data(slug: str, phase_slug: str, case_key: str):
     (the stored scores) and its worst case per organ. Fast: the jump-to targets are in ``targets.json``."""
     task, phase, case = _case_or_404(slug, phase_slug, case_key)
     models = _models(phase, case)
-    spec = spec_of(task)
     try:
         geometry = _cache().geometry(_files(case))
     except (ValueError, FileNotFoundError) as e:
@@ -242,8 +249,7 @@ def data(slug: str, phase_slug: str, case_key: str):
                    "reference": bool(sub.team.is_reference), "evaluation": ev.id, "metrics": _case_metrics(cr),
                    "worst": _worst_cases(ev, phase)} for role, (sub, ev, cr) in zip(("A", "B"), models)]
     return jsonify(case=case.key, task=task.slug, phase=phase.slug, geometry=geometry,
-                   organs=[{"id": lab, "name": ls.name, "colour": render.organ_hex(lab)}
-                           for lab, ls in sorted(spec.labels.items())],
+                   organs=_organs(task),
                    windows=render.WINDOW_TITLES, models=out_models)
 
 
@@ -302,8 +308,7 @@ def tile_page(slug: str, phase_slug: str, case_key: str):
     d = spec_of(task).detection
     return render_template("viewer_tiles.html", task=task, phase=phase, case=case, choices=_choices(phase, case),
                            a=models[0][0].id if models else None, criterion=d.criterion, threshold=d.threshold,
-                           base=url_for("viewer.page", slug=slug, phase_slug=phase_slug, case_key=case_key)
-                           .removesuffix("/view"))
+                           base=_base_url(slug, phase_slug, case_key))
 
 
 @viewer.get(CASE_URL + "/tile.png")
