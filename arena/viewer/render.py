@@ -19,7 +19,6 @@ drawn in the organ's palette colour: the reference solid, model A dashed, model 
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
 
@@ -244,11 +243,3 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-def physical_aspect(shape: Sequence[int], spacing: Sequence[float], view: str) -> float:
-    """Height / width of ``view``'s slices in mm (what :func:`display_size` keeps)."""
-    axis = _axis(view)
-    rows, cols = [int(n) for i, n in enumerate(shape) if i != axis]
-    rs, cs = _plane(view, spacing)
-    return (rows * rs) / (cols * cs) if cols and cs else math.nan
