@@ -238,6 +238,78 @@ def free_private_slash30(base: str = "10.213.0.0/16"):
     raise RuntimeError(f"no free /30 in {base}")
 
 
+class Link:
+    """Another host on this machine: a network namespace and a veth pair joining it to the root namespace,
+    ``root_ip`` on the root side, ``ns_ip`` in the namespace, a /30 of their own that nothing else routes
+    (:func:`free_private_slash30`). ``enter`` prefixes a command to run it in the namespace.
+
+    Only the network is another host's: ``nsenter --net``, not ``ip netns exec``, which also gives the
+    command a mount namespace of its own, so the /output tmpfs a worker mounts would be invisible to
+    dockerd (a real worker host shares its mounts with its engine). Unix sockets are not namespaced, so
+    a process in the namespace still drives this machine's Docker Engine."""
+
+    def __init__(self, prefix: str = "arena-mh") -> None:
+        import uuid
+
+        tag = uuid.uuid4().hex[:6]
+        self.ns, self.root_if, self.ns_if = f"{prefix}-{tag}", f"armh{tag}a", f"armh{tag}b"
+        self.net = free_private_slash30()
+        self.root_ip, self.ns_ip = (str(a) for a in self.net.hosts())
+        self.made_ns = self.made_link = False
+        self.enter = ["nsenter", f"--net=/var/run/netns/{self.ns}", "--"]
+
+    @staticmethod
+    def _run(*cmd: str) -> None:
+        subprocess.run(list(cmd), check=True, capture_output=True)
+
+    def create(self) -> None:
+        """Make the namespace and the link; raises CalledProcessError when not permitted (undo: destroy)."""
+        self._run("ip", "netns", "add", self.ns)
+        self.made_ns = True
+        self._run("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", self.ns_if)
+        self.made_link = True
+        self._run("ip", "link", "set", self.ns_if, "netns", self.ns)
+        self._run("ip", "addr", "add", f"{self.root_ip}/30", "dev", self.root_if)
+        self._run("ip", "link", "set", self.root_if, "up")
+        self._run("ip", "netns", "exec", self.ns, "ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+        self._run("ip", "netns", "exec", self.ns, "ip", "link", "set", self.ns_if, "up")
+        self._run("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
+
+    def destroy(self) -> None:
+        if self.made_ns:
+            subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)  # takes its veth end along
+        if self.made_link:
+            subprocess.run(["ip", "link", "del", self.root_if], capture_output=True)  # gone already: harmless
+
+    def in_namespace(self, pid: int) -> bool:
+        """Whether process ``pid`` lives in this link's namespace."""
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/var/run/netns/{self.ns}").st_ino
+
+
+def link_unavailable() -> str | None:
+    """Why a :class:`Link` cannot be made here (no root, no iproute2 or nsenter), or None."""
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nsenter") is None:
+        return "network namespaces need root, iproute2 and nsenter (util-linux)"
+    return None
+
+
+def make_link(prefix: str = "arena-mh"):
+    """A created :class:`Link` (the caller destroys it), or skips the test with the reason: no root or
+    tools, or `ip netns` / veth refused (a container without CAP_NET_ADMIN)."""
+    import pytest
+
+    why = link_unavailable()
+    if why:
+        pytest.skip(why)
+    link = Link(prefix)
+    try:
+        link.create()
+    except subprocess.CalledProcessError as e:
+        link.destroy()
+        pytest.skip(f"`ip netns` / veth not permitted here: {e.stderr.decode(errors='replace').strip()}")
+    return link
+
+
 # -- a private PostgreSQL cluster (tests that stop the database, or reach it from another "host") ---------
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

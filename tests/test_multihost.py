@@ -18,56 +18,14 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import replace
 
 import pytest
 
 from arena.lifecycle import CaseStatus, EvaluationStatus
-from runner_helpers import PrivatePostgres, free_port, postgres_unavailable
+from runner_helpers import PrivatePostgres, free_port, make_link, postgres_unavailable
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-
-def _run(*cmd: str) -> None:
-    subprocess.run(list(cmd), check=True, capture_output=True)
-
-
-class Link:
-    """A network namespace (the other host) and a veth pair: ``root_ip`` in the root namespace,
-    ``ns_ip`` in the namespace, a /30 of their own."""
-
-    def __init__(self) -> None:
-        from runner_helpers import free_private_slash30
-
-        tag = uuid.uuid4().hex[:6]
-        self.ns, self.root_if, self.ns_if = f"arena-mh-{tag}", f"armh{tag}a", f"armh{tag}b"
-        self.net = free_private_slash30()
-        self.root_ip, self.ns_ip = (str(a) for a in self.net.hosts())
-        self.made_ns = self.made_link = False
-        # nsenter --net, not `ip netns exec`: the latter also gives the command a mount namespace of its
-        # own, so the /output tmpfs the worker mounts would be invisible to dockerd (a real worker host
-        # shares its mounts with its engine); only the network is another host's
-        self.enter = ["nsenter", f"--net=/var/run/netns/{self.ns}", "--"]
-
-    def create(self) -> None:
-        _run("ip", "netns", "add", self.ns)
-        self.made_ns = True
-        _run("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", self.ns_if)
-        self.made_link = True
-        _run("ip", "link", "set", self.ns_if, "netns", self.ns)
-        _run("ip", "addr", "add", f"{self.root_ip}/30", "dev", self.root_if)
-        _run("ip", "link", "set", self.root_if, "up")
-        _run("ip", "netns", "exec", self.ns, "ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
-        _run("ip", "netns", "exec", self.ns, "ip", "link", "set", self.ns_if, "up")
-        _run("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
-
-    def destroy(self) -> None:
-        if self.made_ns:
-            subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)  # takes its veth end along
-        if self.made_link:
-            subprocess.run(["ip", "link", "del", self.root_if], capture_output=True)  # gone already: harmless
 
 
 class QueueHost:
@@ -100,14 +58,7 @@ class QueueHost:
 
 @pytest.fixture
 def link():
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nsenter") is None:
-        pytest.skip("network namespaces need root, iproute2 and nsenter (util-linux)")
-    link = Link()
-    try:
-        link.create()
-    except subprocess.CalledProcessError as e:
-        link.destroy()
-        pytest.skip(f"`ip netns` / veth not permitted here: {e.stderr.decode(errors='replace').strip()}")
+    link = make_link()
     yield link
     link.destroy()
 
@@ -180,7 +131,7 @@ def test_worker_in_another_network_namespace(database, settings, link, tmp_path,
             time.sleep(0.2)
         # nsenter has entered the namespace and exec'd the worker by now (same PID): it lives in the test's
         # namespace, the other one in the root namespace
-        assert os.stat(f"/proc/{workers[0].pid}/ns/net").st_ino == os.stat(f"/var/run/netns/{link.ns}").st_ino
+        assert link.in_namespace(workers[0].pid)
         assert os.stat(f"/proc/{workers[1].pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
 
         ev_ids = [create_evaluation(load_settings(), sid) for sid in sub_ids]  # from the root namespace
