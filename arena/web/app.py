@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from arena.web.account import account
     from arena.web.api import api
     from arena.web.auth import csrf
+    from arena.web.entries import entries
     from arena.web.manage import manage
     from arena.web.pages import pages
     from arena.web.viewer import viewer
@@ -131,4 +132,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(account)
     app.register_blueprint(manage, url_prefix="/manage")
     app.register_blueprint(viewer)
+    app.register_blueprint(entries)
     return app
