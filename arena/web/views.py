@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from typing import Any
+from typing import Any, Callable
+
+from sqlalchemy.orm import Session
 
 from arena.disclosure import coarse, failed_outcome, outcome_counts
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
-from arena.models import Evaluation, Submission, User
+from arena.models import Evaluation, Phase, Submission, User
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
 
@@ -123,3 +126,112 @@ def submission_view(sub: Submission, viewer_is_organizer: bool = False, hide_sco
         "created_at": sub.created_at.isoformat() + "Z", "scores_hidden": hide_scores and not viewer_is_organizer,
         "evaluations": [evaluation_view(ev, show_cases, show_logs) for ev in sub.evaluations],
     }
+
+
+def _when(t: dt.datetime | None) -> str:
+    return f"{t:%Y-%m-%d %H:%M} UTC" if t else ""
+
+
+def _reveal(phase: Phase) -> str:
+    """" until the reveal on <date>" or " until the organizers reveal it" (a phase without a reveal date)."""
+    return f" until the reveal on {_when(phase.reveal_at)}" if phase.reveal_at else " until the organizers reveal it"
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _rank_of(row: dict) -> int | None:
+    r = _number(row.get("rank"))
+    return None if r is None else int(r)
+
+
+def standing_view(sub: Submission, *, organizer: bool, rows: list[dict] | None, frozen: bool,
+                  own_score: Callable[[], float | None]) -> dict[str, Any]:
+    """The overall score and the rank of ``sub`` shown at the top of its page, as its viewer may see them.
+
+    ``rows``: the board rows the viewer may read (organizers: the live board; participants: the live board,
+    or the frozen snapshot when ``frozen``), None when the board is hidden from them. ``own_score``
+    computes the submission's score (the board's primary metric, label-weighted as the board does) when it
+    is not on the board; called only where the viewer may see it.
+
+    What a team member is told follows arena.disclosure and the phase's settings: nothing before the reveal
+    of a private phase; the rank only from a board they may read (the frozen snapshot while frozen); the
+    score of an entry the board does not show only where the phase shows per-case scores anyway.
+
+    Returns ``metric`` (column name, e.g. "weighted mean dice"), ``score`` (None: not shown), ``penalties``
+    (how many averaged values are penalty distances, 0 when unknown), ``rank`` and ``ranked`` (entries
+    ranked), and ``note`` (one sentence saying why a score or rank is missing, or what the rank is of).
+    """
+    spec = spec_of(sub.task)
+    phase = sub.phase
+    primary = spec.ranking.for_phase(phase.slug).primary
+    out: dict[str, Any] = {"metric": f"{'weighted ' if spec.ranking.label_weights else ''}mean {primary}",
+                           "score": None, "penalties": 0, "rank": None, "ranked": 0, "note": ""}
+    if not organizer and phase.scores_hidden_from_teams():
+        out["note"] = f"Score and rank are hidden{_reveal(phase)}."
+        return out
+    ev = next((e for e in reversed(sub.evaluations) if e.status == EvaluationStatus.SUCCEEDED), None)
+    if sub.status != SubmissionStatus.VALIDATED or ev is None:
+        latest = sub.latest_evaluation
+        running = sub.status == SubmissionStatus.UPLOADED or (
+            sub.status == SubmissionStatus.VALIDATED and (latest is None or not latest.status.finished))
+        out["note"] = ("The score and rank appear when the evaluation finishes." if running
+                       else "No score: no evaluation of this submission succeeded, so it is not ranked.")
+        return out
+    cases_shown = organizer or spec.phase(phase.slug).show_case_results
+    if rows is not None:
+        out["ranked"] = sum(_rank_of(r) is not None for r in rows)
+        row = next((r for r in rows if _number(r.get("submission_id")) == sub.id), None)
+        if row is not None:
+            out["score"], out["rank"] = _number(row.get(primary)), _rank_of(row)
+            out["penalties"] = int(_number(row.get(f"penalties:{primary}")) or 0)
+            if frozen:
+                out["note"] = f"Rank on the board frozen on {_when(phase.frozen_at)}; the final board is " + (
+                    f"revealed on {_when(phase.reveal_at)}." if phase.reveal_at else "revealed by the organizers.")
+            elif organizer and phase.frozen():
+                out["note"] = (f"Live rank; participants see the board as it was frozen on "
+                               f"{_when(phase.frozen_at)}.")
+            return out
+        if frozen:
+            out["note"] = (f"Not ranked yet: the board is frozen since {_when(phase.frozen_at)}"
+                           f"{_reveal(phase).replace(' it', ' the final board')}.")
+        else:
+            team = next((r for r in rows if r.get("team") == sub.team.name and r.get("badge") != "published"
+                         and _number(r.get("submission_id")) is not None), None)
+            which = spec.ranking.for_phase(phase.slug).team_entry
+            out["note"] = (f"Not on the board: it shows one entry per team, the {which} one"
+                           + (f" — submission {int(_number(team['submission_id']))}"
+                              + (f", ranked #{_rank_of(team)}" if _rank_of(team) else "") if team else "") + ".")
+    else:
+        out["note"] = f"Not ranked here: the phase's board is hidden{_reveal(phase)}."
+    if cases_shown:
+        out["score"] = own_score()
+    elif rows is not None:
+        out["note"] += " The phase hides per-case scores, so only the board shows a score."
+    else:
+        out["note"] = (f"Score and rank are hidden{_reveal(phase)}: this phase shows no per-case scores and "
+                       "its board is hidden.")
+    return out
+
+
+def entry_score(session: Session, sub: Submission) -> float | None:
+    """The board's primary metric of ``sub``'s latest succeeded evaluation, scored as the board scores an
+    entry (missing cases at the worst value, label-weighted mean over cases × labels); None for tasks
+    ranked on set-level metrics (DigestPath) or without a succeeded evaluation."""
+    # the leaderboard modules load pandas and scipy: only a page that shows a score imports them
+    from arena.leaderboard.query import evaluation_scores, penalty_distance
+    from arena.leaderboard.ranking import aggregate_then_rank, board_arguments, complete_scores, worst_values
+
+    spec = spec_of(sub.task)
+    ev = next((e for e in reversed(sub.evaluations) if e.status == EvaluationStatus.SUCCEEDED), None)
+    if ev is None or spec.has_set_metrics or not sub.phase.cases:
+        return None
+    a = board_arguments(spec, sub.phase.slug)
+    distances = {c.key: penalty_distance(spec, c) for c in sub.phase.cases}  # what the board fills a miss with
+    worst = worst_values(spec, diagonal_mm={k: d for k, d in distances.items() if d is not None})
+    full = complete_scores(evaluation_scores(session, [ev.id]), [ev.id], [c.key for c in sub.phase.cases],
+                           list(spec.labels), [m.name for m in spec.metrics], worst)
+    table = aggregate_then_rank(full, a["primary"], a["higher_is_better"], a["label_weights"], a["label_names"],
+                                statistic=a["statistic"])
+    return _number(table[a["primary"]].iloc[0]) if a["primary"] in table.columns and len(table) else None

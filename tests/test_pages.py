@@ -1,0 +1,163 @@
+"""Pages as participants and organizers read them (Flask test client, real SQLite, no Docker): the score
+and rank at the top of a submission page under each disclosure rule, the progress line while running,
+the test-phase wording, no Submit link without submissions left, the queue's error text and the audit
+trail's filters and pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+
+from web_helpers import fake_submission, form_post, make_task, make_user, sign_in
+
+
+@pytest.fixture
+def world(settings, db):
+    """han-oar-22 (2 cases per phase); alice's v1 (Dice 0.8) and v2 (0.5), bob's v1 (0.6) on validation."""
+    task = make_task(db, settings)
+    alice, _ = make_user(db, "alice", team="Team Alice")
+    bob, _ = make_user(db, "bob", team="Team Bob")
+    org, _ = make_user(db, "org")
+    task.organizers.append(org)
+    make_user(db, "root", admin=True)
+    subs = {"a1": fake_submission(db, settings, task, "validation", alice, dice=0.8, label="alice-v1"),
+            "a2": fake_submission(db, settings, task, "validation", alice, dice=0.5, label="alice-v2"),
+            "b1": fake_submission(db, settings, task, "validation", bob, dice=0.6, label="bob-v1")}
+    db.commit()
+    return {"task": task, "alice": alice, "bob": bob, **{k: s.id for k, s in subs.items()}}
+
+
+def _text(html: str, element_id: str) -> str:
+    """The text of the element with ``element_id`` (tags dropped, spaces collapsed)."""
+    m = re.search(rf'id="{element_id}"[^>]*>(.*?)</(div|p|span)>', html, re.S)
+    assert m, f"no #{element_id} in the page"
+    return " ".join(re.sub(r"<[^>]+>", " ", m.group(1)).split())
+
+
+def _phase(db, slug: str):
+    from sqlalchemy import select
+
+    from arena.models import Phase
+
+    return db.scalar(select(Phase).where(Phase.slug == slug))
+
+
+def _weighted(dice: float) -> str:
+    """What the board shows for a fake submission: Dice ``dice`` on labels 1 and 2, 0 on han-oar-22's others,
+    label-weighted."""
+    from arena.tasks.spec import load_spec
+
+    from web_helpers import REPO
+
+    w = {k: lab.weight for k, lab in load_spec(REPO / "tasks" / "han-oar-22").labels.items()}
+    return "%.3f" % (dice * (w[1] + w[2]) / sum(w.values()))
+
+
+def _board_score(client, submission_id: int, phase: str = "validation") -> str:
+    rows = client.get(f"/api/v1/tasks/han-oar-22/leaderboard?phase={phase}").get_json()["rows"]
+    return "%.3f" % next(r["dice"] for r in rows if r.get("submission_id") == submission_id)
+
+
+def test_submission_page_shows_score_and_rank_on_top(app, world):
+    """The board's weighted mean Dice over the 22 organs (the fakes score 2 of them; the others count 0)."""
+    alice = sign_in(app.test_client(), "alice")
+    html = alice.get(f"/submissions/{world['a1']}").get_data(as_text=True)
+    shown = _text(html, "standing-score")
+    assert shown == _board_score(alice, world["a1"]) and 0 < float(shown) < 0.8
+    assert _text(html, "standing-rank") == "#1 of 2"
+    assert html.index('id="standing"') < html.index("Evaluation ")  # on top, before the evaluations
+    # alice's weaker v2 is not her team's entry: its own score, scored the same way; no rank, and the note
+    # names the submission that is ranked
+    html = alice.get(f"/submissions/{world['a2']}").get_data(as_text=True)
+    assert _text(html, "standing-score") == "%.3f" % (float(shown) * 0.5 / 0.8)
+    assert _text(html, "standing-rank") == "–"
+    assert f"submission {world['a1']}, ranked #1" in _text(html, "standing-note")
+    bob = sign_in(app.test_client(), "bob")
+    assert _text(bob.get(f"/submissions/{world['b1']}").get_data(as_text=True), "standing-rank") == "#2 of 2"
+
+
+def test_standing_follows_the_phase_settings(app, db, world):
+    org = sign_in(app.test_client(), "org")
+    alice = sign_in(app.test_client(), "alice")
+    page = f"/submissions/{world['a1']}"
+    # private, reveal date set: nothing before the reveal; the organizer still sees score and rank
+    reveal = (dt.datetime.utcnow() + dt.timedelta(days=3)).replace(second=0, microsecond=0)
+    form_post(org, "/manage/tasks/han-oar-22", "/manage/tasks/han-oar-22/phases/validation",
+              {"action": "save", "visibility": "private", "submission_limit": "",
+               "reveal_at": reveal.strftime("%Y-%m-%dT%H:%M")})
+    html = alice.get(page).get_data(as_text=True)
+    assert _text(html, "standing-score") == "–" and _text(html, "standing-rank") == "–"
+    assert f"hidden until the reveal on {reveal:%Y-%m-%d %H:%M} UTC" in _text(html, "standing-note")
+    assert _weighted(0.8) not in html
+    assert _text(org.get(page).get_data(as_text=True), "standing-rank") == "#1 of 2"
+    # hidden board (not private): the team sees its score (the phase shows per-case scores), not a rank
+    form_post(org, "/manage/tasks/han-oar-22", "/manage/tasks/han-oar-22/phases/validation",
+              {"action": "save", "visibility": "hidden", "submission_limit": ""})
+    html = alice.get(page).get_data(as_text=True)
+    assert _text(html, "standing-score") == _weighted(0.8) and _text(html, "standing-rank") == "–"
+    assert "board is hidden" in _text(html, "standing-note")
+    # public again, then frozen: a submission made after the freeze is not ranked yet
+    form_post(org, "/manage/tasks/han-oar-22", "/manage/tasks/han-oar-22/phases/validation",
+              {"action": "save", "visibility": "public", "submission_limit": ""})
+    form_post(org, "/manage/tasks/han-oar-22", "/manage/tasks/han-oar-22/phases/validation", {"action": "freeze-now"})
+    from sqlalchemy import select
+
+    from arena.models import Task, User
+
+    late = fake_submission(db, app.config["ARENA"], db.scalar(select(Task)), "validation",
+                           db.scalar(select(User).where(User.name == "alice")), dice=0.95, label="alice-late")
+    db.commit()
+    html = alice.get(f"/submissions/{late.id}").get_data(as_text=True)
+    assert _text(html, "standing-rank") == "–" and "Not ranked yet: the board is frozen" in html
+    assert _text(html, "standing-score") == _weighted(0.95)  # validation shows per-case scores anyway
+    html = alice.get(page).get_data(as_text=True)
+    assert _text(html, "standing-rank") == "#1 of 2" and "frozen on" in _text(html, "standing-note")
+    assert _text(org.get(f"/submissions/{late.id}").get_data(as_text=True), "standing-rank") == "#1 of 2"
+
+
+def test_hidden_test_phase_shows_board_score_only(app, settings, db, world):
+    """In a test phase (show_case_results: false) the team sees the score the board publishes, and no
+    score for an entry the board does not show."""
+    from sqlalchemy import select
+
+    from arena.models import Task, User
+
+    task = db.scalar(select(Task))
+    alice = db.scalar(select(User).where(User.name == "alice"))
+    best = fake_submission(db, settings, task, "test", alice, dice=0.7, label="t1")
+    worse = fake_submission(db, settings, task, "test", alice, dice=0.4, label="t2")
+    db.commit()
+    c = sign_in(app.test_client(), "alice")
+    html = c.get(f"/submissions/{best.id}").get_data(as_text=True)
+    assert _text(html, "standing-score") == _weighted(0.7) and _text(html, "standing-rank") == "#1 of 1"
+    assert "validation-000" not in html and "test-000" not in html
+    html = c.get(f"/submissions/{worse.id}").get_data(as_text=True)
+    assert _text(html, "standing-score") == "–" and "only the board shows a score" in html
+    assert _weighted(0.4) not in html
+
+
+def test_running_evaluation_shows_a_progress_line_not_empty_tables(app, settings, db, world):
+    from sqlalchemy import select
+
+    from arena.lifecycle import CaseStatus, EvaluationStatus
+    from arena.models import CaseResult, MetricValue, Task, User
+
+    task = db.scalar(select(Task))
+    alice = db.scalar(select(User).where(User.name == "alice"))
+    sub = fake_submission(db, settings, task, "validation", alice, status="running", label="running")
+    db.commit()
+    c = sign_in(app.test_client(), "alice")
+    html = c.get(f"/submissions/{sub.id}").get_data(as_text=True)
+    assert "0 of 2 cases scored so far" in html
+    assert "dice per case" not in html and "<table" not in html.split('id="standing"')[1]
+    assert "appear when the evaluation finishes" in _text(html, "standing-note")
+    ev = sub.evaluations[0]
+    cr = CaseResult(evaluation=ev, case=_phase(db, "validation").cases[0], status=CaseStatus.SUCCEEDED, runtime_s=1.0)
+    cr.metrics = [MetricValue(label=1, metric="dice", value=0.9)]
+    ev.cases_done, ev.status = 1, EvaluationStatus.RUNNING
+    db.add(cr)
+    db.commit()
+    html = c.get(f"/submissions/{sub.id}").get_data(as_text=True)
+    assert "1 of 2 cases scored so far" in html and "dice per case" in html and 'class="cases"' in html
