@@ -31,6 +31,8 @@ ARENA_CONFIG / ARENA_USER are the command line's, see `arena login`). docs/setti
 | ARENA_DEBIAN_MIRROR | the host's apt sources | the Debian mirror the base image is built from |
 | ARENA_GPU_DEVICES | every GPU NVML sees | GPU(s) a worker owns ("0" or "0,1"; `arena worker --gpu` sets it) |
 | ARENA_RUN_DIR | $TMPDIR/arena-runs | parent of the random per-run folders mounted as a container's /input and /output (outside ARENA_HOME, so a container learns no store path) |
+| ARENA_SITE_TOKEN | none | a site worker's token (`arena site-worker --token` wins over it) |
+| ARENA_SITE_DATA | ARENA_HOME/site-data | a site worker's case folder: `<task>/<phase>/` in the `arena task import-cases` layout |
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Settings:
     reference_models: Path | None = None  # the reference models' folder (ARENA_REFERENCE_MODELS)
     debian_mirror: str = ""  # the base image's Debian mirror (ARENA_DEBIAN_MIRROR); "" = the host's
     gpu_devices: tuple[str, ...] = ()  # GPUs this worker owns (ARENA_GPU_DEVICES); () = every GPU NVML sees
+    site_token: str | None = field(default=None, repr=False)  # a site worker's token (ARENA_SITE_TOKEN)
+    site_data: Path | None = None  # a site worker's case folder (ARENA_SITE_DATA); None = ARENA_HOME/site-data
     # None: the web keeps one in ARENA_HOME/.secret_key, shared by its processes and restarts
     secret_key: str | None = field(default=None, repr=False)
 
@@ -90,6 +94,16 @@ class Settings:
     @property
     def results_dir(self) -> Path:
         return self.home / "results"
+
+    @property
+    def site_data_dir(self) -> Path:
+        """A site worker's case folder: ``<task>/<phase>/`` below it (ARENA_SITE_DATA)."""
+        return self.site_data or self.home / "site-data"
+
+    @property
+    def site_spool_dir(self) -> Path:
+        """Where a site worker keeps case outcomes the server has not acknowledged yet."""
+        return self.home / "site-spool"
 
     def instance_id(self) -> str:
         """This Arena instance's id (8 hex digits, kept in ARENA_HOME/.instance_id, created on first use):
@@ -161,6 +175,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         shared_data=path("ARENA_SHARED_DATA"),
         reference_models=path("ARENA_REFERENCE_MODELS"),
         debian_mirror=(env.get("ARENA_DEBIAN_MIRROR") or "").strip(),
+        site_token=(env.get("ARENA_SITE_TOKEN") or "").strip() or None,
+        site_data=path("ARENA_SITE_DATA"),
         gpu_devices=tuple(d.strip() for d in (env.get("ARENA_GPU_DEVICES") or "").split(",") if d.strip()),
         **kwargs,
     )

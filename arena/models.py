@@ -165,7 +165,11 @@ class Phase(Base):
     frozen_at: Mapped[dt.datetime | None] = mapped_column()  # board frozen (snapshot shown) from
     reveal_at: Mapped[dt.datetime | None] = mapped_column()  # live board and hidden scores shown from
     frozen_board: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # rows when the freeze began
+    # migration 0010: None: local workers serve the phase (cases on the server); set: only that site's
+    # workers do (the cases stay at the site; the server holds their keys and checksums)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="SET NULL"))
     task: Mapped[Task] = relationship(back_populates="phases")
+    site: Mapped[Site | None] = relationship()
     cases: Mapped[list[Case]] = relationship(secondary=phase_cases, order_by="Case.key")
 
     def accepting(self, now: dt.datetime | None = None) -> str | None:
@@ -190,6 +194,32 @@ class Phase(Base):
 
     def scores_hidden_from_teams(self, now: dt.datetime | None = None) -> bool:
         return self.visibility == "private" and not self.revealed(now)
+
+
+class Site(Base):
+    """A data owner's site (migration 0010): its workers hold the hidden cases of the phases assigned to
+    it and send back only scores (arena.site)."""
+
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    tokens: Mapped[list[WorkerToken]] = relationship(back_populates="site", order_by="WorkerToken.id")
+
+
+class WorkerToken(Base):
+    """A site worker's token (migration 0010): only its sha256 is stored; shown once; revocable. Its scope:
+    its site and the phases in ``phase_ids``."""
+
+    __tablename__ = "worker_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    phase_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()
+    site: Mapped[Site] = relationship(back_populates="tokens")
 
 
 class QuotaReservation(Base):
