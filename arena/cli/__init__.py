@@ -2,7 +2,7 @@
 (arena.cli.root); importing them here is what puts them on ``main``."""
 
 from arena.cli import (  # noqa: F401 - imported for their commands, which they register on main
-    backup, cases, client, demo, images, metrics, reference, services, submissions, tasks, users,
+    backup, cases, client, demo, images, metrics, reference, services, site, submissions, tasks, users,
 )
 from arena.cli.root import main
 

@@ -11,7 +11,7 @@ and checking the outputs, scoring, what a failed case scores — is asked of the
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,21 +27,9 @@ from arena.runner.contract import (
     run_area,
 )
 from arena.runner.failures import Failure
+from arena.runner.outcome import CaseOutcome
 from arena.runner.sandbox import SandboxLimits, run_sandboxed
 from arena.tasks.spec import TaskSpec
-
-
-@dataclass
-class CaseOutcome:
-    ok: bool
-    error: str | None = None
-    failure: Failure | None = None
-    exit_code: int | None = None
-    runtime_s: float | None = None
-    log_tail: str = ""
-    output_path: str | None = None
-    scores: dict[int, dict[str, float | None]] = field(default_factory=dict)
-    stats: dict[str, float | int | None] = field(default_factory=dict)  # cpu_s, peak_memory_mb, ... (CaseResult columns)
 
 
 def limits_for(spec: TaskSpec, gpu_device_ids: tuple[str, ...] = ()) -> SandboxLimits:

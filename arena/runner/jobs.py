@@ -64,9 +64,15 @@ def create_evaluation(settings: Settings, submission_id: int) -> int:
 
 
 def enqueue_evaluation(settings: Settings, evaluation_id: int) -> str:
-    """Put a queued evaluation on its queue (GPU tasks on the GPU queue); records the job id."""
+    """Put a queued evaluation on its queue (GPU tasks on the GPU queue); records the job id.
+
+    An evaluation of a site phase (``phases.site_id`` set) is not put on RQ: being ``queued`` in the
+    database is its queue, from which the site's workers claim it over HTTP (arena.site.server.claim).
+    Returns "" then."""
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
+        if ev.submission.phase.site_id is not None:
+            return ""
         spec = spec_of(ev.submission.task)
         n = len(ev.submission.phase.cases)
         submission_id = ev.submission_id
@@ -206,8 +212,14 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+SITE_WORKER_PREFIX = "site:"  # evaluation.worker of a site worker's lease: site:<site>:<worker>:<lease>
+
+
 def _local_pid(worker: str | None) -> int | None:
-    """The pid of ``worker`` (``host:pid``) when it names a process of this host, else None."""
+    """The pid of ``worker`` (``host:pid``) when it names a process of this host, else None (a site
+    worker's ``site:...`` name never names a local process)."""
+    if (worker or "").startswith(SITE_WORKER_PREFIX):
+        return None
     host, _, pid = (worker or "").rpartition(":")
     return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
@@ -318,6 +330,8 @@ def requeue_lost_jobs(settings: Settings, log=log.info, min_age_s: float = 0.0) 
     with session_scope(settings.database_url) as s:
         for ev in s.scalars(select(Evaluation).where(Evaluation.status == EvaluationStatus.QUEUED,
                                                       Evaluation.created_at <= born_before)):
+            if ev.submission.phase.site_id is not None:
+                continue  # a site phase's queue is the database itself: nothing on RQ to lose
             if not ev.job_id or not Job.exists(ev.job_id, connection=conn):
                 lost_evals.append(ev.id)
         queued_intakes = {j.args[0] for j in get_queue(settings).jobs if j.func_name.endswith("intake_submission")}
@@ -457,22 +471,53 @@ def _record_once(settings: Settings, evaluation_id: int, case_id: int, out, done
         ev = s.get(Evaluation, evaluation_id)
         if not _owns(ev, worker):
             return False
-        cr = CaseResult(evaluation_id=evaluation_id, case_id=case_id,
-                        status=CaseStatus.SUCCEEDED if out.ok else CaseStatus.FAILED,
-                        error=out.error, exit_code=out.exit_code, runtime_s=out.runtime_s,
-                        log_tail=out.log_tail, output_path=out.output_path,
-                        failure=out.failure.value if out.failure else None,
-                        **{k: v for k, v in out.stats.items() if k in STAT_COLUMNS})
-        cr.metrics = [MetricValue(label=lab, metric=m, value=v) for lab, vals in out.scores.items() for m, v in vals.items()]
-        s.add(cr)
+        add_case_result(s, ev, case_id, out)
         ev.cases_done = done
     return True
 
 
-def _claim(settings: Settings, evaluation_id: int, worker: str) -> str:
-    """Take a queued evaluation for ``worker``: "run", "wait" (its team already has
-    ``settings.team_concurrency`` evaluations running), or the status it has when it is not queued.
+def add_case_result(s, ev: Evaluation, case_id: int, out) -> CaseResult:
+    """Add one case's result row with all its metrics to session ``s`` (the caller's transaction): the one
+    row shape every worker stores, local or at a site. ``out``: a CaseOutcome (scores: label id → metric →
+    value, None where the empty-mask policy excludes it; stats: the CaseResult columns of STAT_COLUMNS)."""
+    cr = CaseResult(evaluation_id=ev.id, case_id=case_id,
+                    status=CaseStatus.SUCCEEDED if out.ok else CaseStatus.FAILED,
+                    error=out.error, exit_code=out.exit_code, runtime_s=out.runtime_s,
+                    log_tail=out.log_tail, output_path=out.output_path,
+                    failure=out.failure.value if out.failure else None,
+                    **{k: v for k, v in out.stats.items() if k in STAT_COLUMNS})
+    cr.metrics = [MetricValue(label=lab, metric=m, value=v) for lab, vals in out.scores.items() for m, v in vals.items()]
+    s.add(cr)
+    return cr
 
+
+def settle(s, ev: Evaluation, n_cases: int, stop: tuple[Failure, str] | None, stop_fault: Fault) -> str:
+    """The final status of an evaluation whose cases are all recorded (every worker's one rule), set in
+    session ``s``: failed when every one of its ``n_cases`` cases failed (the fault from the cases'
+    failures), failed when the run stopped early (``stop``: the failure and the "not run: ..." reason,
+    ``stop_fault`` whose fault), else succeeded. Counts from the database: a re-queued run skipped the
+    cases an earlier run recorded. Returns the status value."""
+    if ev.status == EvaluationStatus.RUNNING:
+        ev.set_status(EvaluationStatus.SCORING)
+        s.flush()
+    n_failed_all = sum(cr.status != CaseStatus.SUCCEEDED for cr in ev.case_results)
+    if n_cases and n_failed_all >= n_cases:
+        first = next((cr.error for cr in ev.case_results if cr.error), "unknown")
+        fault = Fault.of_cases([Failure(cr.failure) for cr in ev.case_results if cr.failure])
+        ev.set_status(EvaluationStatus.FAILED, error=f"all {n_cases} cases failed; first: {first}", fault=fault)
+    elif stop is not None:
+        ev.set_status(EvaluationStatus.FAILED, error=stop[1].replace("not run: ", "stopped: ", 1), fault=stop_fault)
+    else:
+        ev.set_status(EvaluationStatus.SUCCEEDED)
+    return ev.status.value
+
+
+def _claim(settings: Settings, evaluation_id: int, worker: str, site_id: int | None = None) -> str:
+    """Take a queued evaluation for ``worker``: "run", "wait" (its team already has
+    ``settings.team_concurrency`` evaluations running), "elsewhere" (its phase is served by another
+    site, or by local workers when ``site_id`` is given), or the status it has when it is not queued.
+
+    ``site_id``: None for local workers (they never run a site phase), a site's id for its workers.
     The check and the status change happen under a per-team Redis lock, so two workers on two hosts
     cannot both start a team's evaluation past the limit."""
     from contextlib import nullcontext
@@ -492,6 +537,8 @@ def _claim(settings: Settings, evaluation_id: int, worker: str) -> str:
             ev = s.get(Evaluation, evaluation_id)
             if ev.status != EvaluationStatus.QUEUED:
                 return ev.status.value
+            if ev.submission.phase.site_id != site_id:
+                return "elsewhere"
             if limit > 0:
                 active = s.scalar(select(func.count(Evaluation.id)).join(Submission).where(
                     Submission.team_id == team_id, Evaluation.id != evaluation_id,
@@ -529,6 +576,9 @@ def run_evaluation(evaluation_id: int) -> str:
         time.sleep(DEFER_PAUSE_S)
         enqueue_evaluation(settings, evaluation_id)
         return "deferred"
+    if claim == "elsewhere":
+        log.warning("evaluation %s belongs to a site phase: only that site's workers run it", evaluation_id)
+        return claim
     if claim != "run":
         log.warning("evaluation %s is %s; not running it again", evaluation_id, claim)
         return claim
@@ -648,22 +698,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 ev = s.get(Evaluation, evaluation_id)
                 if not _owns(ev, worker):
                     return None
-                if ev.status == EvaluationStatus.RUNNING:
-                    ev.set_status(EvaluationStatus.SCORING)
-                    s.flush()
-                # count from the database: a re-queued run skipped the cases an earlier run recorded
-                n_failed_all = sum(cr.status != CaseStatus.SUCCEEDED for cr in ev.case_results)
-                if cases and n_failed_all >= len(cases):
-                    first = next((cr.error for cr in ev.case_results if cr.error), "unknown")
-                    fault = Fault.of_cases([Failure(cr.failure) for cr in ev.case_results if cr.failure])
-                    ev.set_status(EvaluationStatus.FAILED, error=f"all {len(cases)} cases failed; first: {first}",
-                                  fault=fault)
-                elif stop is not None:
-                    ev.set_status(EvaluationStatus.FAILED, error=stop[1].replace("not run: ", "stopped: ", 1),
-                                  fault=stop_fault)
-                else:
-                    ev.set_status(EvaluationStatus.SUCCEEDED)
-                return ev.status.value
+                return settle(s, ev, len(cases), stop, stop_fault)
 
         final = _db_retry(finish, f"evaluation {evaluation_id}: final status")
         return final if final is not None else _lost(settings, evaluation_id)

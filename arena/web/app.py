@@ -124,10 +124,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     from arena.web.entries import entries
     from arena.web.manage import manage
     from arena.web.pages import pages
+    from arena.web.site_api import site_api
     from arena.web.viewer import viewer
 
     csrf.exempt(api)
+    csrf.exempt(site_api)
     app.register_blueprint(api, url_prefix="/api/v1")
+    app.register_blueprint(site_api, url_prefix="/api/v1/site")  # site workers (arena.site), worker tokens
     app.register_blueprint(pages)
     app.register_blueprint(account)
     app.register_blueprint(manage, url_prefix="/manage")

@@ -221,6 +221,7 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                   "responses": _ok("OpenAPI 3.1", {"type": "object"})}},
     }
+    _add_site_paths(paths, schemas, e400, e401, e403, e404, e409)
     for ops in paths.values():  # a NUL in the URL is refused before any route (arena.web.api._refuse_nul)
         for op in ops.values():
             op["responses"].setdefault("400", e400)
@@ -230,4 +231,70 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
                                     "Authenticate with `Authorization: Bearer <token>` (account page or "
                                     "`arena user add`). Errors are `{\"error\": \"...\"}`."},
             "servers": [{"url": server}], "paths": paths,
-            "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}
+            "components": {"schemas": schemas, "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "siteWorker": {"type": "http", "scheme": "bearer",
+                               "description": "a site worker's token (arena site token), not a personal one"}}}}
+
+
+def _add_site_paths(paths: dict, schemas: dict, e400: dict, e401: dict, e403: dict, e404: dict, e409: dict) -> None:
+    """The site worker API (/site/..., arena.web.site_api): its bodies are arena.site.protocol's models."""
+    from arena.site import protocol as p
+
+    models = (p.CasesRequest, p.CasesResponse, p.ClaimRequest, p.ClaimResponse, p.LeaseRequest, p.CaseReport,
+              p.FinishRequest, p.FinishResponse)
+    for m in models:
+        sch = m.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in sch.pop("$defs", {}).items():
+            schemas.setdefault(name, sub)
+        schemas[m.__name__] = sch
+    sec = [{"siteWorker": []}]
+
+    def body(model) -> dict:
+        return {"required": True, "content": {"application/json": {"schema": REF(model.__name__)}}}
+
+    base = {"400": e400, "401": e401}
+    lease_ops = {**base, "404": _err("no such evaluation in the token's scope"), "409": _err("lease lost")}
+    ev = {"name": "evaluation_id", "in": "path", "required": True,
+          "schema": {"type": "integer", "minimum": 1, "maximum": 2147483647}}
+    paths.update({
+        "/site/cases": {"post": {
+            "operationId": "siteRegisterCases", "summary": "A site's cases of a phase: keys and checksums only",
+            "security": sec, "requestBody": body(p.CasesRequest),
+            "responses": {**_ok("registered", REF("CasesResponse")), **base, "403": e403,
+                          "409": _err("a known case with other checksums: nothing registered")}}},
+        "/site/claim": {"post": {
+            "operationId": "siteClaim", "summary": "Take the oldest queued evaluation of the token's phases (a lease)",
+            "security": sec, "requestBody": body(p.ClaimRequest),
+            "responses": {**_ok("claimed: run these cases", REF("ClaimResponse")),
+                          "204": {"description": "nothing to do"}, **base}}},
+        "/site/evaluations/{evaluation_id}/heartbeat": {"post": {
+            "operationId": "siteHeartbeat", "summary": "The lease holder is alive", "security": sec,
+            "parameters": [ev], "requestBody": body(p.LeaseRequest),
+            "responses": {**_ok("beat", {"type": "object", "required": ["ok"],
+                                         "properties": {"ok": {"type": "boolean"}}}), **lease_ops}}},
+        "/site/images/{sha256}": {"get": {
+            "operationId": "siteImage", "summary": "The submission's image tarball (Range: bytes=N- resumes)",
+            "security": sec, "parameters": [{"name": "sha256", "in": "path", "required": True,
+                                             "schema": {"type": "string", "pattern": p.HEX64}}],
+            "responses": {"200": {"description": "the tarball", "content": {"application/octet-stream": {
+                              "schema": {"type": "string", "format": "binary"}}}},
+                          "206": {"description": "the rest of it", "content": {"application/octet-stream": {
+                              "schema": {"type": "string", "format": "binary"}}}},
+                          "416": _err("range not satisfiable"), **base,
+                          "404": _err("no such image for an evaluation this token holds")}}},
+        "/site/evaluations/{evaluation_id}/cases/{key}": {"post": {
+            "operationId": "siteRecordCase", "summary": "One case's outcome (recorded once)", "security": sec,
+            "parameters": [ev, {"name": "key", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": p.CASE_KEY}}],
+            "requestBody": body(p.CaseReport),
+            "responses": {"201": {"description": "recorded", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["recorded"], "properties": {"recorded": {"type": "boolean"}}}}}},
+                **lease_ops, "404": _err("no such evaluation, or a case the phase does not have"),
+                "409": _err("lease lost, or the case is already recorded (nothing overwritten)")}}},
+        "/site/evaluations/{evaluation_id}/finish": {"post": {
+            "operationId": "siteFinish", "summary": "All cases recorded: set the final status", "security": sec,
+            "parameters": [ev], "requestBody": body(p.FinishRequest),
+            "responses": {**_ok("final status", REF("FinishResponse")), **lease_ops,
+                          "409": _err("lease lost, or cases not recorded yet")}}},
+    })

@@ -1,0 +1,211 @@
+"""Site workers, the core (arena/site, arena/web/site_api.py): tokens and their scope, the protocol's refusals,
+and one real round trip of a site worker over HTTP with a tiny image."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from arena.lifecycle import EvaluationStatus, SubmissionStatus
+from arena.models import CaseResult, Evaluation, Phase, WorkerToken
+
+REPO = Path(__file__).resolve().parents[1]
+SUMS = {"image_sha256": "a" * 64, "reference_sha256": "b" * 64}
+
+
+def _cli(*args: str):
+    from arena.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def world(settings, db):
+    """han-oar-22 with no cases; site "hospital" serves its test phase; a token for it; one validated
+    submission to the test phase whose image tarball is stored (random bytes)."""
+    from arena.tasks.store import upsert_task
+    from arena.users import create_user
+
+    upsert_task(db, REPO / "tasks" / "han-oar-22")
+    create_user(db, "bob", team="B")
+    db.commit()
+    assert _cli("site", "add", "hospital").exit_code == 0
+    assert _cli("site", "assign", "hospital", "han-oar-22/test").exit_code == 0
+    r = _cli("site", "token", "hospital", "--phase", "han-oar-22/test")
+    assert r.exit_code == 0, r.output
+    token = r.stdout.strip().splitlines()[-1]
+    return {"token": token}
+
+
+def _submission(settings, db, phase: str = "test", payload: bytes = b"") -> int:
+    from arena.models import User
+    from arena.submissions.intake import StoredUpload, create_submission
+
+    payload = payload or hashlib.sha256(phase.encode()).digest() * 1000
+    path = settings.uploads_dir / f"{hashlib.sha256(payload).hexdigest()}.tar"
+    path.write_bytes(payload)
+    user = db.scalar(select(User).where(User.name == "bob"))
+    sub = create_submission(db, "han-oar-22", phase, user,
+                            StoredUpload(path, hashlib.sha256(payload).hexdigest(), len(payload)))
+    sub.set_status(SubmissionStatus.VALIDATED)
+    db.commit()
+    return sub.id
+
+
+def _h(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_token_cli_scope_and_revocation(settings, db, app, world):
+    c = app.test_client()
+    token = world["token"]
+    assert token.startswith("arena-site-") and len(token) == len("arena-site-") + 43
+    row = db.scalar(select(WorkerToken))
+    assert row.token_sha256 == hashlib.sha256(token.encode()).hexdigest()  # only the hash is stored
+    assert token not in (settings.home / "arena.db").read_bytes().decode("latin-1")
+    body = {"task": "han-oar-22", "phase": "test", "cases": [{"key": "c1", **SUMS}]}
+    assert c.post("/api/v1/site/cases", json=body).status_code == 401  # no token
+    assert c.post("/api/v1/site/cases", json=body, headers=_h("arena-site-" + "x" * 43)).status_code == 401
+    r = c.post("/api/v1/site/cases", json={**body, "phase": "validation"}, headers=_h(token))
+    assert r.status_code == 403 and "scope" in r.get_json()["error"]  # a stolen token used for another phase
+    r = c.post("/api/v1/site/cases", json=body, headers=_h(token))
+    assert r.status_code == 200 and r.get_json() == {"added": 1, "unchanged": 0}
+    # a token of the same site for a phase not assigned to it cannot be issued
+    r = _cli("site", "token", "hospital", "--phase", "han-oar-22/validation")
+    assert r.exit_code == 2 and "not assigned to site" in r.output
+    listing = _cli("site", "list").output
+    assert "hospital: phases han-oar-22/test" in listing and f"token {row.id}: active" in listing
+    assert _cli("site", "revoke", str(row.id)).exit_code == 0
+    r = c.post("/api/v1/site/cases", json=body, headers=_h(token))
+    assert r.status_code == 401 and "revoked" in r.get_json()["error"]  # revocation is immediate
+    assert f"token {row.id}: revoked" in _cli("site", "list").output
+
+
+def test_cases_registration_never_changes_a_known_case(settings, db, app, world):
+    c = app.test_client()
+    h = _h(world["token"])
+    body = {"task": "han-oar-22", "phase": "test", "cases": [{"key": "c1", **SUMS}, {"key": "c2", **SUMS}]}
+    assert c.post("/api/v1/site/cases", json=body, headers=h).get_json() == {"added": 2, "unchanged": 0}
+    assert c.post("/api/v1/site/cases", json=body, headers=h).get_json() == {"added": 0, "unchanged": 2}
+    changed = {**body, "cases": [{"key": "c3", **SUMS}, {"key": "c2", **SUMS, "image_sha256": "c" * 64}]}
+    r = c.post("/api/v1/site/cases", json=changed, headers=h)
+    assert r.status_code == 409 and "c2" in r.get_json()["error"]
+    db.expire_all()
+    phase = db.scalar(select(Phase).where(Phase.slug == "test"))
+    assert [x.key for x in phase.cases] == ["c1", "c2"]  # nothing of the refused request was written (no c3)
+    assert all(x.image_path == "" and x.reference_path == "" for x in phase.cases)
+    assert phase.cases[1].meta["site"] == {"site": "hospital", "sha256": {"image": "a" * 64, "reference": "b" * 64}}
+    r = c.post("/api/v1/site/cases", json={**body, "cases": [{"key": "../x", **SUMS}]}, headers=h)
+    assert r.status_code == 400 and "key" in r.get_json()["error"]
+
+
+def _report(lease: str, status: str = "succeeded", dice: float = 0.9) -> dict:
+    return {"lease": lease, "status": status, "scores": {"1": {"dsc": dice, "hd95": None}}, "error": None,
+            "failure": None if status == "succeeded" else "non-zero-exit", "exit_code": 0, "runtime_s": 1.5,
+            "stats": {"cpu_s": 0.5, "peak_memory_mb": 12.0}, "log_tail": "hello from the site"}
+
+
+def test_claim_record_finish_and_every_refusal(settings, db, app, world):
+    from arena.runner.jobs import _claim, create_evaluation
+
+    c = app.test_client()
+    h = _h(world["token"])
+    body = {"task": "han-oar-22", "phase": "test", "cases": [{"key": "c1", **SUMS}, {"key": "c2", **SUMS}]}
+    assert c.post("/api/v1/site/cases", json=body, headers=h).status_code == 200
+    assert c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).status_code == 204  # nothing queued
+    sub_id = _submission(settings, db)
+    ev_id = create_evaluation(settings, sub_id)
+    db.expire_all()
+    assert db.get(Evaluation, ev_id).job_id is None  # a site phase's evaluation is not put on RQ
+    assert _claim(settings, ev_id, "somehost:1") == "elsewhere"  # a local worker never runs it
+    r = c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h)
+    assert r.status_code == 200, r.get_json()
+    claim = r.get_json()
+    assert claim["evaluation"] == ev_id and claim["cases"] == ["c1", "c2"] and claim["cases_total"] == 2
+    assert claim["done"] == 0 and claim["task"] == "han-oar-22" and claim["spec"]["slug"] == "han-oar-22"
+    lease = claim["lease"]
+    db.expire_all()
+    ev = db.get(Evaluation, ev_id)
+    assert ev.status == EvaluationStatus.RUNNING and ev.worker == f"site:hospital:w1:{lease}"
+    # the image, whole and resumed; another image is not served
+    whole = c.get(claim["image"]["url"], headers=h)
+    assert whole.status_code == 200 and hashlib.sha256(whole.data).hexdigest() == claim["image"]["sha256"]
+    assert len(whole.data) == claim["image"]["size"]
+    part = c.get(claim["image"]["url"], headers={**h, "Range": "bytes=100-"})
+    assert part.status_code == 206 and part.data == whole.data[100:]
+    assert c.get("/api/v1/site/images/" + "d" * 64, headers=h).status_code == 404
+    # heartbeat: the lease holder only
+    assert c.post(f"/api/v1/site/evaluations/{ev_id}/heartbeat", json={"lease": lease}, headers=h).get_json() == \
+        {"ok": True}
+    r = c.post(f"/api/v1/site/evaluations/{ev_id}/heartbeat", json={"lease": "1.nope"}, headers=h)
+    assert r.status_code == 409 and "lease lost" in r.get_json()["error"]
+    assert c.post(f"/api/v1/site/evaluations/{ev_id + 99}/heartbeat", json={"lease": lease},
+                  headers=h).status_code == 404
+    # results: once per case, from the lease holder, for keys the phase has
+    url = f"/api/v1/site/evaluations/{ev_id}/cases"
+    assert c.post(f"{url}/c1", json=_report("1.nope"), headers=h).status_code == 409  # wrong lease
+    r = c.post(f"{url}/zz", json=_report(lease), headers=h)
+    assert r.status_code == 404 and "no case 'zz'" in r.get_json()["error"]
+    assert c.post(f"{url}/c1", json=_report(lease), headers=h).status_code == 201
+    r = c.post(f"{url}/c1", json=_report(lease, "failed", 0.1), headers=h)  # replayed, with other scores
+    assert r.status_code == 409 and "already recorded" in r.get_json()["error"]
+    db.expire_all()
+    rows = list(db.scalars(select(CaseResult).where(CaseResult.evaluation_id == ev_id)))
+    assert len(rows) == 1 and rows[0].status.value == "succeeded" and rows[0].log_tail == "hello from the site"
+    assert {(m.label, m.metric, m.value) for m in rows[0].metrics} == {(1, "dsc", 0.9), (1, "hd95", None)}
+    assert rows[0].cpu_s == 0.5 and rows[0].output_path is None
+    r = c.post(f"/api/v1/site/evaluations/{ev_id}/finish", json={"lease": lease, "stop": None}, headers=h)
+    assert r.status_code == 409 and "c2" in r.get_json()["error"]  # not every case recorded yet
+    assert c.post(f"{url}/c2", json=_report(lease, "failed", 0.0), headers=h).status_code == 201
+    r = c.post(f"/api/v1/site/evaluations/{ev_id}/finish", json={"lease": lease, "stop": None}, headers=h)
+    assert r.status_code == 200 and r.get_json() == {"status": "succeeded"}
+    db.expire_all()
+    ev = db.get(Evaluation, ev_id)
+    assert ev.status == EvaluationStatus.SUCCEEDED and ev.cases_done == 2
+    assert c.post(f"{url}/c2", json=_report(lease), headers=h).status_code == 409  # late: lease gone
+    assert c.post(f"/api/v1/site/evaluations/{ev_id}/heartbeat", json={"lease": lease},
+                  headers=h).status_code == 409
+    # a token of another site (or of the same site without this phase) sees none of it
+    assert _cli("site", "add", "clinic").exit_code == 0
+    assert _cli("site", "assign", "clinic", "han-oar-22/validation").exit_code == 0
+    other = _cli("site", "token", "clinic", "--phase", "han-oar-22/validation").stdout.strip().splitlines()[-1]
+    assert c.post(f"{url}/c1", json=_report(lease), headers=_h(other)).status_code == 404
+    assert c.get(claim["image"]["url"], headers=_h(other)).status_code == 404
+    r = c.post("/api/v1/site/cases", json=body, headers=_h(other))
+    assert r.status_code == 403
+
+
+def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, world):
+    from redis import Redis
+
+    from arena.runner.jobs import create_evaluation
+    from arena.runner.keys import heartbeat_key
+
+    c = app.test_client()
+    h = _h(world["token"])
+    body = {"task": "han-oar-22", "phase": "test", "cases": [{"key": "c1", **SUMS}]}
+    assert c.post("/api/v1/site/cases", json=body, headers=h).status_code == 200
+    a = create_evaluation(settings, _submission(settings, db))
+    b = create_evaluation(settings, _submission(settings, db, payload=b"other" * 100))
+    first = c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).get_json()
+    assert first["evaluation"] == a
+    # team B already runs one evaluation (ARENA_TEAM_CONCURRENCY 1): the second waits
+    assert c.post("/api/v1/site/claim", json={"worker": "w2"}, headers=h).status_code == 204
+    # w1 goes silent: its heartbeat key vanishes and the evaluation started long ago
+    Redis.from_url(settings.redis_url).delete(heartbeat_key(settings, a))
+    db.expire_all()
+    ev = db.get(Evaluation, a)
+    ev.started_at = ev.started_at.replace(year=2020)
+    db.commit()
+    second = c.post("/api/v1/site/claim", json={"worker": "w2"}, headers=h).get_json()
+    db.expire_all()
+    assert db.get(Evaluation, a).status in (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING)
+    assert "re-queued: site lease lapsed" in db.get(Evaluation, a).error
+    assert second["evaluation"] == a and second["lease"] != first["lease"]  # the oldest goes first again
+    r = c.post(f"/api/v1/site/evaluations/{a}/cases/c1", json=_report(first["lease"]), headers=h)
+    assert r.status_code == 409 and "lease lost" in r.get_json()["error"]  # the old lease holder is refused
+    assert db.get(Evaluation, b).status == EvaluationStatus.QUEUED
