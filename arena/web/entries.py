@@ -85,19 +85,22 @@ def case_view_url(phase: Phase, case_key: str, a: int, b: int | None = None, org
 
 
 @entries.app_template_global("distance_ranges")
-def distance_ranges(table: pd.DataFrame, columns: list[str]) -> dict[str, tuple[float, float]]:
-    """Per distance column of a board (``hd95``, ``hd95:Brainstem``, ...; mm, lower is better), the range
-    its colour scale spans: the smallest and largest value among the rows without a penalty in that
-    column (``penalties:<column>`` 0 or absent), so that one missed organ's image-diagonal penalty does not
-    push every measured value to the same colour. When fewer than two rows are penalty-free the range of
-    all values is used. Columns with no finite value are left out; a range may be a single value."""
+def distance_ranges(table: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Per distance column of a board (``hd95``, ``hd95:Brainstem``, ...: mm, lower is better), the range its
+    colour scale spans: the smallest and largest value of the board's own entries without a penalty in that
+    column (``penalties:<column>`` 0 or absent; published rows, measured on other data, left out), so that
+    one missed organ's image-diagonal penalty does not push every measured value to the same colour. When
+    fewer than two rows qualify, the range of all the column's values. Columns with no finite value are
+    left out; a range may be a single value."""
     out: dict[str, tuple[float, float]] = {}
-    for col in columns:
-        if col not in table.columns:
+    own = (table["badge"] != "published") if "badge" in table.columns else pd.Series(True, index=table.index)
+    for col in table.columns:
+        if str(col).split(":")[0] not in DISTANCE_METRICS:
             continue
         vals = pd.to_numeric(table[col], errors="coerce")
-        pens = pd.to_numeric(table.get(f"penalties:{col}", pd.Series(0, index=table.index)), errors="coerce")
-        measured = vals[(pens.fillna(0) == 0) & vals.notna()]
+        pens = pd.to_numeric(table[f"penalties:{col}"], errors="coerce").fillna(0) if f"penalties:{col}" in \
+            table.columns else pd.Series(0, index=table.index)
+        measured = vals[own & (pens == 0) & vals.notna()]
         use = measured if len(measured) >= 2 else vals.dropna()
         if len(use):
             out[col] = (float(use.min()), float(use.max()))
