@@ -588,14 +588,7 @@ def run_evaluation(evaluation_id: int) -> str:
 
 def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
     from arena.images.docker_client import DockerUnavailable
-    from arena.runner.evaluate import (
-        CaseInput,
-        evaluate_batch,
-        evaluate_case,
-        limits_for,
-        skipped_case,
-    )
-    from arena.runner.gpu import worker_device_ids
+    from arena.runner.evaluate import CaseInput
 
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
@@ -606,8 +599,7 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
         done = {cr.case_id for cr in ev.case_results}
         sub_id = sub.id
         model_path = sub.model_archive.path if sub.model_archive is not None else None
-    started = time.monotonic()
-    deadline = started + spec.resources.time_per_evaluation_s if spec.resources.time_per_evaluation_s else None
+    started = time.monotonic()  # the evaluation's time limit counts from here (loading the image included)
     # One work directory per run: a silent process that wakes after its evaluation was re-queued
     # cannot trample the new run's inputs and outputs.
     work = settings.work_dir / f"evaluation-{evaluation_id}" / worker.replace(":", "-")
@@ -624,83 +616,11 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
                 return _ensure_image(client, s.get(Submission, sub_id), settings)
 
         image = engine.call(ensure, "loading the image")
-
-        def clean_up(client, key: str, case_dirs: list[Path]) -> None:
-            import shutil
-
-            n = _remove_run_containers(client, {**labels, "arena.case": key})
-            for d in case_dirs:  # whatever the broken-off run collected: the re-run starts clean
-                shutil.rmtree(d, ignore_errors=True)
-            log.info("evaluation %s: removed %d container(s) of the broken-off run of %s", evaluation_id, n, key)
-        gpus = tuple(worker_device_ids()) if spec.resources.gpu else ()
-        stop: tuple[Failure, str] | None = None
-        stop_fault = Fault.PARTICIPANT  # whose fault the stop is (fail-fast, the evaluation's time limit)
-        if spec.resources.gpu and not gpus:
-            stop = (Failure.NO_GPU, "this task needs a GPU and this worker has none (no NVIDIA driver found)")
-            stop_fault = Fault.PLATFORM
-        limits = limits_for(spec, gpus)
         todo = [(cid, c) for cid, c in cases if cid not in done]
-        n_failed = 0
-        if spec.io_mode == "batch" and todo and stop is None:
-            if not _still_owned(settings, evaluation_id, worker):
-                return _lost(settings, evaluation_id)
-
-            budget = limits.time_s * len(todo)
-            if deadline:
-                budget = min(budget, max(1.0, deadline - time.monotonic()))
-            log.info("evaluation %s: batch run over %d cases", evaluation_id, len(todo))
-            outs = engine.call(
-                lambda client: evaluate_batch(client, spec, image, [c for _, c in todo], work / "batch", results,
-                                              replace(limits, time_s=budget), {**labels, "arena.case": "batch"},
-                                              run_root=settings.run_root, mounts=mounts),
-                "the batch run", cleanup=lambda client: clean_up(client, "batch", [results / c.key for _, c in todo]))
-            for i, ((cid, _), out) in enumerate(zip(todo, outs)):
-                n_failed += not out.ok
-                if not _record(settings, evaluation_id, cid, out, len(done) + i + 1, worker):
-                    return _lost(settings, evaluation_id)
-            todo = []
-        for i, (cid, c) in enumerate(todo):
-            index = len(done) + i + 1
-            if stop is None and deadline and time.monotonic() >= deadline:
-                stop = (Failure.EVALUATION_TIMEOUT,
-                        f"not run: the evaluation passed its {spec.resources.time_per_evaluation_s:g} s limit")
-            if stop is not None:
-                out = skipped_case(spec, c.reference, *stop)
-            else:
-                if not _still_owned(settings, evaluation_id, worker):  # cancelled or re-queued meanwhile
-                    return _lost(settings, evaluation_id)
-                log.info("evaluation %s: case %d/%d (%s)", evaluation_id, index, len(cases), c.key)
-                case_limits = limits
-                if deadline:
-                    case_limits = replace(limits, time_s=max(1.0, min(limits.time_s, deadline - time.monotonic())))
-                out = engine.call(
-                    lambda client, c=c, lim=case_limits: evaluate_case(
-                        client, spec, image, c.key, c.image, c.reference, work_dir=work / c.key,
-                        results_dir=results / c.key, limits=lim, labels={**labels, "arena.case": c.key},
-                        run_root=settings.run_root, mounts=mounts),
-                    f"case {c.key}", cleanup=lambda client, key=c.key: clean_up(client, key, [results / key]))
-                if not out.ok and out.failure == Failure.ENGINE_ERROR and index == 1:
-                    stop = (Failure.SKIPPED, f"not run: the smoke case could not be run ({out.error})")
-                    stop_fault = Fault.PLATFORM
-                elif not out.ok and spec.resources.fail_fast:
-                    stop = (Failure.SKIPPED, f"not run: case {index} failed and the task fails fast")
-            n_failed += not out.ok
-            if not _record(settings, evaluation_id, cid, out, index, worker):
-                return _lost(settings, evaluation_id)
-        try:
-            removed = image_cache(settings, engine.client).evict(keep={image})
-            if removed:
-                log.info("image cache: removed %d least recently used image(s)", len(removed))
-        except Exception:  # the cache must never fail an evaluation
-            log.exception("image cache eviction failed")
-        def finish() -> str | None:
-            with session_scope(settings.database_url) as s:
-                ev = s.get(Evaluation, evaluation_id)
-                if not _owns(ev, worker):
-                    return None
-                return settle(s, ev, len(cases), stop, stop_fault)
-
-        final = _db_retry(finish, f"evaluation {evaluation_id}: final status")
+        final = run_case_loop(settings, engine, spec, image, todo, n_cases=len(cases), n_done=len(done), work=work,
+                              results=results, labels=labels, mounts=mounts,
+                              recorder=_LocalRecorder(settings, evaluation_id, worker, len(cases)),
+                              what=f"evaluation {evaluation_id}", started=started)
         return final if final is not None else _lost(settings, evaluation_id)
     except DockerUnavailable as e:
         # The engine stayed away (or kept breaking off): platform-caused, so the evaluation goes back on
@@ -722,6 +642,117 @@ def _run_claimed(settings: Settings, evaluation_id: int, worker: str) -> str:
         return EvaluationStatus.FAILED.value
     finally:
         stack.close()  # the extracted model, if any
+
+
+class _LocalRecorder:
+    """Where a local worker's case loop records: the database directly (see :func:`run_case_loop`)."""
+
+    def __init__(self, settings: Settings, evaluation_id: int, worker: str, n_cases: int) -> None:
+        self.settings, self.evaluation_id, self.worker, self.n_cases = settings, evaluation_id, worker, n_cases
+
+    def owned(self) -> bool:
+        return _still_owned(self.settings, self.evaluation_id, self.worker)
+
+    def record(self, case_id: int, out, index: int) -> bool:
+        return _record(self.settings, self.evaluation_id, case_id, out, index, self.worker)
+
+    def finish(self, stop: tuple[Failure, str] | None, stop_fault: Fault) -> str | None:
+        def finish() -> str | None:
+            with session_scope(self.settings.database_url) as s:
+                ev = s.get(Evaluation, self.evaluation_id)
+                if not _owns(ev, self.worker):
+                    return None
+                return settle(s, ev, self.n_cases, stop, stop_fault)
+
+        return _db_retry(finish, f"evaluation {self.evaluation_id}: final status")
+
+
+def run_case_loop(settings: Settings, engine: _Engine, spec, image: str, todo: list, *, n_cases: int, n_done: int,
+                  work: Path, results: Path, labels: dict[str, str], mounts: dict[str, tuple[str, str]],
+                  recorder, what: str, started: float | None = None) -> str | None:
+    """Run the cases still to do of one evaluation and record each as it finishes: the one case loop of
+    local workers and site workers (arena.site.worker). Returns the final status, or None when the
+    evaluation was lost meanwhile (cancelled, re-queued, the lease lapsed).
+
+    ``todo``: ``(ref, CaseInput)`` pairs in phase order; ``ref`` is the recorder's handle of the case.
+    ``n_cases`` / ``n_done``: the phase's cases and those an earlier run already recorded (the first case
+    run, index 1, is the smoke case). ``recorder``: ``owned()`` (checked before each case starts),
+    ``record(ref, outcome, index)`` (False: lost) and ``finish(stop, stop_fault)`` (the final status, None:
+    lost). Per-case mode runs the cases in order; a smoke case the engine could not run, or a failed case
+    of a fail-fast task, stops the run; past ``time_per_evaluation_s`` (counted from ``started``, a
+    time.monotonic() value) the remaining cases are skipped; skipped cases are recorded and scored as empty
+    predictions. Batch mode runs the container once over all cases. Work folders: ``work/<key>``; kept
+    outputs: ``results/<key>``; containers carry ``labels``."""
+    from arena.runner.evaluate import evaluate_batch, evaluate_case, limits_for, skipped_case
+    from arena.runner.gpu import worker_device_ids
+
+    started = time.monotonic() if started is None else started
+    deadline = started + spec.resources.time_per_evaluation_s if spec.resources.time_per_evaluation_s else None
+
+    def clean_up(client, key: str, case_dirs: list[Path]) -> None:
+        import shutil
+
+        n = _remove_run_containers(client, {**labels, "arena.case": key})
+        for d in case_dirs:  # whatever the broken-off run collected: the re-run starts clean
+            shutil.rmtree(d, ignore_errors=True)
+        log.info("%s: removed %d container(s) of the broken-off run of %s", what, n, key)
+    gpus = tuple(worker_device_ids()) if spec.resources.gpu else ()
+    stop: tuple[Failure, str] | None = None
+    stop_fault = Fault.PARTICIPANT  # whose fault the stop is (fail-fast, the evaluation's time limit)
+    if spec.resources.gpu and not gpus:
+        stop = (Failure.NO_GPU, "this task needs a GPU and this worker has none (no NVIDIA driver found)")
+        stop_fault = Fault.PLATFORM
+    limits = limits_for(spec, gpus)
+    if spec.io_mode == "batch" and todo and stop is None:
+        if not recorder.owned():
+            return None
+        budget = limits.time_s * len(todo)
+        if deadline:
+            budget = min(budget, max(1.0, deadline - time.monotonic()))
+        log.info("%s: batch run over %d cases", what, len(todo))
+        outs = engine.call(
+            lambda client: evaluate_batch(client, spec, image, [c for _, c in todo], work / "batch", results,
+                                          replace(limits, time_s=budget), {**labels, "arena.case": "batch"},
+                                          run_root=settings.run_root, mounts=mounts),
+            "the batch run", cleanup=lambda client: clean_up(client, "batch", [results / c.key for _, c in todo]))
+        for i, ((ref, _), out) in enumerate(zip(todo, outs)):
+            if not recorder.record(ref, out, n_done + i + 1):
+                return None
+        todo = []
+    for i, (ref, c) in enumerate(todo):
+        index = n_done + i + 1
+        if stop is None and deadline and time.monotonic() >= deadline:
+            stop = (Failure.EVALUATION_TIMEOUT,
+                    f"not run: the evaluation passed its {spec.resources.time_per_evaluation_s:g} s limit")
+        if stop is not None:
+            out = skipped_case(spec, c.reference, *stop)
+        else:
+            if not recorder.owned():  # cancelled or re-queued meanwhile
+                return None
+            log.info("%s: case %d/%d (%s)", what, index, n_cases, c.key)
+            case_limits = limits
+            if deadline:
+                case_limits = replace(limits, time_s=max(1.0, min(limits.time_s, deadline - time.monotonic())))
+            out = engine.call(
+                lambda client, c=c, lim=case_limits: evaluate_case(
+                    client, spec, image, c.key, c.image, c.reference, work_dir=work / c.key,
+                    results_dir=results / c.key, limits=lim, labels={**labels, "arena.case": c.key},
+                    run_root=settings.run_root, mounts=mounts),
+                f"case {c.key}", cleanup=lambda client, key=c.key: clean_up(client, key, [results / key]))
+            if not out.ok and out.failure == Failure.ENGINE_ERROR and index == 1:
+                stop = (Failure.SKIPPED, f"not run: the smoke case could not be run ({out.error})")
+                stop_fault = Fault.PLATFORM
+            elif not out.ok and spec.resources.fail_fast:
+                stop = (Failure.SKIPPED, f"not run: case {index} failed and the task fails fast")
+        if not recorder.record(ref, out, index):
+            return None
+    try:
+        removed = image_cache(settings, engine.client).evict(keep={image})
+        if removed:
+            log.info("image cache: removed %d least recently used image(s)", len(removed))
+    except Exception:  # the cache must never fail an evaluation
+        log.exception("image cache eviction failed")
+    return recorder.finish(stop, stop_fault)
 
 
 def _model_mount(stack: contextlib.ExitStack, archive: str, marker: Path, run_root: Path) -> dict[str, tuple[str, str]]:

@@ -51,10 +51,19 @@ def start_sweeper(settings: Settings, period_s: float | None = None,
     return stop
 
 
+def pin_gpus(gpu: str, say: Callable[[str], None] = log.info) -> None:
+    """Give this worker process GPU(s) ``gpu`` ("0" or "0,1"; read back through ARENA_GPU_DEVICES by
+    arena.runner.gpu.worker_device_ids); warns when NVML sees no GPU at all."""
+    from arena.runner.gpu import detect_gpus
+
+    os.environ["ARENA_GPU_DEVICES"] = gpu
+    if not detect_gpus():
+        say(f"warning: --gpu {gpu} given but NVML sees no GPU (no NVIDIA driver?); GPU tasks will fail with 'no-gpu'")
+
+
 def run_worker(settings: Settings, burst: bool = False, gpu: str | None = None,
                say: Callable[[str], None] = print) -> None:
     """Recover, then take intake and evaluation jobs until stopped (or, with ``burst``, the queues are empty)."""
-    from arena.runner.gpu import detect_gpus
     from arena.runner.jobs import live_local_worker, recover_dead_workers, requeue_lost_jobs
     from arena.runner.keys import queue_name
     from arena.runner.sandbox import reap_leftovers
@@ -72,9 +81,7 @@ def run_worker(settings: Settings, burst: bool = False, gpu: str | None = None,
     requeue_lost_jobs(settings, log=say)
     names = [queue_name(settings)]
     if gpu is not None:
-        os.environ["ARENA_GPU_DEVICES"] = gpu
-        if not detect_gpus():
-            say(f"warning: --gpu {gpu} given but NVML sees no GPU (no NVIDIA driver?); GPU tasks will fail with 'no-gpu'")
+        pin_gpus(gpu, say)
         names.insert(0, queue_name(settings, gpu=True))
     say(f"worker listening on {', '.join(names)}" + (f" with GPU {gpu}" if gpu is not None else ""))
     stop = start_sweeper(settings, say=say) if not burst else None
