@@ -6,6 +6,7 @@ trail's filters and pages."""
 from __future__ import annotations
 
 import datetime as dt
+import html as html_lib
 import re
 
 import pytest
@@ -33,7 +34,7 @@ def _text(html: str, element_id: str) -> str:
     """The text of the element with ``element_id`` (tags dropped, spaces collapsed)."""
     m = re.search(rf'id="{element_id}"[^>]*>(.*?)</(div|p|span)>', html, re.S)
     assert m, f"no #{element_id} in the page"
-    return " ".join(re.sub(r"<[^>]+>", " ", m.group(1)).split())
+    return " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", m.group(1))).split())
 
 
 def _phase(db, slug: str):
@@ -161,3 +162,56 @@ def test_running_evaluation_shows_a_progress_line_not_empty_tables(app, settings
     db.commit()
     html = c.get(f"/submissions/{sub.id}").get_data(as_text=True)
     assert "1 of 2 cases scored so far" in html and "dice per case" in html and 'class="cases"' in html
+
+
+def test_no_submit_link_without_submissions_left(app, db, world):
+    """Alice's team has 2 validation submissions in the last 24 h: with a limit of 2 the task page offers no
+    Submit link and says when the next submission is possible; the upload form cannot choose the phase."""
+    org = sign_in(app.test_client(), "org")
+    alice = sign_in(app.test_client(), "alice")
+    html = alice.get("/tasks/han-oar-22?phase=validation").get_data(as_text=True)
+    assert 'id="submit-link"' in html and "8 of 10 submissions left" in html
+    form_post(org, "/manage/tasks/han-oar-22", "/manage/tasks/han-oar-22/phases/validation",
+              {"action": "save", "visibility": "public", "submission_limit": "2"})
+    html = alice.get("/tasks/han-oar-22?phase=validation").get_data(as_text=True)
+    assert 'id="submit-link"' not in html and "/tasks/han-oar-22/submit" not in html
+    from arena.models import Submission
+
+    oldest = min(db.get(Submission, world[k]).created_at for k in ("a1", "a2"))
+    frees = oldest + dt.timedelta(days=1)
+    assert (f"0 of 2 submissions left: limit reached; the next one from {frees:%Y-%m-%d %H:%M} UTC"
+            in _text(html, "quota-note"))
+    page = alice.get("/tasks/han-oar-22/submit?phase=validation").get_data(as_text=True)
+    assert re.search(r'<option value="validation"\s+disabled>', page)
+    assert re.search(r'<option value="test" selected\s*>', page)  # the phase that still takes one
+    assert f"next submission is possible from {frees:%Y-%m-%d %H:%M} UTC" in page
+    # the test phase closed too: no upload form at all
+    form_post(org, "/manage/tasks/han-oar-22", "/manage/tasks/han-oar-22/phases/test", {"action": "close-now"})
+    page = alice.get("/tasks/han-oar-22/submit").get_data(as_text=True)
+    assert 'id="upload-form"' not in page and 'id="no-submission-left"' in page
+    # bob's team still has submissions left in validation
+    bob = sign_in(app.test_client(), "bob")
+    assert 'id="submit-link"' in bob.get("/tasks/han-oar-22?phase=validation").get_data(as_text=True)
+
+
+def test_phase_wording_says_what_teams_see(app, db, world):
+    alice = sign_in(app.test_client(), "alice")
+    org = sign_in(app.test_client(), "org")
+    rules = _text(alice.get("/tasks/han-oar-22?phase=validation").get_data(as_text=True), "phase-rules")
+    assert "shows each case's scores as it finishes, with the container's log" in rules
+    assert "The board is public" in rules
+    rules = _text(alice.get("/tasks/han-oar-22?phase=test").get_data(as_text=True), "phase-rules")
+    assert "The cases are hidden" in rules and "no per-case scores, errors or logs" in rules
+    reveal = (dt.datetime.utcnow() + dt.timedelta(days=2)).replace(second=0, microsecond=0)
+    form_post(org, "/manage/tasks/han-oar-22", "/manage/tasks/han-oar-22/phases/test",
+              {"action": "save", "visibility": "hidden", "submission_limit": "",
+               "reveal_at": reveal.strftime("%Y-%m-%dT%H:%M")})
+    html = alice.get("/tasks/han-oar-22?phase=test").get_data(as_text=True)
+    assert (f"The board is hidden until the reveal on {reveal:%Y-%m-%d %H:%M} UTC, so teams see no score before then"
+            in _text(html, "phase-rules"))
+    assert f"reveal on {reveal:%Y-%m-%d %H:%M} UTC" in html and "revealed" not in html
+    form_post(org, "/manage/tasks/han-oar-22", "/manage/tasks/han-oar-22/phases/test",
+              {"action": "save", "visibility": "private", "submission_limit": "",
+               "reveal_at": reveal.strftime("%Y-%m-%dT%H:%M")})
+    page = alice.get("/tasks/han-oar-22/submit").get_data(as_text=True)
+    assert f"Private phase: scores, per-case results and logs stay hidden from teams until the reveal on {reveal:%Y-%m-%d %H:%M} UTC" in page

@@ -80,7 +80,7 @@ def test_browser_upload_is_streamed_and_queued(app, settings, db, world, monkeyp
     """The upload page's XHR target: raw body, CSRF header, refused archive → JSON error, nothing stored."""
     c = sign_in(app.test_client(), "alice")
     page = c.get("/tasks/han-oar-22/submit?phase=validation").get_data(as_text=True)
-    assert "submissions left today" in page and "upload-button" in page
+    assert "submissions left (10 per 24 h)" in page and "upload-button" in page
     token = csrf_of(page)
     url = "/tasks/han-oar-22/phases/validation/upload?label=x&filename=img.tar"
     r = c.post(url, data=b"not a tar" * 1000, headers={"X-CSRFToken": token, "Content-Type": "application/octet-stream"})

@@ -113,12 +113,24 @@ def quota(session: Session, task: Task, phase: Phase, team: Team) -> tuple[int, 
     upload in progress (:func:`reserve_slot`) does."""
     limit = phase.submission_limit if phase.submission_limit is not None else \
         spec_of(task).phase(phase.slug).submission_limit
+    return limit, len(_charged(session, phase, team)) + _in_progress(session, phase, team)
+
+
+def _charged(session: Session, phase: Phase, team: Team) -> list[Submission]:
+    """``team``'s submissions in ``phase`` of the last 24 hours that use its quota."""
     since = utcnow() - dt.timedelta(days=1)
     subs = session.scalars(select(Submission).where(
         Submission.phase_id == phase.id, Submission.team_id == team.id, Submission.created_at >= since,
         Submission.status != SubmissionStatus.FAILED)).all()
-    used = sum(not _not_charged(sub) for sub in subs)
-    return limit, used + _in_progress(session, phase, team)
+    return [sub for sub in subs if not _not_charged(sub)]
+
+
+def quota_frees_at(session: Session, phase: Phase, team: Team) -> dt.datetime | None:
+    """When (UTC) the oldest of ``team``'s charged submissions in ``phase`` leaves the 24-hour window and
+    one more submission is allowed; None when no submission is charged (only uploads in progress, which
+    free their slot when they finish or are refused)."""
+    subs = _charged(session, phase, team)
+    return min(sub.created_at for sub in subs) + dt.timedelta(days=1) if subs else None
 
 
 def _in_progress(session: Session, phase: Phase, team: Team) -> int:

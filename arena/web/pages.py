@@ -27,7 +27,7 @@ from arena.web.auth import can_view_board, can_view_submission, me, visible_subm
 from arena.web.boards import frozen_board, leaderboard, penalty_cells, result_version
 from arena.web.training import training_response, training_summary
 from arena.web.uploads import accept_upload
-from arena.web.views import entry_score, listed_status, standing_view
+from arena.web.views import entry_score, listed_status, phase_disclosure, standing_view
 
 pages = Blueprint("pages", __name__)
 
@@ -36,6 +36,25 @@ pages = Blueprint("pages", __name__)
 def submission_status(sub: Submission) -> str:
     """A submission's status in the lists of a page, as the signed-in visitor may see it."""
     return listed_status(sub, me())
+
+
+pages.add_app_template_global(phase_disclosure, "phase_disclosure")
+
+
+@pages.app_template_global("team_quota")
+def team_quota(phase) -> dict | None:
+    """The signed-in visitor's team in ``phase``: ``limit`` and ``used`` per 24 h, ``left``, ``closed`` (why
+    the phase takes no submissions now, or None) and ``frees_at`` (UTC, when no submission is left: when the
+    oldest counted one leaves the 24-hour window; None otherwise). None without a team."""
+    from arena.submissions.intake import quota, quota_frees_at
+
+    user = me()
+    if user is None or user.team is None:
+        return None
+    limit, used = quota(g.db, phase.task, phase, user.team)
+    left = max(limit - used, 0)
+    return {"limit": limit, "used": used, "left": left, "closed": phase.accepting(),
+            "frees_at": quota_frees_at(g.db, phase, user.team) if left == 0 else None}
 
 
 def _task_or_404(slug: str) -> Task:
@@ -263,17 +282,17 @@ def submission_upload(submission_id: int):
 
 @pages.get("/tasks/<slug>/submit")
 def submit_form(slug: str):
-    from arena.submissions.intake import quota
-
+    """The upload form: per phase, the team's submissions left (and when the next one frees), what the team
+    will see of its results; phases closed or without a submission left cannot be chosen."""
     user = me()
     if user is None:
         return redirect(url_for("account.signin", next=request.full_path))
     task = _task_or_404(slug)
-    phases = []
-    for p in task.phases:
-        limit, used = quota(g.db, task, p, user.team) if user.team else (0, 0)
-        phases.append({"phase": p, "limit": limit, "used": used, "closed": p.accepting()})
-    chosen = request.args.get("phase") or (task.phases[0].slug if task.phases else "")
+    phases = [{"phase": p, **(team_quota(p) or {"limit": 0, "used": 0, "left": 0, "closed": p.accepting(),
+                                                 "frees_at": None})} for p in task.phases]
+    open_ = [p["phase"].slug for p in phases if p["left"] and not p["closed"]]
+    chosen = request.args.get("phase")
+    chosen = chosen if chosen in open_ else (open_[0] if open_ else "")
     return render_template("submit.html", task=task, phases=phases, chosen=chosen, user=user,
                            max_mb=current_app.config["ARENA"].max_upload_bytes / 2**20)
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from arena.disclosure import coarse, failed_outcome, outcome_counts
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
-from arena.models import Evaluation, Phase, Submission, User
+from arena.models import Evaluation, Phase, Submission, User, utcnow
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
 
@@ -235,3 +235,36 @@ def entry_score(session: Session, sub: Submission) -> float | None:
     table = aggregate_then_rank(full, a["primary"], a["higher_is_better"], a["label_weights"], a["label_names"],
                                 statistic=a["statistic"])
     return _number(table[a["primary"]].iloc[0]) if a["primary"] in table.columns and len(table) else None
+
+
+def phase_disclosure(phase: Phase, now: dt.datetime | None = None) -> list[str]:
+    """What a team sees of its runs in ``phase`` and when, as sentences for the task and submit pages: the
+    same rules as the submission page and the API (a private phase before its reveal, task.yaml's
+    ``show_case_results`` / ``show_logs``, arena.disclosure) and the board's visibility, freeze and reveal."""
+    now = now or utcnow()
+    ps = spec_of(phase.task).phase(phase.slug)
+    if phase.scores_hidden_from_teams(now):
+        return [f"Private phase: scores, per-case results and logs stay hidden from teams{_reveal(phase)}; "
+                "until then a submission shows its status and, once finished, its outcome."]
+    out = []
+    if ps.show_case_results:
+        out.append("Your submission's page shows each case's scores as it finishes"
+                   + (", with the container's log." if ps.show_logs else " (no logs in this phase)."))
+    else:
+        out.append("The cases are hidden: when an evaluation finishes, your submission's page shows its outcome, "
+                   "the cases per outcome and the total runtime (to one significant digit); no per-case scores, "
+                   "errors or logs.")
+    if not phase.board_public(now):
+        out.append(f"The board is hidden{_reveal(phase).replace(' it', ' the board')}"
+                   + ("." if ps.show_case_results else ", so teams see no score before then."))
+    elif phase.frozen(now):
+        out.append(f"The board is frozen since {_when(phase.frozen_at)}: it shows the standings of then, and "
+                   f"newer results are ranked when the final board is revealed"
+                   + (f" on {_when(phase.reveal_at)}." if phase.reveal_at else " by the organizers."))
+    else:
+        which = spec_of(phase.task).ranking.for_phase(phase.slug).team_entry
+        out.append(f"The board is public and updates as soon as an evaluation succeeds (one entry per team: its "
+                   f"{which})"
+                   + (f"; it freezes on {_when(phase.frozen_at)}." if phase.frozen_at and phase.frozen_at > now
+                      else "."))
+    return out
