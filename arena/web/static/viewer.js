@@ -15,6 +15,9 @@
   var status = document.getElementById("vw-status");
   var scores = document.querySelector("#vw-scores tbody");
   var state = { view: "axial", index: {}, geometry: null, models: [], organs: null };
+  // ?organ=ID (links from an entry's per-case list and the compare page): that organ alone, and once the
+  // jump targets are in, the slice where model A disagrees most with the reference for it.
+  var focus = new URLSearchParams(window.location.search).get("organ");
 
   function organBoxes() { return Array.prototype.slice.call(document.querySelectorAll("#vw-organs input")); }
   function shownOrgans() {
@@ -164,6 +167,9 @@
             if (models !== state.models) return;  // another model was chosen meanwhile
             t.models.forEach(function (m, k) { models[k].targets = m.targets; });
             fillScores();
+            var d = focus && models[0].targets[focus] && models[0].targets[focus].disagreement;
+            focus = null;  // only on arrival
+            if (d && d[state.view]) jump(state.view, d[state.view].index);
           });
       })
       .catch(function (e) { status.textContent = "could not load the case: " + e.message; });
@@ -188,6 +194,11 @@
   document.getElementById("vw-none").addEventListener("click", function () {
     organBoxes().forEach(function (b) { b.checked = false; }); fillScores(); draw();
   });
+  if (focus && organBoxes().some(function (b) { return b.value === focus; })) {
+    organBoxes().forEach(function (b) { b.checked = b.value === focus; });
+  } else {
+    focus = null;
+  }
   document.addEventListener("keydown", function (e) {
     var t = e.target;
     if (t && (t.tagName === "SELECT" || (t.tagName === "INPUT" && t.type !== "range" && t.type !== "checkbox"))) return;
