@@ -209,3 +209,72 @@ def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, 
     r = c.post(f"/api/v1/site/evaluations/{a}/cases/c1", json=_report(first["lease"]), headers=h)
     assert r.status_code == 409 and "lease lost" in r.get_json()["error"]  # the old lease holder is refused
     assert db.get(Evaluation, b).status == EvaluationStatus.QUEUED
+
+
+@pytest.fixture
+def http_server(app):
+    """The app under a real HTTP server on 127.0.0.1 (werkzeug, threaded), in a thread; its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+    t.join(timeout=10)
+
+
+@pytest.mark.docker
+def test_site_worker_round_trip_over_http(settings, db, world, http_server, docker_engine, tmp_path, monkeypatch):
+    """A site worker (its own ARENA_HOME holding the cases; nothing but the HTTP URL and its token) claims the
+    evaluation, downloads the image, runs every case with the same code as local workers and reports them:
+    each case recorded once, the evaluation succeeds, the board shows it, the server never saw the files."""
+    import dataclasses
+
+    from runner_helpers import build_tiny_image, save_image, tiny_images_available
+
+    from arena.config import load_settings
+    from arena.kinds import kind_for
+    from arena.runner.jobs import create_evaluation
+    from arena.site.worker import case_sha256, run_site_worker
+    from arena.models import Task
+    from arena.tasks.store import spec_of
+    from arena.web import create_app
+
+    if not tiny_images_available():
+        pytest.skip("no static busybox or docker CLI for the tiny images")
+    site_home = tmp_path / "site-home"
+    data = site_home / "site-data" / "han-oar-22" / "test"
+    spec = spec_of(db.scalar(select(Task)))
+    keys = ["site-a", "site-b"]
+    for i, key in enumerate(keys):
+        kind_for(spec).write_demo_case(spec, data, key, 500 + i, "small")
+    tag = build_tiny_image("good", variant="site-core")
+    archive = save_image(tag, tmp_path / "good.tar")
+    sub_id = _submission(settings, db, payload=archive.read_bytes())
+    ev_id = create_evaluation(settings, sub_id)
+    site = dataclasses.replace(load_settings({"ARENA_HOME": str(site_home), "ARENA_RUN_DIR": str(tmp_path / "site-runs"),
+                                              "ARENA_QUEUE": settings.queue_name + "-site"}),
+                               heartbeat_s=1.0)
+    said: list[str] = []
+    n = run_site_worker(site, http_server, world["token"], once=True, name="w1", say=said.append)
+    assert n == 1, said
+    db.expire_all()
+    ev = db.get(Evaluation, ev_id)
+    assert ev.status == EvaluationStatus.SUCCEEDED, (ev.error, said)
+    assert ev.worker.startswith("site:hospital:w1:") and ev.cases_done == 2
+    rows = list(db.scalars(select(CaseResult).where(CaseResult.evaluation_id == ev_id)))
+    assert sorted(r.case.key for r in rows) == keys  # each case once
+    assert all(r.status.value == "succeeded" and r.metrics and r.output_path is None for r in rows)
+    assert all(r.case.image_path == "" and r.case.meta["site"]["sha256"]["image"] == case_sha256(data / r.case.key /
+               "image.mha") for r in rows)
+    board = create_app(settings).test_client().get("/api/v1/tasks/han-oar-22/leaderboard?phase=test")
+    assert board.status_code == 200 and "B" in [row["team"] for row in board.get_json()["rows"]]
+    # nothing of the site's cases reached the server's store; nothing is left in the site's spool
+    site_sums = {case_sha256(p) for p in data.rglob("*.mha")}
+    server_files = [p for p in settings.home.rglob("*") if p.is_file() and p.stat().st_size > 1000]
+    assert not {case_sha256(p) for p in server_files} & site_sums
+    assert not list(site.site_spool_dir.rglob("*.json"))
+    assert any("case 2/2" in m for m in said) and any("succeeded" in m for m in said)

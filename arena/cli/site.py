@@ -6,6 +6,9 @@ Organizer changes are recorded in the audit trail (actor: the command line).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from arena.cli.root import _fail, main
@@ -122,3 +125,28 @@ def site_list() -> None:
             state = f"revoked {t['revoked_at']:%Y-%m-%d %H:%M}" if t["revoked_at"] else "active"
             used = f"{t['last_used_at']:%Y-%m-%d %H:%M}" if t["last_used_at"] else "never"
             click.echo(f"  token {t['id']}: {state}; phases {', '.join(t['phases'])}; last used {used}")
+
+
+@main.command("site-worker")
+@click.option("--server", required=True, help="the Arena server's URL, e.g. https://arena.example.org")
+@click.option("--token", default=None, help="the worker token (default: ARENA_SITE_TOKEN)")
+@click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="the site's case folder: TASK/PHASE/ below it (default: ARENA_SITE_DATA or ARENA_HOME/site-data)")
+@click.option("--gpu", default=None, help="GPU(s) this worker owns, e.g. 0 or 0,1")
+@click.option("--once", is_flag=True, help="exit when there is nothing left to do")
+@click.option("--name", default=None, help="this worker's name (default: the host name)")
+def site_worker(server: str, token: str | None, data: Path | None, gpu: str | None, once: bool,
+                name: str | None) -> None:
+    """Evaluate the token's phases here: claim, run each case on this site's cases, report scores only."""
+    from arena.site.worker import SiteWorkerError, run_site_worker
+
+    settings = load_settings()
+    token = token or settings.site_token
+    if not token:
+        _fail("no worker token: pass --token or set ARENA_SITE_TOKEN (the organizer's `arena site token` prints one)")
+    try:
+        run_site_worker(settings, server, token, data=data, gpu=gpu, once=once, name=name,
+                        say=lambda m: click.echo(m, err=True))
+    except SiteWorkerError as e:
+        _fail(str(e))
+    sys.exit(0)
