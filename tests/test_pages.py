@@ -215,3 +215,79 @@ def test_phase_wording_says_what_teams_see(app, db, world):
                "reveal_at": reveal.strftime("%Y-%m-%dT%H:%M")})
     page = alice.get("/tasks/han-oar-22/submit").get_data(as_text=True)
     assert f"Private phase: scores, per-case results and logs stay hidden from teams until the reveal on {reveal:%Y-%m-%d %H:%M} UTC" in page
+
+
+def test_queue_shows_the_evaluation_error_in_place(app, settings, db, world):
+    """The error of a failed evaluation is text in the row below it (not a tooltip); a long one opens in
+    place (details), its first line shown."""
+    from sqlalchemy import select
+
+    from arena.lifecycle import EvaluationStatus
+    from arena.models import Evaluation, Submission
+
+    short = db.get(Submission, world["a2"]).evaluations[0]
+    long_ = db.get(Submission, world["b1"]).evaluations[0]
+    short.status, short.error, short.fault = EvaluationStatus.FAILED, "no GPU on worker gpu-7", "platform"
+    long_.status, long_.fault = EvaluationStatus.FAILED, "participant"
+    long_.error = "all 2 cases failed: invalid-output\n" + "\n".join(f"case validation-00{i}: geometry" for i in range(2)) \
+        + "\n" + "x" * 400
+    db.commit()
+    org = sign_in(app.test_client(), "org")
+    html = org.get("/manage/queue").get_data(as_text=True)
+    row = re.search(rf'<tr class="error-row" data-error-of="{short.id}">(.*?)</tr>', html, re.S).group(1)
+    assert '<span class="ev-error">no GPU on worker gpu-7</span>' in row
+    row = re.search(rf'<tr class="error-row" data-error-of="{long_.id}">(.*?)</tr>', html, re.S).group(1)
+    assert '<summary class="ev-error">all 2 cases failed: invalid-output</summary>' in row
+    assert "x" * 400 in row and "case validation-001: geometry" in row
+    assert 'title="' not in row
+    ok = db.scalar(select(Evaluation).where(Evaluation.status == EvaluationStatus.SUCCEEDED))
+    assert f'data-error-of="{ok.id}"' not in html
+
+
+def _audit_ids(client, query: str = "") -> list[int]:
+    r = client.get(f"/manage/audit{query}")
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    return [int(i) for i in re.findall(r'<tr data-event="(\d+)"', r.get_data(as_text=True))]
+
+
+def test_audit_filters_and_pages_in_the_database(app, db, world):
+    from arena import audit
+    from sqlalchemy import func, select
+
+    from arena.models import AuditEvent, User
+
+    org = db.scalar(select(User).where(User.name == "org"))
+    root = db.scalar(select(User).where(User.name == "root"))
+    day = dt.datetime(2026, 3, 1, 12, 0)
+    events = []
+    for i in range(120):  # org acts on han-oar-22's phases; root on another task, every other day
+        actor, target = (org, f"han-oar-22/{'validation' if i % 2 else 'test'}") if i % 3 else (root, "other-task")
+        e = audit.record(db, actor, "phase.update" if i % 4 else "phase.freeze", "phase", target, i=i)
+        e.at = day + dt.timedelta(days=i // 10)
+        events.append(e)
+    audit.record(db, root, "task.upload", "task", "han-oar-22").at = day
+    db.commit()
+    c = sign_in(app.test_client(), "root")
+    ids = _audit_ids(c)
+    assert len(ids) == 50 and ids == sorted(ids, reverse=True)  # the newest 50
+    everything = ids + _audit_ids(c, "?page=2") + _audit_ids(c, "?page=3")
+    assert len(everything) == len(set(everything)) == db.scalar(select(func.count(AuditEvent.id)))
+    assert "page 1 of 3" in c.get("/manage/audit").get_data(as_text=True)
+    want = {e.id for e in events if e.action == "phase.freeze"}
+    assert set(_audit_ids(c, "?action=phase.freeze")) == want
+    assert len(_audit_ids(c, "?action=phase.")) == 50  # a kind: every phase.* event, paged
+    assert set(_audit_ids(c, "?user=root&action=task.upload")) == {db.scalar(select(AuditEvent.id).where(
+        AuditEvent.action == "task.upload"))}
+    want = {e.id for e in events if e.target_id == "han-oar-22/test" and day + dt.timedelta(days=2) <= e.at
+            < day + dt.timedelta(days=4)}
+    got = _audit_ids(c, "?target=han-oar-22/test&since=2026-03-03&until=2026-03-04")
+    assert set(got) == want and len(want) > 0
+    # the task's slug takes its phases too; the filters travel with the page links
+    html = c.get("/manage/audit?target=han-oar-22&user=org").get_data(as_text=True)
+    assert "page=2" in html and "target=han-oar-22" in html.split('id="audit-pages"')[1]
+    assert c.get("/manage/audit?since=March").status_code == 400
+    # an organizer (not admin) sees the events of their tasks and their own, not other-task's
+    o = sign_in(app.test_client(), "org")
+    seen = set(_audit_ids(o, "?action=phase.") + _audit_ids(o, "?action=phase.&page=2"))
+    assert seen and all(db.get(AuditEvent, i).target_id.startswith("han-oar-22") for i in seen)
+    assert _audit_ids(o, "?target=other-task") == []

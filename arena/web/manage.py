@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from arena import audit
@@ -440,14 +440,56 @@ def export_rows(slug: str, kind: str, fmt: str):
                     headers={"Content-Disposition": f"attachment; filename={slug}-{kind}.{fmt}"})
 
 
+AUDIT_PER_PAGE = 50
+
+
+def _audit_day(name: str) -> dt.datetime | None:
+    """The ``name`` query argument as a day (YYYY-MM-DD, UTC midnight); None when empty; 400 otherwise."""
+    raw = (request.args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.datetime.strptime(raw, "%Y-%m-%d")
+    except ValueError:
+        abort(400, description=f"{name}: expected a day like 2026-05-01, got {raw!r}")
+
+
 @manage.get("/audit")
 def audit_log():
+    """The audit trail, newest first, filtered and paged in the database: ``action`` (one action, or a kind
+    ending in "." such as ``phase.``), ``user`` (the actor's name), ``target`` (a target id, e.g. a task's
+    slug with its phases ``slug/phase``), ``since`` / ``until`` (days, UTC, both included), ``page`` (50
+    events a page). Administrators see every event; organizers the events of their tasks and their own."""
     user = me()
     if not user.is_admin and not organizer_tasks(user):
         abort(403, description="only organizers see the audit trail")
-    events = g.db.scalars(select(AuditEvent).options(selectinload(AuditEvent.actor))
-                          .order_by(AuditEvent.id.desc()).limit(300)).all()
+    scope = []
     if not user.is_admin:
-        mine = {t.slug for t in organizer_tasks(user)}
-        events = [e for e in events if (e.target_id or "").split("/")[0] in mine or e.actor_user_id == user.id]
-    return render_template("manage/audit.html", events=events)
+        mine = [t.slug for t in organizer_tasks(user)]
+        scope.append(or_(AuditEvent.target_id.in_(mine), *[AuditEvent.target_id.like(f"{slug}/%") for slug in mine],
+                         AuditEvent.actor_user_id == user.id))
+    f = {k: (request.args.get(k) or "").strip() for k in ("action", "user", "target", "since", "until")}
+    where = list(scope)
+    if f["action"]:
+        where.append(AuditEvent.action.startswith(f["action"], autoescape=True) if f["action"].endswith(".")
+                     else AuditEvent.action == f["action"])
+    if f["user"]:
+        where.append(AuditEvent.actor_user_id.in_(select(User.id).where(User.name == f["user"])))
+    if f["target"]:
+        where.append(or_(AuditEvent.target_id == f["target"],
+                         AuditEvent.target_id.startswith(f"{f['target']}/", autoescape=True)))
+    since, until = _audit_day("since"), _audit_day("until")
+    if since:
+        where.append(AuditEvent.at >= since)
+    if until:
+        where.append(AuditEvent.at < until + dt.timedelta(days=1))
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    total = g.db.scalar(select(func.count(AuditEvent.id)).where(*where))
+    events = g.db.scalars(select(AuditEvent).where(*where).options(selectinload(AuditEvent.actor))
+                          .order_by(AuditEvent.id.desc()).limit(AUDIT_PER_PAGE)
+                          .offset((page - 1) * AUDIT_PER_PAGE)).all()
+    actions = g.db.scalars(select(AuditEvent.action).where(*scope).distinct().order_by(AuditEvent.action)).all()
+    kinds = sorted({a.split(".")[0] + "." for a in actions if "." in a})
+    return render_template("manage/audit.html", events=events, total=total, page=page, per_page=AUDIT_PER_PAGE,
+                           filters=f, actions=actions, kinds=kinds,
+                           args={k: v for k, v in f.items() if v})
