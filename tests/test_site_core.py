@@ -278,3 +278,74 @@ def test_site_worker_round_trip_over_http(settings, db, world, http_server, dock
     assert not {case_sha256(p) for p in server_files} & site_sums
     assert not list(site.site_spool_dir.rglob("*.json"))
     assert any("case 2/2" in m for m in said) and any("succeeded" in m for m in said)
+
+
+def _claimed(settings, db, url: str, token: str, payload: bytes = b""):
+    """Two registered site cases and a claimed evaluation of a submission whose tarball is ``payload``."""
+    from arena.runner.jobs import create_evaluation
+    from arena.site.client import SiteClient
+
+    client = SiteClient(url, token, max_pause_s=0.2)
+    client.register_cases("han-oar-22", "test", [{"key": "c1", **SUMS}, {"key": "c2", **SUMS}])
+    create_evaluation(settings, _submission(settings, db, payload=payload))
+    return client, client.claim("w1")
+
+
+def test_image_download_resumes_and_checks_its_digest(settings, db, world, http_server, tmp_path):
+    import os
+
+    from arena.site.download import download_image
+
+    payload = os.urandom(3 * 2**20 + 17)
+    client, claim = _claimed(settings, db, http_server, world["token"], payload)
+    said: list[str] = []
+    folder = tmp_path / "images"
+    folder.mkdir()
+    part = folder / f"{claim.image.sha256}.tar.part"
+    part.write_bytes(payload[:2**20])  # a download broken off after 1 MiB
+    path = download_image(client, claim.image, folder, say=said.append)
+    assert path.read_bytes() == payload and not part.exists()
+    assert any(f"resuming at {2**20} of {len(payload)}" in m for m in said)
+    path.unlink()
+    part.write_bytes(b"\0" * 2**20)  # a corrupt partial file: the digest catches it, the download starts over
+    said.clear()
+    path = download_image(client, claim.image, folder, say=said.append)
+    assert path.read_bytes() == payload
+    assert any("checksum mismatch" in m for m in said)
+
+
+def test_spooled_outcomes_survive_an_outage_and_are_never_counted_twice(settings, db, world, http_server, tmp_path):
+    import socket
+
+    from arena.runner.jobs import requeue_evaluation
+    from arena.runner.outcome import CaseOutcome
+    from arena.site.client import Refused, SiteClient
+    from arena.site.worker import Spool, flush_spool, outcome_report
+
+    client, claim = _claimed(settings, db, http_server, world["token"])
+    spool = Spool(tmp_path / "spool")
+    out = CaseOutcome(ok=True, exit_code=0, runtime_s=1.0, scores={1: {"dsc": 0.8, "hd95": None}},
+                      stats={"cpu_s": 0.2})
+    with socket.socket() as s:  # a port nothing listens on: the server is away
+        s.bind(("127.0.0.1", 0))
+        down = SiteClient(f"http://127.0.0.1:{s.getsockname()[1]}", world["token"], max_pause_s=0.1)
+    spool.put(claim.evaluation, "c1", outcome_report(out, claim.lease))
+    assert flush_spool(down, spool, claim.evaluation, 0, print) == "pending"
+    assert [e[2] for e in spool.entries()] == ["c1"]  # kept
+    assert flush_spool(client, spool, claim.evaluation, 0, print) == "done"  # the server is back
+    assert spool.entries() == []
+    spool.put(claim.evaluation, "c1", outcome_report(out, claim.lease))  # its answer was lost: sent again
+    assert flush_spool(client, spool, claim.evaluation, 0, print) == "done" and spool.entries() == []
+    db.expire_all()
+    assert len(db.get(Evaluation, claim.evaluation).case_results) == 1
+    # the lease lapses meanwhile (re-queued): the late report is refused and dropped, the heartbeat says so
+    assert requeue_evaluation(settings, claim.evaluation, "test: lease lapsed")
+    spool.put(claim.evaluation, "c2", outcome_report(out, claim.lease))
+    said: list[str] = []
+    assert flush_spool(client, spool, claim.evaluation, 0, said.append) == "lost" and spool.entries() == []
+    assert "lease lost" in said[0]
+    with pytest.raises(Refused) as e:
+        client.heartbeat(claim.evaluation, claim.lease)
+    assert e.value.status == 409
+    db.expire_all()
+    assert [cr.case.key for cr in db.get(Evaluation, claim.evaluation).case_results] == ["c1"]

@@ -46,6 +46,7 @@ from arena.site.protocol import (
 
 SITE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$"
 CLAIM_CANDIDATES = 50  # queued evaluations looked at per claim (oldest first)
+LAST_USED_RESOLUTION_S = 60.0  # a token's last_used_at is updated at most this often (seconds)
 
 
 class SiteError(Exception):
@@ -184,7 +185,9 @@ def authenticate(settings: Settings, token: str) -> Caller:
         row = s.scalar(select(WorkerToken).where(WorkerToken.token_sha256 == hash_token(token)))
         if row is None or row.revoked_at is not None:
             raise SiteError("unknown or revoked worker token", 401)
-        row.last_used_at = utcnow()
+        now = utcnow()
+        if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_S:
+            row.last_used_at = now  # not on every heartbeat: one write a minute per token is enough
         return Caller(row.id, row.site_id, row.site.name, frozenset(row.phase_ids))
 
 
@@ -272,7 +275,7 @@ def _requeue_lapsed(settings: Settings, caller: Caller, conn: Redis) -> list[int
     with session_scope(settings.database_url) as s:
         rows = [(ev.id, ev.worker, ev.started_at) for ev in s.scalars(select(Evaluation).where(
             Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]),
-            Evaluation.worker.like(f"site:{caller.site}:%")))]
+            Evaluation.worker.startswith(f"site:{caller.site}:", autoescape=True)))]
     out = []
     for ev_id, worker, started_at in rows:
         beat_at = last_beat(conn, settings, ev_id)
@@ -341,9 +344,10 @@ def image_file(settings: Settings, caller: Caller, sha256: str) -> Path:
         rows = s.scalars(select(Evaluation).join(Submission).where(
             Submission.upload_sha256 == sha256,
             Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]),
-            Evaluation.worker.like(f"site:{caller.site}:%:{caller.token_id}.%")))
+            Evaluation.worker.startswith(f"site:{caller.site}:", autoescape=True)))
         for ev in rows:
-            if _in_scope(caller, ev.submission.phase) and ev.submission.upload_path \
+            held_here = (_lease_of(ev) or "").startswith(f"{caller.token_id}.")
+            if held_here and _in_scope(caller, ev.submission.phase) and ev.submission.upload_path \
                     and Path(ev.submission.upload_path).is_file():
                 return Path(ev.submission.upload_path)
     raise SiteError(f"no image {sha256} for this worker token (only images of evaluations it holds a lease on)",
