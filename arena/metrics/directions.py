@@ -13,6 +13,23 @@ SET_METRICS = frozenset({"recall", "fp_score", "froc", "auc"})
 OVERLAP_METRICS = frozenset({"dice", "jaccard", "nsd"})
 
 
+#: each metric's unit as plots and tables print it: surface distances in mm, volumes in mm³; Dice, Jaccard and
+#: AUC are unitless in 0..1; NSD, recall and the FROC (a mean sensitivity) are fractions in 0..1; the DigestPath
+#: FP score is points (max(fp_score_max - FPs, 0), 0..100 by default)
+UNITS: dict[str, str] = {
+    **{m: "mm" for m in DISTANCE_METRICS},
+    **{m: "mm³" for m in ("volume_ref", "volume_pred", "volume_diff")},
+    **{m: "unitless, 0–1" for m in ("dice", "jaccard", "auc")},
+    **{m: "fraction, 0–1" for m in ("nsd", "recall", "froc")},
+    "fp_score": "points",
+}
+
+
+def unit(metric: str) -> str:
+    """The unit of ``metric`` (see UNITS), e.g. "mm" for hd95; "" for a name UNITS does not know."""
+    return UNITS.get(metric, "")
+
+
 def higher_is_better(metric: str) -> bool:
     """True for metrics where a larger value is a better result (see HIGHER_IS_BETTER)."""
     return metric in HIGHER_IS_BETTER
