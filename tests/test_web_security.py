@@ -615,7 +615,7 @@ def test_dollar_signs_in_names_are_drawn_as_text(app, settings, db, world):
     dist_page = c.get(f"{base}/distributions?phase=validation")
     compare = c.get(f"{base}/compare?phase=validation")
     assert (rank.status_code, dist_page.status_code, compare.status_code) == (200, 200, 200)
-    src = html.unescape(re.search(r'<img alt="boxplots" src="([^"]+)"', dist_page.get_data(as_text=True)).group(1))
+    src = html.unescape(re.search(r'href="([^"]*distributions\.svg[^"]*)"', dist_page.get_data(as_text=True)).group(1))
     dist = c.get(src)
     assert dist.status_code == 200 and dist.mimetype == "image/svg+xml"
     for what, r, shown in (("rank plot", rank, MATH_TEAM), ("distributions plot", dist, f"{MATH_TEAM} — {MATH_LABEL}"),

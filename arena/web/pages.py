@@ -184,24 +184,31 @@ def _board_request(slug: str):
     return task, phase, spec, metric, board, entries
 
 
+def _boxplot(spec, metric: str, board, entries: list[int]) -> str:
+    """The per-organ boxplot SVG of ``entries`` on ``metric`` (penalties flagged in board.scores drawn apart)."""
+    from arena.leaderboard.plots import boxplot_svg
+
+    return boxplot_svg(board.scores, entries, metric, labels=list(spec.labels),
+                       label_names={k: v.name for k, v in spec.labels.items()}, names=board.names)
+
+
 @pages.get("/tasks/<slug>/distributions")
 def distributions(slug: str):
-    """Per-organ boxplots across cases for the top entries (or those named in ?entry=)."""
+    """Per-organ boxplots across cases for the top entries (or those named in ?entry=); the SVG inline, so
+    a cut name shows in full on hover."""
     task, phase, spec, metric, board, chosen = _board_request(slug)
     chosen = chosen or [int(e) for e in board.table.dropna(subset=["rank"])["entry"].head(4)]
+    svg = _boxplot(spec, metric, board, chosen) if chosen and not board.scores.empty else None
     return render_template("distributions.html", task=task, spec=spec, phase=phase, board=board, metric=metric,
-                           chosen=chosen)
+                           chosen=chosen, svg=svg)
 
 
 @pages.get("/tasks/<slug>/distributions.svg")
 def distributions_svg(slug: str):
-    from arena.leaderboard.plots import boxplot_svg
-
     task, phase, spec, metric, board, entries = _board_request(slug)
     if not entries or board.scores.empty:
         abort(404, description="no entries to plot")
-    return _svg(boxplot_svg(board.scores, entries, metric, labels=list(spec.labels),
-                            label_names={k: v.name for k, v in spec.labels.items()}, names=board.names))
+    return _svg(_boxplot(spec, metric, board, entries))
 
 
 @pages.get("/tasks/<slug>/compare")
@@ -221,10 +228,9 @@ def compare(slug: str):
         abort(404, description="unknown entry")
     result = pairwise_compare(board.scores, a, b, metric, label_names={k: v.name for k, v in spec.labels.items()},
                               higher_is_better=spec.higher_is_better(metric))
-    svg = forest_plot_svg(result, a_name=board.names[a], b_name=board.names[b],
-                          title=f"{metric}: {board.names[a]} − {board.names[b]} (per case, paired)")
+    svg = forest_plot_svg(result, a_name=board.names[a], b_name=board.names[b])
     return render_template("compare.html", task=task, spec=spec, phase=phase, board=board, metric=metric, a=a, b=b,
-                           result=result.to_dict(orient="records"), svg=svg)
+                           result=result.to_dict(orient="records"), svg=svg, alpha=result.attrs["alpha"])
 
 
 def _visible_submission(submission_id: int) -> Submission:
