@@ -25,6 +25,7 @@ from arena.submissions.intake import UploadError, quota, store_model_archive
 from arena.tasks.spec import SLUG
 from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
+from arena.web import board_cache
 from arena.web.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, visible_submission_view
 from arena.web.boards import frozen_board, leaderboard, result_version
 from arena.web.training import training_response, training_summary
@@ -368,27 +369,57 @@ def _clean(v):
 
 @api.get("/tasks/<slug>/leaderboard")
 def get_leaderboard(slug: str):
+    """The phase's board as JSON. Requests without a user (no token, no signed-in session) all get the same
+    answer: served pre-rendered with gzip and an ETag (:mod:`arena.web.board_cache`)."""
+    phase_arg = request.args.get("phase")
+    if not request.headers.get("Authorization") and _current_user() is None:
+        seen: dict = {}
+
+        def check():
+            seen["task"], seen["phase"] = _leaderboard_phase(slug, phase_arg, None)
+            phase = seen["phase"]
+            board = (("frozen", phase.frozen_at, board_cache.digest(phase.frozen_board)) if phase.frozen()
+                     else ("live", result_version(g.db, phase)))
+            return (phase.id, board_cache.phase_times(phase), *board), board_cache.seconds_to_phase_change(phase)
+
+        return board_cache.cached_response(("leaderboard", slug, phase_arg), check,
+                                           lambda: _leaderboard_json(seen["task"], seen["phase"], None),
+                                           "application/json")
+    user = _current_user()
+    task, phase = _leaderboard_phase(slug, phase_arg, user)
+    return current_app.response_class(_leaderboard_json(task, phase, user), mimetype="application/json")
+
+
+def _leaderboard_phase(slug: str, phase_arg: str | None, user: User | None):
+    """(task, phase) of a board request; 404 for an unknown task or phase and for a board ``user`` may not
+    see."""
     task = _task(slug)
-    phase_slug = request.args.get("phase") or (task.phases[0].slug if task.phases else "")
+    phase_slug = phase_arg or (task.phases[0].slug if task.phases else "")
     phase = next((p for p in task.phases if p.slug == phase_slug), None)
     if phase is None:
-        return _error(f"task {slug!r} has no phase {phase_slug!r} (phases: {[p.slug for p in task.phases]})", 404)
-    user = _current_user()
+        abort(_error(f"task {slug!r} has no phase {phase_slug!r} (phases: {[p.slug for p in task.phases]})", 404))
     if not can_view_board(user, phase):
         abort(404, description=f"the board of phase {phase.slug!r} is hidden until it is revealed")
+    return task, phase
+
+
+def _leaderboard_json(task: Task, phase, user: User | None) -> str:
+    """The board of ``phase`` as ``user`` may see it, as JSON text: the frozen snapshot while frozen (but for
+    organizers), else the live board (its text cached per result version)."""
     if phase.frozen() and not is_organizer(user, task):
-        return jsonify(task=slug, phase=phase.slug, primary=spec_of(task).ranking.primary,
-                       frozen_at=_iso(phase.frozen_at), rows=frozen_board(phase))
+        return jsonify(task=task.slug, phase=phase.slug, primary=spec_of(task).ranking.primary,
+                       frozen_at=_iso(phase.frozen_at), rows=frozen_board(phase)).get_data(as_text=True)
     key = (phase.id, result_version(g.db, phase))
     body = _BOARD_JSON.get(key)
     if body is None:
         board = leaderboard(g.db, task, phase)
         rows = [{k: _clean(v) for k, v in row.items()} for row in board.table.to_dict(orient="records")]
-        body = json.dumps({"task": slug, "phase": phase.slug, "primary": board.spec.ranking.primary, "rows": rows})
+        body = json.dumps({"task": task.slug, "phase": phase.slug, "primary": board.spec.ranking.primary,
+                           "rows": rows})
         if len(_BOARD_JSON) > 64:
             _BOARD_JSON.clear()
         _BOARD_JSON[key] = body
-    return current_app.response_class(body, mimetype="application/json")
+    return body
 
 
 @api.get("/openapi.json")

@@ -93,7 +93,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
         resp.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        if request.endpoint != "static":  # pages, API answers, exports: never kept by browsers or proxies
+        # pages, API answers, exports: never kept by browsers or proxies; but the board answers every visitor
+        # without an account gets alike, which ask to be revalidated instead (arena/web/board_cache.py)
+        if request.endpoint != "static" and not getattr(resp, "revalidate", False):
             resp.headers["Cache-Control"] = "no-store"
         return resp
 

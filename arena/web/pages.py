@@ -13,6 +13,7 @@ from flask import (
     render_template,
     request,
     send_file,
+    session,
     url_for,
 )
 from markupsafe import Markup
@@ -20,9 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from arena.csv_cells import frame_csv
-from arena.models import Submission, Task
+from arena.models import Phase, Submission, Task
 from arena.tasks.store import spec_of
 from arena.users import is_organizer
+from arena.web import board_cache
 from arena.web.auth import can_view_board, can_view_submission, me, visible_submission_view
 from arena.web.boards import frozen_board, leaderboard, penalty_cells, result_version
 from arena.web.training import training_response, training_summary
@@ -85,9 +87,28 @@ def index():
 
 @pages.get("/tasks/<slug>")
 def task(slug: str):
+    """The task page with its board. Visitors without an account all get the same page: it is rendered once
+    per state of what it shows and served pre-rendered (gzip, ETag, 304: :mod:`arena.web.board_cache`).
+    Signed-in visitors get a page of their own (their menu, the sign-out form's CSRF token, their team's
+    submissions), rendered per request around the shared board fragment (:func:`_board_fragment`)."""
+    if me() is None and not session.get("_flashes"):
+        return _public_task_page(slug)
     task = _task_or_404(slug)
     phase = _phase_or_404(task, request.args.get("phase"))
     spec = spec_of(task)
+    return _render_task_page(task, phase, spec, _organs(spec))
+
+
+def _organs(spec) -> str:
+    """The board's per-organ columns asked for in ?organs=: a metric's name, "all", or "" (none: any other
+    value); the task's primary metric by default."""
+    organs = request.args.get("organs") or spec.ranking.primary
+    return organs if organs == "all" or organs in [m.name for m in spec.metrics] else ""
+
+
+def _render_task_page(task: Task, phase: Phase, spec, organs: str) -> str:
+    """The task page's HTML for the signed-in visitor (or none): what they may see of ``phase``'s board
+    (live, frozen snapshot or hidden), and their team's recent submissions (all teams' for organizers)."""
     user = me()
     organizer = is_organizer(user, task)
     board_html = frozen_rows = None
@@ -95,7 +116,6 @@ def task(slug: str):
         if phase.frozen() and not organizer:
             frozen_rows = frozen_board(phase)
         else:
-            organs = request.args.get("organs") or spec.ranking.primary
             board_html = _board_fragment(task, phase, spec, organs)
     recent = []
     if organizer or (user is not None and user.team_id is not None):
@@ -107,6 +127,44 @@ def task(slug: str):
     return render_template("task.html", task=task, spec=spec, phase=phase, board_html=board_html, recent=recent,
                            frozen_rows=frozen_rows, organizer=organizer, primary=spec.ranking.primary,
                            training=training_summary(task))
+
+
+def _public_task_page(slug: str) -> Response:
+    """The task page as every visitor without an account sees it (no pending flash message), from
+    :func:`arena.web.board_cache.cached_response`: re-rendered only when :func:`_public_page_state` changes."""
+    phase_arg, organs_arg = request.args.get("phase"), request.args.get("organs")
+    seen: dict = {}
+
+    def check():
+        task = _task_or_404(slug)
+        phase = _phase_or_404(task, phase_arg)
+        spec = spec_of(task)
+        seen.update(task=task, phase=phase, spec=spec, organs=_organs(spec))
+        return _public_page_state(task, phase, seen["organs"]), board_cache.seconds_to_phase_change(phase)
+
+    def render() -> str:
+        return _render_task_page(seen["task"], seen["phase"], seen["spec"], seen["organs"])
+
+    return board_cache.cached_response(("task page", slug, phase_arg, organs_arg), check, render, "text/html")
+
+
+def _public_page_state(task: Task, phase: Phase, organs: str) -> tuple:
+    """Everything the task page shows a visitor without an account depends on: the task (its spec changes
+    ``updated_at``), the phase tabs, the phase's settings and which of its set times have passed (open or
+    closed, frozen, revealed), the training data summary, and the board as they may see it: hidden (nothing
+    of the results), the frozen snapshot (new results during the freeze change nothing) or the live board
+    (its result version and the column choice). A renamed team shows from the next result, as on the board
+    cache (arena.leaderboard.query.result_version). Whatever task.html starts showing visitors without an
+    account must enter this state too, or they see it late."""
+    if not phase.board_public():
+        board: tuple = ("hidden",)
+    elif phase.frozen():
+        board = ("frozen", board_cache.digest(phase.frozen_board))
+    else:
+        board = ("live", result_version(g.db, phase), organs)
+    return (task.id, task.updated_at, task.title, tuple((p.id, p.slug, p.title) for p in task.phases),
+            phase.id, phase.title, phase.visibility, phase.opens_at, phase.closes_at, phase.frozen_at,
+            phase.reveal_at, board_cache.phase_times(phase), board_cache.digest(training_summary(task)), board)
 
 
 @pages.get("/tasks/<slug>/training-data")
