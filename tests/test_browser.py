@@ -241,3 +241,86 @@ def test_over_cap_archive_is_refused_before_sending(chromium, settings, db, tmp_
         shutil.rmtree(profile, ignore_errors=True)
     db.expire_all()
     assert db.scalar(select(func.count(Submission.id))) == 0
+
+
+def test_submission_queue_and_audit_pages_at_1280(chromium, settings, db):
+    """Issue 16, as a user at 1280×800: the submission page opens with the score and rank; its per-case table
+    scrolls inside its box while the case column stays in view and the page itself never scrolls sideways;
+    a team with no submission left gets no Submit link; the organizer reads a failed evaluation's error on
+    the queue without hovering and opens the long one; the audit trail filters and pages."""
+    from playwright.sync_api import expect, sync_playwright
+    from werkzeug.serving import make_server
+
+    from arena import audit
+    from arena.web import create_app
+    from web_helpers import fake_submission, make_task
+
+    task = make_task(db, settings, n_cases=3)
+    alice, _ = make_user(db, "alice", team="Team Alice")
+    bob, _ = make_user(db, "bob", team="Team Bob")
+    org, _ = make_user(db, "org")
+    task.organizers.append(org)
+    best = fake_submission(db, settings, task, "validation", alice, dice=0.8, label="alice-v1")
+    fake_submission(db, settings, task, "validation", bob, dice=0.6, label="bob-v1")
+    broken = fake_submission(db, settings, task, "validation", bob, status="failed", label="bob-broken")
+    broken.evaluations[0].error = "all 3 cases failed: invalid-output\n" + "output geometry differs; " * 30
+    next(p for p in task.phases if p.slug == "validation").submission_limit = 1
+    for i in range(60):
+        audit.record(db, org, "phase.update" if i % 2 else "phase.freeze", "phase", "han-oar-22/validation", i=i)
+    db.commit()
+    srv = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_port}"
+    profile = tempfile.mkdtemp(prefix="arena-chromium-")
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, args=ARGS, headless=True,
+                                                       viewport={"width": 1280, "height": 800})
+            page = ctx.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/signin")
+            page.fill("#name", "alice")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.goto(f"{base}/submissions/{best.id}")
+            expect(page.locator("#standing-rank")).to_have_text("#1 of 2")
+            assert page.locator("#standing").bounding_box()["y"] < 800  # in the first screen
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            box = page.locator(".scroll:has(table.cases) >> nth=1")
+            assert box.evaluate("e => e.scrollWidth > e.clientWidth")  # 22 organs: the table scrolls in its box
+            case = box.locator("td:has-text('validation-000')")
+            x0 = case.bounding_box()["x"]
+            box.evaluate("e => { e.scrollLeft = 600; }")
+            page.wait_for_function("document.querySelectorAll('.scroll')[1].scrollLeft > 0")
+            assert abs(case.bounding_box()["x"] - x0) < 1  # the case column stays put
+            page.goto(f"{base}/tasks/han-oar-22?phase=validation")
+            expect(page.locator("#quota-note")).to_contain_text("0 of 1 submissions left: limit reached")
+            expect(page.locator("a:has-text('Submit to')")).to_have_count(0)
+            page.click("button:has-text('Sign out')")
+            page.goto(f"{base}/signin")
+            page.fill("#name", "org")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.goto(f"{base}/manage/queue")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            summary = page.locator(f"tr[data-error-of='{broken.evaluations[0].id}'] summary")
+            expect(summary).to_be_visible()
+            expect(summary).to_have_text("all 3 cases failed: invalid-output")
+            full = page.locator(f"tr[data-error-of='{broken.evaluations[0].id}'] pre")
+            expect(full).to_be_hidden()
+            summary.click()
+            expect(full).to_be_visible()
+            assert full.bounding_box()["x"] + full.bounding_box()["width"] <= 1280  # wrapped, not cut
+            page.goto(f"{base}/manage/audit")
+            expect(page.locator("#audit tr[data-event]")).to_have_count(50)
+            page.select_option("select[name=action]", "phase.freeze")
+            page.click("#audit-filters button[type=submit]")
+            expect(page.locator("#audit tr[data-event]")).to_have_count(30)
+            expect(page.locator("#audit")).not_to_contain_text("phase.update")
+            page.goto(f"{base}/manage/audit")
+            page.click("#audit-pages a:has-text('older')")
+            expect(page.locator("#audit tr[data-event]")).to_have_count(10)
+            ctx.close()
+    finally:
+        srv.shutdown()
+        shutil.rmtree(profile, ignore_errors=True)
