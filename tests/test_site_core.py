@@ -4,6 +4,7 @@ and one real round trip of a site worker over HTTP with a tiny image."""
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -349,3 +350,50 @@ def test_spooled_outcomes_survive_an_outage_and_are_never_counted_twice(settings
     assert e.value.status == 409
     db.expire_all()
     assert [cr.case.key for cr in db.get(Evaluation, claim.evaluation).case_results] == ["c1"]
+
+
+@pytest.mark.docker
+def test_a_lost_lease_stops_the_case_in_progress(settings, db, world, http_server, docker_engine, tmp_path):
+    """Cancelled on the server while a site worker runs a slow case: the next heartbeat's 409 removes the
+    case's container, nothing more is recorded, and the worker goes on (here: exits, nothing left)."""
+    import dataclasses
+    import threading
+
+    from runner_helpers import build_tiny_image, save_image, tiny_images_available
+
+    from arena.config import load_settings
+    from arena.kinds import kind_for
+    from arena.models import Task
+    from arena.runner.jobs import create_evaluation
+    from arena.site.worker import run_site_worker
+    from arena.tasks.store import spec_of
+
+    if not tiny_images_available():
+        pytest.skip("no static busybox or docker CLI for the tiny images")
+    site_home = tmp_path / "site-home"
+    spec = spec_of(db.scalar(select(Task)))
+    for i, key in enumerate(["slow-a", "slow-b"]):
+        kind_for(spec).write_demo_case(spec, site_home / "site-data" / "han-oar-22" / "test", key, 600 + i, "small")
+    tag = build_tiny_image("slow", variant="site-core-slow", env={"SLOW_S": "120"})
+    sub_id = _submission(settings, db, payload=save_image(tag, tmp_path / "slow.tar").read_bytes())
+    ev_id = create_evaluation(settings, sub_id)
+    site = dataclasses.replace(load_settings({"ARENA_HOME": str(site_home), "ARENA_RUN_DIR": str(tmp_path / "runs"),
+                                              "ARENA_QUEUE": settings.queue_name + "-site"}))
+    said: list[str] = []
+    t = threading.Thread(target=run_site_worker, args=(site, http_server, world["token"]),
+                         kwargs={"once": True, "name": "w1", "say": said.append}, daemon=True)
+    t.start()
+    label = [f"arena.evaluation={ev_id}", f"arena.queue={site.queue_name}"]
+    deadline = time.monotonic() + 90
+    while not docker_engine.containers.list(filters={"label": label}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert docker_engine.containers.list(filters={"label": label}), ("the case never started", said)
+    ev = db.get(Evaluation, ev_id)
+    ev.set_status(EvaluationStatus.CANCELLED, error="cancelled by the organizer")
+    db.commit()
+    t.join(timeout=100)  # the next heartbeat (every 10 s) learns it; the case would have slept 120 s
+    assert not t.is_alive(), said
+    assert any("lease lost" in m for m in said), said
+    assert not docker_engine.containers.list(all=True, filters={"label": label})
+    db.expire_all()
+    assert db.get(Evaluation, ev_id).case_results == []

@@ -285,20 +285,27 @@ def sweep_silent_evaluations(settings: Settings, log=log.info) -> list[int]:
     return sweep(settings, lambda ev_id, reason: requeue_evaluation(settings, ev_id, reason), log=log)
 
 
-def recover_dead_workers(settings: Settings, client, log=log.info) -> tuple[int, int]:
-    """Clean up after workers of this host that died (SIGKILL, OOM, reboot): kill and remove their
-    still-running containers, and re-queue their running evaluations (finished cases are kept and
-    skipped; after MAX_REQUEUES the evaluation fails with the reason). Returns (containers, evaluations)."""
+def remove_dead_workers_containers(client) -> int:
+    """Kill and remove the still-running containers of this host's dead worker processes (their
+    ``arena.worker`` label names a ``host:pid`` of this host that is gone). Returns how many."""
     import docker.errors
 
-    n_containers = 0
+    n = 0
     for c in client.containers.list(filters={"label": "arena.managed", "status": "running"}):
         if _dead_local_worker(c.labels.get("arena.worker")):
             try:
                 c.remove(force=True)
-                n_containers += 1
+                n += 1
             except docker.errors.APIError:
                 pass
+    return n
+
+
+def recover_dead_workers(settings: Settings, client, log=log.info) -> tuple[int, int]:
+    """Clean up after workers of this host that died (SIGKILL, OOM, reboot): kill and remove their
+    still-running containers, and re-queue their running evaluations (finished cases are kept and
+    skipped; after MAX_REQUEUES the evaluation fails with the reason). Returns (containers, evaluations)."""
+    n_containers = remove_dead_workers_containers(client)
     with session_scope(settings.database_url) as s:
         dead = [(ev.id, ev.worker) for ev in s.scalars(select(Evaluation).where(
             Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]))) if _dead_local_worker(ev.worker)]

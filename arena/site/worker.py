@@ -169,6 +169,7 @@ class _Lease:
 
     def __init__(self, client: SiteClient, claim: ClaimResponse, say: Callable[[str], None]) -> None:
         self.client, self.claim, self.say = client, claim, say
+        self.on_lost: Callable[[], None] | None = None  # stops the case in progress (its containers)
         self.lost = threading.Event()
         self.reason = ""
         self._stop = threading.Event()
@@ -192,6 +193,11 @@ class _Lease:
             self.reason = reason
             self.lost.set()
             self.say(f"evaluation {self.claim.evaluation}: lease lost ({reason}); stopping it")
+            if self.on_lost is not None:
+                try:
+                    self.on_lost()
+                except Exception as e:  # noqa: BLE001 - the case loop stops before the next case anyway
+                    self.say(f"evaluation {self.claim.evaluation}: could not stop the case in progress ({e})")
 
     def __enter__(self) -> _Lease:
         self._thread.start()
@@ -271,7 +277,7 @@ def run_claim(settings: Settings, client: SiteClient, claim: ClaimResponse, site
     """Run one claimed evaluation to its end; its final status, or None when it was lost or broke off
     (then the lease lapses and the server re-queues it)."""
     from arena.runner.evaluate import CaseInput
-    from arena.runner.jobs import _Engine, _load_from_store, image_cache, run_case_loop
+    from arena.runner.jobs import _Engine, _load_from_store, _remove_run_containers, image_cache, run_case_loop
     from arena.submissions.loading import image_present, submission_tag
     from arena.tasks.case_check import CaseCheckError, check_case
     from arena.tasks.spec import TaskSpec
@@ -313,6 +319,8 @@ def run_claim(settings: Settings, client: SiteClient, claim: ClaimResponse, site
             safe = re.sub(r"[^A-Za-z0-9._-]", "-", claim.lease)
             todo = [(k, CaseInput(k, Path(local[k].image), Path(local[k].reference))) for k in claim.cases]
             labels = {"arena.evaluation": str(ev), "arena.worker": _worker_label(), "arena.queue": settings.queue_name}
+            # a lost lease (cancelled, re-queued, token revoked) ends the case in progress now, not at its end
+            lease.on_lost = lambda: _remove_run_containers(engine.client, labels)
             return run_case_loop(settings, engine, spec, image, todo, n_cases=claim.cases_total, n_done=claim.done,
                                  work=settings.work_dir / f"site-evaluation-{ev}" / safe,
                                  results=settings.results_dir / f"site-evaluation-{ev}", labels=labels, mounts={},
@@ -333,14 +341,28 @@ def run_site_worker(settings: Settings, server: str, token: str, data: Path | No
                     idle_s: float = 5.0) -> int:
     """Serve the token's phases until stopped (with ``once``: until nothing is left to claim). Returns how
     many evaluations it ran. Raises SiteWorkerError when it cannot go on."""
+    from arena.images.docker_client import DockerUnavailable
+    from arena.runner.jobs import live_local_worker, remove_dead_workers_containers
     from arena.runner.output_check import jail_problem
+    from arena.runner.sandbox import reap_leftovers
     from arena.runner.worker import pin_gpus
+    from arena.services import ensure_docker
 
     problem = jail_problem()
     if problem:  # never score participant outputs outside the jail
         raise SiteWorkerError(f"cannot start: {problem}")
     if gpu is not None:
         pin_gpus(gpu, say)
+    try:
+        engine = ensure_docker(log=say)
+    except DockerUnavailable as e:
+        raise SiteWorkerError(f"cannot start: no Docker engine ({e})") from None
+    # what dead worker processes of this host left on the engine (a SIGKILLed site worker's running case)
+    n_removed = remove_dead_workers_containers(engine) + reap_leftovers(
+        engine, keep=lambda labels: live_local_worker(labels.get("arena.worker")))
+    engine.close()
+    if n_removed:
+        say(f"removed {n_removed} container(s) left by dead workers")
     settings.ensure_dirs()
     name = re.sub(r"[^A-Za-z0-9._-]", "-", name or socket.gethostname())[:60].lstrip("._-") or "site-worker"
     client = SiteClient(server, token, say=say)
