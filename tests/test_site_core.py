@@ -397,3 +397,21 @@ def test_a_lost_lease_stops_the_case_in_progress(settings, db, world, http_serve
     assert not docker_engine.containers.list(all=True, filters={"label": label})
     db.expire_all()
     assert db.get(Evaluation, ev_id).case_results == []
+
+
+@pytest.mark.docker
+def test_site_worker_cli_needs_a_valid_token(settings, world, http_server, docker_engine, tmp_path, monkeypatch):
+    monkeypatch.delenv("ARENA_SITE_TOKEN", raising=False)
+    r = _cli("site-worker", "--server", http_server, "--once")
+    assert r.exit_code == 2 and "no worker token" in r.output
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("ARENA_SITE_TOKEN", "arena-site-" + "x" * 43)  # read through arena.config
+    r = _cli("site-worker", "--server", http_server, "--once", "--data", str(tmp_path / "data"))
+    assert r.exit_code == 2 and "refused the worker token" in r.output
+    r = _cli("site-worker", "--server", http_server, "--once", "--data", str(tmp_path / "data"), "--token",
+             world["token"])
+    assert r.exit_code == 0 and "nothing left to do" in r.output
+    (tmp_path / "data" / "han-oar-22" / "test" / "c1").mkdir(parents=True)  # a case folder without an image
+    r = _cli("site-worker", "--server", http_server, "--once", "--data", str(tmp_path / "data"), "--token",
+             world["token"])
+    assert r.exit_code == 2 and "c1/: no image" in r.output

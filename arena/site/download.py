@@ -7,11 +7,13 @@ and downloaded once more from the start; only a checked file is renamed to ``<sh
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import requests
 
@@ -34,6 +36,16 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def image_lock(folder: Path, sha256: str) -> Iterator[None]:
+    """Hold ``folder/<sha256>.lock`` (several workers may share one ARENA_HOME: one fetches and loads an image,
+    the others wait for it, then find it loaded)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{sha256}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def download_image(client: SiteClient, ref: ImageRef, folder: Path, say: Callable[[str], None] = log.info) -> Path:

@@ -35,7 +35,7 @@ from typing import Callable
 
 from arena.config import Settings
 from arena.site.client import Refused, ServerUnreachable, SiteClient, TokenRefused
-from arena.site.download import download_image, file_sha256
+from arena.site.download import download_image, file_sha256, image_lock
 from arena.site.protocol import CaseReport, ClaimResponse, Stop
 
 log = logging.getLogger("arena.site")
@@ -308,13 +308,14 @@ def run_claim(settings: Settings, client: SiteClient, claim: ClaimResponse, site
             images = settings.home / "site-images"
             known = images / f"{claim.image.sha256}.id"
             engine = _Engine(f"evaluation {ev}", settings.engine_wait_s)
-            image = known.read_text().strip() if known.is_file() else ""
-            if not image or not image_present(engine.client, image):
-                archive = download_image(client, claim.image, images, say)
-                tag = submission_tag(settings.instance_id(), claim.submission)
-                image = engine.call(lambda c: _load_from_store(c, str(archive), tag), "loading the image")
-                known.write_text(image)
-                archive.unlink(missing_ok=True)  # the engine holds the image now; the id file finds it again
+            with image_lock(images, claim.image.sha256):
+                image = known.read_text().strip() if known.is_file() else ""
+                if not image or not image_present(engine.client, image):
+                    archive = download_image(client, claim.image, images, say)
+                    tag = submission_tag(settings.instance_id(), claim.submission)
+                    image = engine.call(lambda c: _load_from_store(c, str(archive), tag), "loading the image")
+                    known.write_text(image)
+                    archive.unlink(missing_ok=True)  # the engine holds it now; the id file finds it again
             image_cache(settings, engine.client).touch(image)
             safe = re.sub(r"[^A-Za-z0-9._-]", "-", claim.lease)
             todo = [(k, CaseInput(k, Path(local[k].image), Path(local[k].reference))) for k in claim.cases]
