@@ -222,17 +222,20 @@ def forest_plot_figure(compare: pd.DataFrame, *, a_name: str | None = None, b_na
         ax.set_yticklabels([plain(shorten(x, 40)) for x in compare["label_name"]])
         ax.set_ylim(-0.8, k - 0.2)
         few = ~compare["informative"].to_numpy(dtype=bool) if "informative" in compare.columns else np.zeros(k, bool)
-        ax.annotate("n   p (Holm)", xy=(1.02, 1.0), xycoords="axes fraction", va="bottom", fontsize=7.5,
-                    color="#444444")
+        # n and p in columns of their own (an SVG shown in a browser collapses runs of spaces)
+        for dx, head in ((0, "n"), (22, "p (Holm)")):
+            ax.annotate(head, xy=(1.02, 1.0), xycoords="axes fraction", xytext=(dx, 2), textcoords="offset points",
+                        va="bottom", fontsize=7.5, color="#444444")
         for yi, (n, p), f in zip(y, zip(compare["n"], compare["p_holm"]), few):
-            text = f"{n}   {p:.2g}" if np.isfinite(p) else f"{n}   –"
-            ax.annotate(f"{text}  ({NOT_INFORMATIVE})" if f else text, xy=(1.02, yi),
-                        xycoords=("axes fraction", "data"), va="center", fontsize=7.5, color="#444444")
+            p_text = f"{p:.2g}" if np.isfinite(p) else "–"
+            for dx, text in ((0, str(n)), (22, f"{p_text}  ({NOT_INFORMATIVE})" if f else p_text)):
+                ax.annotate(text, xy=(1.02, yi), xycoords=("axes fraction", "data"), xytext=(dx, 0),
+                            textcoords="offset points", va="center", fontsize=7.5, color="#444444")
         right, left = ("A", "B") if hib else ("B", "A")
         level = compare.attrs.get("level", 0.95)
         better = f"{'higher' if hib else 'lower'} {plain(metric)} is better"
         ax.set_xlabel(axis_label(metric, f"{metric} difference A − B") + f", mean and {level:.0%} CI\n"
-                      f"← favours {left}   |   favours {right} →   ({better})")
+                      f"← favours {left} | favours {right} → ({better})")
         head = title or f"{metric}: A − B per organ, paired by case; Wilcoxon signed-rank, Holm-corrected"
         full = [head, f"A = {a}", f"B = {b}"]
         header = [ax.annotate(text, xy=(0.015, 1), xycoords=("figure fraction", "axes fraction"),
