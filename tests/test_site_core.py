@@ -415,3 +415,23 @@ def test_site_worker_cli_needs_a_valid_token(settings, world, http_server, docke
     r = _cli("site-worker", "--server", http_server, "--once", "--data", str(tmp_path / "data"), "--token",
              world["token"])
     assert r.exit_code == 2 and "c1/: no image" in r.output
+
+
+def test_a_submission_with_a_model_archive_fails_at_a_site_as_the_platforms_fault(settings, db, app, world):
+    from arena.models import ModelArchive, Submission, Team
+    from arena.runner.jobs import create_evaluation
+
+    c = app.test_client()
+    h = _h(world["token"])
+    c.post("/api/v1/site/cases", json={"task": "han-oar-22", "phase": "test", "cases": [{"key": "c1", **SUMS}]},
+           headers=h)
+    sub_id = _submission(settings, db)
+    sub = db.get(Submission, sub_id)
+    sub.model_archive = ModelArchive(team=db.scalar(select(Team)), sha256="e" * 64, path="/nowhere", bytes=1,
+                                     unpacked_bytes=1, files=1)
+    db.commit()
+    ev_id = create_evaluation(settings, sub_id)
+    assert c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).status_code == 204
+    db.expire_all()
+    ev = db.get(Evaluation, ev_id)
+    assert ev.status == EvaluationStatus.FAILED and ev.fault == "platform" and "model archive" in ev.error

@@ -313,6 +313,11 @@ def claim(settings: Settings, caller: Caller, worker: str) -> ClaimResponse | No
         with session_scope(settings.database_url) as s:
             ev = s.get(Evaluation, ev_id)
             sub, phase = ev.submission, ev.submission.phase
+            if sub.model_archive_id is not None:  # the model tarball would have to travel too: not yet
+                ev.set_status(EvaluationStatus.FAILED, fault=Fault.PLATFORM,
+                              error="site workers do not run submissions with a separate model archive yet: "
+                                    "build the model into the image")
+                continue
             done = {cr.case_id for cr in ev.case_results}
             ev.cases_total = len(phase.cases)
             size = sub.upload_bytes
