@@ -60,7 +60,7 @@ def test_per_case_values_worst_first_with_viewer_links_only_where_the_viewer_ope
     alice = sign_in(app.test_client(), "alice")
     html = _ok(alice.get(_entry(task.slug, subs["alice"], organ="BrainStem", metric="dice")))
     links = _viewer_links(html)
-    assert len(links) == 2 and all(f"a={subs['alice']}" in u and "organ=1" in u for u in links)
+    assert len(links) == 2 and all(f"a={subs['alice']}" in u and re.search(r"organ=1(&|$)", u) for u in links)
     assert all(alice.get(u).status_code == 200 for u in links)  # each link opens
     # the reference model's outputs are everyone's: links for an anonymous visitor too
     anon = _ok(app.test_client().get(_entry(task.slug, subs["reference"], organ="Eye_L", metric="dice")))
@@ -144,3 +144,22 @@ def test_distance_colours_span_the_measured_values_not_the_penalties():
     assert distance_ranges(pd.DataFrame({"hd95": [5.0, 9.0], "penalties:hd95": [1, 1]})) == {
         "hd95": (5.0, 9.0)}
     assert cell_colour(0.25, "dice") == "hsl(30, 65%, 85%)"
+
+
+def test_compare_links_the_case_where_a_and_b_differ_most_when_the_viewer_allows(world):
+    app, db, task, subs = world
+    from arena.models import Submission
+
+    ev = {n: db.get(Submission, subs[n]).evaluations[-1] for n in ("alice", "reference")}
+    for cr in ev["alice"].case_results:  # validation-001: alice's BrainStem far from the reference model's
+        for mv in cr.metrics:
+            if mv.label == 1 and mv.metric == "dice":
+                mv.value = 0.1 if cr.case.key == "validation-001" else 0.85
+    ev["alice"].finished_at = dt.datetime(2030, 1, 1)
+    db.commit()
+    url = f"/tasks/{task.slug}/compare?phase=validation&a={ev['alice'].id}&b={ev['reference'].id}&metric=dice"
+    links = _viewer_links(_ok(sign_in(app.test_client(), "alice").get(url)))
+    brainstem = [u for u in links if re.search(r"organ=1(&|$)", u)]
+    assert len(brainstem) == 1 and "/cases/validation-001/view" in brainstem[0]
+    assert f"a={subs['alice']}" in brainstem[0] and f"b={subs['reference']}" in brainstem[0]
+    assert _viewer_links(_ok(sign_in(app.test_client(), "bob").get(url))) == []  # alice's outputs: not bob's

@@ -27,6 +27,7 @@ from arena.users import is_organizer
 from arena.web import board_cache
 from arena.web.auth import can_view_board, can_view_submission, me, visible_submission_view
 from arena.web.boards import frozen_board, leaderboard, penalty_cells, result_version
+from arena.web.entries import largest_difference_views
 from arena.web.training import training_response, training_summary
 from arena.web.uploads import accept_upload
 from arena.web.views import entry_score, listed_status, phase_disclosure, standing_view
@@ -271,7 +272,8 @@ def distributions_svg(slug: str):
 
 @pages.get("/tasks/<slug>/compare")
 def compare(slug: str):
-    """Entry A vs entry B per organ: paired per-case differences, Wilcoxon signed-rank, Holm-corrected."""
+    """Entry A vs entry B per organ: paired per-case differences, Wilcoxon signed-rank, Holm-corrected; per
+    organ a link to the case viewer with A and B on the case where they differ most, where it would open."""
     from arena.leaderboard.plots import forest_plot_svg
     from arena.leaderboard.statistics import pairwise_compare
 
@@ -287,8 +289,10 @@ def compare(slug: str):
     result = pairwise_compare(board.scores, a, b, metric, label_names={k: v.name for k, v in spec.labels.items()},
                               higher_is_better=spec.higher_is_better(metric))
     svg = forest_plot_svg(result, a_name=board.names[a], b_name=board.names[b])
+    views = largest_difference_views(board, phase, me(), a, b, metric)  # per organ, where the viewer may open
     return render_template("compare.html", task=task, spec=spec, phase=phase, board=board, metric=metric, a=a, b=b,
-                           result=result.to_dict(orient="records"), svg=svg, alpha=result.attrs["alpha"])
+                           result=result.to_dict(orient="records"), svg=svg, alpha=result.attrs["alpha"],
+                           views=views)
 
 
 def _visible_submission(submission_id: int) -> Submission:
