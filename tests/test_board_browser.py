@@ -22,8 +22,9 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture
 def live_board(settings, db):
     task, subs = viewer_task(db, settings)
+    evs = {k: s.evaluations[-1].id for k, s in subs.items()}  # board entries (the compare page's a and b)
     with _serve(settings) as base:
-        yield base, task.slug, {k: s.id for k, s in subs.items()}
+        yield base, task.slug, {k: s.id for k, s in subs.items()}, evs
 
 
 def _column(page, header: str) -> list[float | None]:
@@ -39,7 +40,7 @@ def _column(page, header: str) -> list[float | None]:
 def test_the_board_sorts_scrolls_and_links_entries_into_the_viewer(chromium, live_board):  # noqa: F811
     from playwright.sync_api import expect
 
-    base, slug, subs = live_board
+    base, slug, subs, evs = live_board
     with _browser(chromium, 800) as (page, errors):
         _sign_in(page, base, "bob")
         page.goto(f"{base}/tasks/{slug}?phase=validation")
@@ -110,6 +111,19 @@ def test_the_board_sorts_scrolls_and_links_entries_into_the_viewer(chromium, liv
         checked = page.locator("#vw-organs input:checked")
         expect(checked).to_have_count(1)
         assert checked.get_attribute("data-organ") == "BrainStem"
+
+        # compare bob's entry with the reference model: each organ opens both on the case where they differ most
+        page.goto(f"{base}/tasks/{slug}/compare?phase=validation&a={evs['bob']}&b={evs['reference']}&metric=dice")
+        views = page.locator("td.viewer a.view")
+        expect(views).to_have_count(2)  # BrainStem and Eye_L: on the other organs both score 0 on every case
+        page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+        href = views.first.get_attribute("href")
+        assert re.search(rf"/cases/validation-00[01]/view\?a={subs['bob']}&b={subs['reference']}&organ=1$", href)
+        views.first.click()
+        expect(page).to_have_url(re.compile(rf"/view\?a={subs['bob']}&b={subs['reference']}"))
+        expect(page.locator("#vw-organs input:checked")).to_have_count(1)  # BrainStem alone
+        expect(page.locator("#vw-scores")).to_contain_text("B · Reference models")
+        expect(page.locator("#vw-img")).to_have_attribute("data-shown", re.compile(r"^axial:\d+$"))
 
         # the hidden test phase: the entry page shows the board's means, no case and no viewer link
         page.goto(f"{base}/tasks/{slug}?phase=test")

@@ -161,5 +161,6 @@ def test_compare_links_the_case_where_a_and_b_differ_most_when_the_viewer_allows
     links = _viewer_links(_ok(sign_in(app.test_client(), "alice").get(url)))
     brainstem = [u for u in links if re.search(r"organ=1(&|$)", u)]
     assert len(brainstem) == 1 and "/cases/validation-001/view" in brainstem[0]
+    assert not any(re.search(r"organ=3(&|$)", u) for u in links)  # Eye_R: both 0 on every case, nothing to see
     assert f"a={subs['alice']}" in brainstem[0] and f"b={subs['reference']}" in brainstem[0]
     assert _viewer_links(_ok(sign_in(app.test_client(), "bob").get(url))) == []  # alice's outputs: not bob's

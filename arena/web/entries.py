@@ -86,12 +86,13 @@ def case_view_url(phase: Phase, case_key: str, a: int, b: int | None = None, org
 
 def largest_difference_views(board: Any, phase: Phase, user: User | None, a: int, b: int, metric: str
                              ) -> dict[Any, dict[str, Any]]:
-    """For the compare page: per label id, the case where ``phase``'s board entries ``a`` and ``b`` (evaluation ids)
-    differ most on ``metric`` (largest |a − b| of their per-case values as the board has them, penalties
-    included; ties: the first case key), as ``{"case", "diff", "url"}`` with ``url`` the viewer showing
-    A and B on that case and organ. Only cases :func:`viewer_cases` allows for ``user`` are considered, so
-    a label is absent where the viewer would not open (hidden cases, another team's outputs, no viewer).
-    ``phase`` is this request's (a cached board's own ORM objects belong to the session that computed it)."""
+    """For the compare page: per label id, the case where ``phase``'s board entries ``a`` and ``b``
+    (evaluation ids) differ most on ``metric`` (largest |a − b| of their per-case values as the board has
+    them, penalties included; ties: the first case key; none where they agree on every case), as
+    ``{"case", "diff", "url"}`` with ``url`` the viewer showing A and B on that case and organ. Only cases
+    :func:`viewer_cases` allows for ``user`` are considered, so a label is absent where the viewer would
+    not open (hidden cases, another team's outputs, no viewer). ``phase`` is this request's (a cached
+    board's own ORM objects belong to the session that computed it)."""
     ents = board.entries.set_index("entry")
     if a not in ents.index or b not in ents.index or board.scores.empty:
         return {}
@@ -107,7 +108,7 @@ def largest_difference_views(board: Any, phase: Phase, user: User | None, a: int
     diff = (wide[a] - wide[b]).abs().dropna().sort_index()
     out: dict[Any, dict[str, Any]] = {}
     for (label, case), d in diff.items():
-        if label not in out or d > out[label]["diff"]:
+        if d > 0 and (label not in out or d > out[label]["diff"]):  # equal everywhere: nothing to look at
             out[label] = {"case": str(case), "diff": float(d)}
     for label, v in out.items():
         v["url"] = case_view_url(phase, v["case"], subs[0].id, subs[1].id if b != a else None, label)
