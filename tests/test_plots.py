@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.patches import PathPatch
 
 from arena.leaderboard import plots
 from arena.leaderboard.statistics import bootstrap_ranks, pairwise_compare
@@ -46,8 +45,13 @@ def _group(svg: str, gid: str) -> str:
 
 
 def _boxes(fig) -> int:
-    """How many boxes (boxplot patches) the figure draws."""
-    return sum(isinstance(p, PathPatch) for p in fig.axes[0].patches)
+    """How many boxes the figure draws."""
+    return sum(len(c) for c in fig.axes[0].containers)
+
+
+def _offsets(fig, gid: str) -> np.ndarray:
+    """The (x, y) data positions of the markers of the scatter ``gid``."""
+    return next(c for c in fig.axes[0].collections if c.get_gid() == gid).get_offsets()
 
 
 def _texts_inside(fig) -> None:
@@ -81,19 +85,19 @@ def test_few_cases_draw_a_point_per_case():
     more than POINTS_UP_TO: the box alone."""
     scores = _scores(n_entries=2, n_cases=12)
     two = scores[scores["case"] < 2]
-    svg = plots.boxplot_svg(two, [0, 1], "dice")
-    for j in (0, 1):
-        for i in (0, 1, 2):
-            assert _group(svg, f"points-{j}-{i}").count("<use ") == 2
     fig = plots.boxplot_figure(two, [0, 1], "dice")
+    svg = plots.figure_svg(fig)
+    for j in (0, 1):  # 3 organs × 2 cases, each case's marker in its organ's row (organ i at y = i)
+        assert _group(svg, f"points-{j}").count("<use ") == 6
+        assert sorted(np.round(_offsets(fig, f"points-{j}")[:, 1]).astype(int).tolist()) == [0, 0, 1, 1, 2, 2]
     assert _boxes(fig) == 0
     assert any(f"Fewer than {plots.MIN_BOX} cases" in t.get_text() for t in fig.axes[0].texts)
     # a NaN (excluded) value is no case: one point fewer
     excluded = two.copy()
     excluded.loc[(excluded["entry"] == 0) & (excluded["label"] == 1) & (excluded["case"] == 0), "value"] = np.nan
-    assert _group(plots.boxplot_svg(excluded, [0], "dice"), "points-0-0").count("<use ") == 1
+    assert _group(plots.boxplot_svg(excluded, [0], "dice"), "points-0").count("<use ") == 5
     fig12 = plots.boxplot_figure(scores, [0], "dice")
-    assert _group(plots.figure_svg(fig12), "points-0-0").count("<use ") == 12 and _boxes(fig12) == 3
+    assert _group(plots.figure_svg(fig12), "points-0").count("<use ") == 36 and _boxes(fig12) == 3
     many = _scores(n_entries=1, n_cases=plots.POINTS_UP_TO + 1)
     fig_many = plots.boxplot_figure(many, [0], "dice")
     assert 'id="points-' not in plots.figure_svg(fig_many) and _boxes(fig_many) == 3
@@ -112,11 +116,12 @@ def test_penalties_are_drawn_apart_and_do_not_stretch_the_axis():
     assert ax.get_xlim()[1] < 1.5 * measured_max  # 400 mm would flatten every box
     assert max(ax.get_xticks()) < ax.get_xlim()[1] and all(t <= measured_max * 1.1 for t in ax.get_xticks())
     svg = plots.figure_svg(fig)
-    assert _group(svg, "penalties-0-1").count("<use ") == 1
-    assert 'id="penalties-1-' not in svg and 'id="penalties-0-0"' not in svg
+    assert _group(svg, "penalties-0").count("<use ") == 1 and 'id="penalties-1"' not in svg
+    x, y = _offsets(fig, "penalties-0")[0]
+    assert round(y) == 1 and measured_max < x < ax.get_xlim()[1]  # in label 2's row, right of the measured values
     texts = [t.get_text() for t in ax.texts]
     assert "3" in texts and any(t.startswith("3 penalty values") and "not to scale" in t for t in texts)
-    assert _group(svg, "points-0-1").count("<use ") == 9  # the 12 cases less the 3 penalties
+    assert _group(svg, "points-0").count("<use ") == 36 - 3  # the penalties are not points
     no_pen = plots.boxplot_figure(scores.assign(penalty=False), [0, 1], "hd95")
     assert no_pen.axes[0].get_xlim()[1] > 400 and not any("penalty" in t.get_text() for t in no_pen.axes[0].texts)
 
@@ -224,7 +229,8 @@ def test_every_plot_the_web_serves_renders_dollar_names_and_long_names(app, boar
     for r in (dist_page, dist):
         text = html.unescape(r.get_data(as_text=True))
         assert "hd95 (mm)" in text and re.search(r"(\d+) penalty values", text).group(1) == str(missing + 1)
-        assert 'id="penalties-1-0"' in text and 'id="penalties-0-0"' not in text  # longy's missed BrainStem
+        # a marker per organ with penalties: the 20 without values for all, and longy's missed BrainStem
+        assert [_group(text, f"penalties-{j}").count("<use ") for j in range(3)] == [20, 21, 20]
     assert "hd95 difference A − B (mm)" in html.unescape(compare.get_data(as_text=True))
     rows = re.findall(r"<tr><td class=\"l\">(.*?)</tr>", compare.get_data(as_text=True), re.S)
     favours = [re.findall(r'<td class="l">(.*?)</td>', row, re.S)[-1] for row in rows]

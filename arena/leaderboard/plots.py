@@ -32,6 +32,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 import pandas as pd
 from matplotlib import rc_context
+from matplotlib.cbook import boxplot_stats
+from matplotlib.colors import to_rgba
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
@@ -54,7 +56,7 @@ _RC = {"svg.hashsalt": "arena", "svg.fonttype": "none", "font.size": 9, "axes.sp
 #: names (teams, entries) longer than this many characters are cut with "…" on plots; the SVG keeps the full name
 NAME_CHARS = 34
 #: boxes of at most this many cases also draw each case as a point (a box of 2 values says little by itself)
-POINTS_UP_TO = 30
+POINTS_UP_TO = 20
 #: boxes need at least this many cases; fewer are drawn as their points and a median mark only
 MIN_BOX = 5
 #: figure attribute holding {gid: full text} for the <title> tooltips figure_svg writes
@@ -268,7 +270,7 @@ def boxplot_figure(scores: pd.DataFrame, entries: Sequence[Any], metric: str, *,
     """Per-organ horizontal boxplots of ``metric`` across cases: one row group per organ (``labels``
     order, top down), one box per selected entry in it (NaN values, i.e. excluded, left out; whiskers
     1.5 IQR). A box of at most :data:`POINTS_UP_TO` cases also draws every case as a jittered point
-    (SVG group ``points-<entry index>-<label index>``, one marker per case); larger boxes draw outliers.
+    (SVG group ``points-<entry index>``, one marker per case); larger boxes draw outliers.
     Fewer than :data:`MIN_BOX` cases (quartiles of 2 values mean nothing) draw no box: the points and a
     median mark.
 
@@ -300,29 +302,41 @@ def boxplot_figure(scores: pd.DataFrame, entries: Sequence[Any], metric: str, *,
         ncol = min(ne, 3)
         fig = Figure(figsize=(9.0, max(2.8, nl * (0.13 * ne + 0.12) + 1.9 + 0.17 * ((ne - 1) // ncol))))
         ax = fig.add_subplot()
-        for j, e in enumerate(entries):
+        h = width * 0.8  # a box's height (y units)
+        for j, e in enumerate(entries):  # one artist per kind and entry: 22 organs × 8 entries stay quick to draw
             color = _COLORS[j % len(_COLORS)]
-            for i, lab in enumerate(labels):
-                d = grouped.get((e, lab), np.array([]))
-                y = i - 0.4 + width * (j + 0.5)
-                if d.size >= MIN_BOX:
-                    bp = ax.boxplot([d], positions=[y], widths=width * 0.8, orientation="horizontal",
-                                    patch_artist=True, manage_ticks=False, showfliers=d.size > POINTS_UP_TO,
-                                    flierprops={"marker": ".", "markersize": 3, "markerfacecolor": color,
-                                                "markeredgecolor": color},
-                                    medianprops={"color": "black", "lw": 1})
-                    bp["boxes"][0].set_facecolor(color)
-                    bp["boxes"][0].set_alpha(0.45)
-                elif d.size:  # too few for quartiles: the points and their median only
-                    ax.vlines(np.median(d), y - width * 0.4, y + width * 0.4, color="black", lw=1.2, zorder=3)
-                if 0 < d.size <= POINTS_UP_TO:
-                    jitter = rng.uniform(-0.3, 0.3, d.size) * width
-                    ax.scatter(d, y + jitter, s=9 if d.size > 10 else 16, color=color, edgecolors="black",
-                               linewidths=0.3, zorder=4, gid=f"points-{j}-{i}")
-                if n_pen.get((e, lab)):
-                    ax.scatter([hi + 0.09 * span], [y], marker=">", s=22, color=_PENALTY_COLOR, zorder=4,
-                               gid=f"penalties-{j}-{i}")
-                    ax.annotate(str(n_pen[(e, lab)]), xy=(hi + 0.09 * span, y), xytext=(5, 0),
+            ys = np.array([i - 0.4 + width * (j + 0.5) for i in range(nl)])
+            data = [grouped.get((e, lab), np.array([])) for lab in labels]
+            boxed = [i for i, d in enumerate(data) if d.size >= MIN_BOX]
+            if boxed:
+                st = [boxplot_stats(data[i])[0] for i in boxed]
+                yb = ys[boxed]
+                q1, q3 = np.array([x["q1"] for x in st]), np.array([x["q3"] for x in st])
+                lo_w, hi_w = np.array([x["whislo"] for x in st]), np.array([x["whishi"] for x in st])
+                ax.barh(yb, q3 - q1, left=q1, height=h, color=to_rgba(color, 0.45), edgecolor="#333333", lw=0.6,
+                        gid=f"boxes-{j}")
+                ax.hlines(np.r_[yb, yb], np.r_[lo_w, q3], np.r_[q1, hi_w], color="#333333", lw=0.8)
+                ax.vlines(np.r_[lo_w, hi_w], np.r_[yb, yb] - h / 4, np.r_[yb, yb] + h / 4, color="#333333", lw=0.8)
+                big = [k for k, i in enumerate(boxed) if data[i].size > POINTS_UP_TO]
+                fliers = [(f, yb[k]) for k in big for f in st[k]["fliers"]]
+                if fliers:
+                    ax.scatter(*zip(*fliers), marker=".", s=6, color=color, zorder=3)
+            few = [i for i, d in enumerate(data) if 0 < d.size]
+            if few:  # medians: across the box, or the only summary of a group too small for a box
+                ax.vlines([np.median(data[i]) for i in few], ys[few] - h / 2, ys[few] + h / 2, color="black",
+                          lw=1.1, zorder=3)
+            shown = [i for i, d in enumerate(data) if 0 < d.size <= POINTS_UP_TO]
+            if shown:
+                px = np.concatenate([data[i] for i in shown])
+                py = np.concatenate([ys[i] + rng.uniform(-0.3, 0.3, data[i].size) * width for i in shown])
+                ax.scatter(px, py, s=9 if max(data[i].size for i in shown) > 10 else 16, color=color,
+                           edgecolors="black", linewidths=0.3, zorder=4, gid=f"points-{j}")
+            pen_boxes = [i for i, lab in enumerate(labels) if n_pen.get((e, lab))]
+            if pen_boxes:  # one marker per box with penalties (SVG group penalties-<entry index>), its count beside
+                ax.scatter(np.full(len(pen_boxes), hi + 0.09 * span), ys[pen_boxes], marker=">", s=22,
+                           color=_PENALTY_COLOR, zorder=4, gid=f"penalties-{j}")
+                for i in pen_boxes:
+                    ax.annotate(str(n_pen[(e, labels[i])]), xy=(hi + 0.09 * span, ys[i]), xytext=(5, 0),
                                 textcoords="offset points", va="center", fontsize=7, color=_PENALTY_COLOR)
             ax.plot([], [], color=color, lw=6, alpha=0.45, label=_short_names([_name(names, e)])[0])
         ax.set_yticks(np.arange(nl))
