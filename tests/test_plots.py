@@ -238,3 +238,22 @@ def test_every_plot_the_web_serves_renders_dollar_names_and_long_names(app, boar
     for cell in favours[:2]:  # the organs with values: always who the mean favours, significance apart
         assert re.fullmatch(r"(A|B)( \(p &lt; 0\.05, Holm\)|, n\.s\.)", cell), cell
     assert set(favours[2:]) == {"neither"}  # both entries have the same penalty in every case
+
+
+def test_every_plot_function_draws_dollar_names_as_text():
+    """The FROC plot has no page yet; with the others it draws a ``$\\sqrt{$`` name, a ``$x$`` organ and a
+    ``$`` title literally (matplotlib math text would fail on the unbalanced ``{`` or render ``x`` in italics)."""
+    scores = _scores()
+    names = {0: MATH_TEAM, 1: "b", 2: "c"}
+    labels = {1: "$x$ organ", 2: "y", 3: "z"}
+    boot = bootstrap_ranks(scores, n=20, primary="dice")
+    svgs = {"rank": plots.rank_distribution_svg(boot, names=names, title="$5 title"),
+            "forest": plots.forest_plot_svg(pairwise_compare(scores, 0, 1, "dice", label_names=labels),
+                                            a_name=MATH_TEAM, b_name="b", title="$5 title"),
+            "box": plots.boxplot_svg(scores, [0, 1], "dice", label_names=labels, names=names, title="$5 title"),
+            "froc": plots.froc_svg({MATH_TEAM: ([1, 2], [0.5, 0.6])}, title="$5 title")}
+    for what, svg in svgs.items():
+        drawn = [html.unescape(t) for t in re.findall(r"<text[^>]*>(.*?)</text>", svg, re.S)]
+        assert any(MATH_TEAM in t for t in drawn) and "$5 title" in drawn, what
+        if what in ("forest", "box"):
+            assert "$x$ organ" in drawn, what
