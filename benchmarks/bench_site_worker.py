@@ -13,7 +13,8 @@ result intake with concurrent site-worker clients.
    the heartbeat thread and scoring at the site. Target: site − local ≤ 0.2 s per case.
 2. Result intake. ``--clients`` threads, each acting as a site worker with its own claimed evaluation
    (one team each), post ``--results`` case results (22 labels × 2 metrics and the run statistics, as
-   a worker sends them) back to back; prints results/s and the p50/p95 latency of one report.
+   a worker sends them) back to back, then as many heartbeats; prints requests/s and the p50/p95 latency
+   of one request, for each kind.
 
 Both parts use SQLite in a temporary ARENA_HOME (as the tests do), or with ``--postgres`` a private
 PostgreSQL 15 cluster (runner_helpers.PrivatePostgres; the production choice).
@@ -236,52 +237,55 @@ def intake(args, settings, server: Server, token: str, tarball: Path, image_id: 
     scores = {str(lab): {"dice": 0.5, "hd95": 7.5} for lab in spec.labels}
     stats = {"cpu_s": 0.8, "peak_memory_mb": 60.0, "pids_peak": 3, "gpu_memory_peak_mb": None,
              "gpu_utilization_mean": None}
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {"report": [], "heartbeat": []}
     errors: list[str] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(args.clients + 1)
+    barriers = {k: threading.Barrier(args.clients + 1) for k in latencies}
 
     def client(i: int) -> None:
         with requests.Session() as sess:
             sess.headers.update(h)
             claim = sess.post(f"{server.url}/api/v1/site/claim", json={"worker": f"c{i}"}, timeout=60)
-            if claim.status_code != 200:
+            c = claim.json() if claim.status_code == 200 else None
+            if c is None:
                 errors.append(f"client {i}: claim {claim.status_code} {claim.text[:200]}")
-                barrier.wait()
-                return
-            c = claim.json()
-            todo = [k for k in c["cases"] if k.startswith("load-")][: args.results]
-            barrier.wait()
-            mine = []
-            for key in todo:
-                t0 = time.perf_counter()
-                rr = sess.post(f"{server.url}/api/v1/site/evaluations/{c['evaluation']}/cases/{key}", timeout=60,
-                               json={"lease": c["lease"], "status": "succeeded", "scores": scores, "error": None,
-                                     "failure": None, "exit_code": 0, "runtime_s": 1.0, "stats": stats,
-                                     "log_tail": "ok"})
-                mine.append(time.perf_counter() - t0)
-                if rr.status_code != 201:
-                    errors.append(f"client {i}: {key}: {rr.status_code} {rr.text[:200]}")
-            with lock:
-                latencies.extend(mine)
+            todo = [k for k in c["cases"] if k.startswith("load-")][: args.results] if c else []
+            url = f"{server.url}/api/v1/site/evaluations/{c['evaluation']}" if c else ""
+            for what in ("report", "heartbeat"):
+                barriers[what].wait()
+                mine = []
+                for key in todo:
+                    t0 = time.perf_counter()
+                    if what == "report":
+                        rr = sess.post(f"{url}/cases/{key}", timeout=60, json={
+                            "lease": c["lease"], "status": "succeeded", "scores": scores, "error": None,
+                            "failure": None, "exit_code": 0, "runtime_s": 1.0, "stats": stats, "log_tail": "ok"})
+                    else:
+                        rr = sess.post(f"{url}/heartbeat", json={"lease": c["lease"]}, timeout=60)
+                    mine.append(time.perf_counter() - t0)
+                    if rr.status_code not in (200, 201):
+                        errors.append(f"client {i}: {what} {key}: {rr.status_code} {rr.text[:200]}")
+                with lock:
+                    latencies[what].extend(mine)
+                barriers[what].wait()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
     for t in threads:
         t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
+    for what, lat in latencies.items():
+        barriers[what].wait()  # every client has claimed (and finished the previous kind)
+        t0 = time.perf_counter()
+        barriers[what].wait()  # every client has sent its requests
+        wall = time.perf_counter() - t0
+        if len(lat) < 2:
+            raise SystemExit(f"no {what} was taken: {errors[:5]}")
+        p95 = statistics.quantiles(lat, n=20)[18]
+        print(f"\n{what}s: {args.clients} clients, {len(lat)} in {wall:.2f} s = {len(lat) / wall:.1f}/s; "
+              f"latency p50 {statistics.median(lat) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms", flush=True)
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
     if errors:
-        print("errors:", *errors[:10], sep="\n  ")
-    if len(latencies) < 2:
-        raise SystemExit("no results were taken")
-    p95 = statistics.quantiles(latencies, n=20)[18]
-    print(f"\nresult intake: {args.clients} clients, {len(latencies)} results in {wall:.2f} s = "
-          f"{len(latencies) / wall:.1f} results/s; latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"p95 {p95 * 1000:.0f} ms; {len(errors)} refused", flush=True)
-
+        print(f"{len(errors)} refused:", *errors[:10], sep="\n  ")
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,11 @@ namespaced), as each host would drive its own.
 The site's case files carry a marker in their headers, so a byte scan of the server's ARENA_HOME finds
 any copy of them; their sha256 sums find a byte-identical copy.
 
+Not isolated: the filesystem. The site worker shares the machine's mount namespace (its engine must see
+the /output tmpfs it mounts, as on a real host), so it could read the server's ARENA_HOME (and a SQLite
+database there) if it tried; it is given no path to it and no database or Redis setting, and the test
+checks its environment. A PostgreSQL database (ARENA_TEST_POSTGRES_URL) is behind the firewall like Redis.
+
 The protocol test (replayed and out-of-scope reports) runs in-process against the Flask app.
 """
 
@@ -23,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -255,14 +261,20 @@ def test_site_phase_runs_only_at_the_site(world):
 
     w = world
     # the namespace is another host: only the server's port is reachable from it
-    reach = probe_ports(w.link.enter, [f"{w.link.root_ip}:{w.server.port}", f"{w.link.root_ip}:6379",
-                                       "127.0.0.1:6379", f"{w.link.root_ip}:{free_port(w.link.root_ip)}"])
-    assert reach[f"{w.link.root_ip}:{w.server.port}"] == "open", reach
-    assert all(v != "open" for k, v in reach.items() if not k.endswith(f":{w.server.port}")), reach
+    redis, db = urlsplit(w.env["ARENA_REDIS_URL"]), urlsplit(w.env["ARENA_DATABASE_URL"])
+    targets = [f"{w.link.root_ip}:{w.server.port}", f"{redis.hostname}:{redis.port or 6379}",
+               f"{w.link.root_ip}:{redis.port or 6379}", f"{w.link.root_ip}:{free_port(w.link.root_ip)}"]
+    if db.hostname:  # PostgreSQL (ARENA_TEST_POSTGRES_URL); SQLite is a file: see the module docstring
+        targets += [f"{db.hostname}:{db.port or 5432}", f"{w.link.root_ip}:{db.port or 5432}"]
+    reach = probe_ports(w.link.enter, targets)
+    assert reach.pop(f"{w.link.root_ip}:{w.server.port}") == "open", reach
+    assert all(v != "open" for v in reach.values()), reach
 
     site = w.start_site_worker()
     w.wait_registered(site)
     assert w.link.in_namespace(site.pid)
+    environ = Path(f"/proc/{site.pid}/environ").read_bytes().split(b"\0")
+    assert not [e for e in environ if e.startswith((b"ARENA_DATABASE_URL=", b"ARENA_REDIS_URL="))]
 
     site_subs = [w.submit(0, SITE_PHASE), w.submit(1, SITE_PHASE)]
     local_subs = [w.submit(2, LOCAL_PHASE), w.submit(3, LOCAL_PHASE)]
@@ -305,6 +317,9 @@ def test_site_phase_runs_only_at_the_site(world):
         answers = participant_answers(w.server.url, tok, TASK, [SITE_PHASE, LOCAL_PHASE], site_subs + local_subs)
         leaks = [(path, s) for path, body in answers.items() for s in secrets if s in body]
         assert leaks == [], (who, leaks[:5])
+    # the board has the site's entries, scored (the team names are public, their cases are not)
+    board = requests.get(f"{w.server.url}/api/v1/tasks/{TASK}/leaderboard?phase={SITE_PHASE}", timeout=30)
+    assert board.status_code == 200 and all(f"Team {i}" in board.text for i in (0, 1)), board.text[:2000]
     # the walk does see case keys where a phase shows them (the local phase shows its cases to the team)
     own = participant_answers(w.server.url, w.api_tokens[2], TASK, [LOCAL_PHASE], [local_subs[0]])
     assert any(w.local_keys[0] in body for body in own.values())
@@ -369,6 +384,7 @@ def test_token_revoked_mid_evaluation(world):
     """Revoking the token stops the worker (401 from then on); the lease lapses and the evaluation is
     re-queued; a worker with a new token finishes it, each case recorded once."""
     from arena.models import WorkerToken
+    from arena.site.server import revoke_worker_token
 
     w = world
     site = w.start_site_worker()
@@ -376,7 +392,8 @@ def test_token_revoked_mid_evaluation(world):
     ev_id = w.evaluations_of(w.submit(0, SITE_PHASE, slow_s=4))[0].id
     w.wait(lambda: w.rows(ev_id) >= 1, "the first case result", watch=site)
     (tok,) = w.db.scalars(select(WorkerToken)).all()
-    arena_cli(w.env, "site", "revoke", str(tok.id))
+    revoke_worker_token(w.db, tok.id)  # what `arena site revoke` does (the protocol test runs the CLI), at once
+    w.db.commit()
     r = requests.post(f"{w.server.url}/api/v1/site/claim", json={"worker": "x"},
                       headers={"Authorization": f"Bearer {w.token}"}, timeout=30)
     assert r.status_code == 401 and "error" in r.json(), (r.status_code, r.text)
