@@ -59,8 +59,8 @@ def _result_from_another_process(settings, label: str, dice: float) -> None:
                 submission_id=sub, status=EvaluationStatus.SUCCEEDED, cases_total=len(cases), cases_done=len(cases),
                 finished_at=utcnow()).returning(Evaluation.id)).scalar_one()
             for case_id in cases:
-                cr = c.execute(insert(CaseResult).values(evaluation_id=ev, case_id=case_id,
-                                                         status=CaseStatus.SUCCEEDED).returning(CaseResult.id)).scalar_one()
+                cr = c.execute(insert(CaseResult).values(evaluation_id=ev, case_id=case_id, status=CaseStatus.SUCCEEDED)
+                               .returning(CaseResult.id)).scalar_one()
                 c.execute(insert(MetricValue), [{"case_result_id": cr, "label": lab, "metric": m, "value": v}
                                                 for lab in (1, 2) for m, v in (("dice", dice), ("hd95", 2.0))])
     finally:
@@ -193,7 +193,8 @@ def test_frozen_board_shows_the_snapshot_and_its_tag_ignores_new_results(app, db
     assert b"bob-late" not in anon.get(PAGE).data
     _phase(db).reveal_at = utcnow()
     db.commit()
-    assert b"bob-late" in anon.get(PAGE).data and any(r["label"] == "bob-late" for r in anon.get(JSON).get_json()["rows"])
+    assert b"bob-late" in anon.get(PAGE).data
+    assert any(r["label"] == "bob-late" for r in anon.get(JSON).get_json()["rows"])
 
 
 def test_a_set_time_ends_a_checked_answer(app, db, world, monkeypatch):

@@ -48,8 +48,8 @@ FRESH_S = 1.0
 """Seconds an answer, once checked against the database, is served without checking again (per worker)."""
 
 MAX_ANSWERS = 32
-"""Rendered answers kept per process (least recently used dropped first); a 200-entry board page with
-every organ column is ~1 MB raw, ~60 kB gzipped."""
+"""Rendered answers kept per process (least recently used dropped first); a 200-entry, 22-organ board page
+is ~0.8 MB raw and ~90 kB gzipped (benchmarks/bench_board_http.py), more with every organ column shown."""
 
 MAX_REQUEST_KEYS = 512
 """Request keys remembered per process (a URL's query string is the visitor's choice: bounded)."""
@@ -129,17 +129,19 @@ def _answer_for(state: Hashable, render: Callable[[], str], mimetype: str) -> An
             st.answers.move_to_end(state)
             return hit
         gate = st.rendering.setdefault(state, threading.Lock())
-    with gate:
-        with st.lock:
-            hit = st.answers.get(state)
-        if hit is None:
-            hit = encode(render(), mimetype)
+    try:
+        with gate:
             with st.lock:
-                st.answers[state] = hit
-                while len(st.answers) > MAX_ANSWERS:
-                    st.answers.popitem(last=False)
-    with st.lock:
-        st.rendering.pop(state, None)
+                hit = st.answers.get(state)
+            if hit is None:
+                hit = encode(render(), mimetype)
+                with st.lock:
+                    st.answers[state] = hit
+                    while len(st.answers) > MAX_ANSWERS:
+                        st.answers.popitem(last=False)
+    finally:
+        with st.lock:
+            st.rendering.pop(state, None)
     return hit
 
 
