@@ -400,17 +400,23 @@ def test_a_lost_lease_stops_the_case_in_progress(settings, db, world, http_serve
 
 
 @pytest.mark.docker
-def test_site_worker_cli_needs_a_valid_token(settings, world, http_server, docker_engine, tmp_path, monkeypatch):
+def test_site_worker_cli_needs_a_valid_token(settings, db, world, http_server, docker_engine, tmp_path,
+                                             monkeypatch):
     monkeypatch.delenv("ARENA_SITE_TOKEN", raising=False)
     r = _cli("site-worker", "--server", http_server, "--once")
     assert r.exit_code == 2 and "no worker token" in r.output
-    (tmp_path / "data").mkdir()
+    from arena.kinds import kind_for
+    from arena.models import Task
+    from arena.tasks.store import spec_of
+
+    spec = spec_of(db.scalar(select(Task)))
+    kind_for(spec).write_demo_case(spec, tmp_path / "data" / "han-oar-22" / "test", "c0", 700, "small")
     monkeypatch.setenv("ARENA_SITE_TOKEN", "arena-site-" + "x" * 43)  # read through arena.config
     r = _cli("site-worker", "--server", http_server, "--once", "--data", str(tmp_path / "data"))
-    assert r.exit_code == 2 and "refused the worker token" in r.output
+    assert r.exit_code == 2 and "refused the worker token" in r.output  # at the first call, before any work
     r = _cli("site-worker", "--server", http_server, "--once", "--data", str(tmp_path / "data"), "--token",
              world["token"])
-    assert r.exit_code == 0 and "nothing left to do" in r.output
+    assert r.exit_code == 0 and "1 case(s) registered" in r.output and "nothing left to do" in r.output
     (tmp_path / "data" / "han-oar-22" / "test" / "c1").mkdir(parents=True)  # a case folder without an image
     r = _cli("site-worker", "--server", http_server, "--once", "--data", str(tmp_path / "data"), "--token",
              world["token"])

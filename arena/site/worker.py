@@ -337,33 +337,40 @@ def run_claim(settings: Settings, client: SiteClient, claim: ClaimResponse, site
             return None
 
 
+def _clear_engine(say: Callable[[str], None]) -> None:
+    """Check that this machine's Docker engine answers (starting dockerd where Arena may), and remove what
+    dead worker processes of this host left on it (a SIGKILLed site worker's running case)."""
+    from arena.images.docker_client import DockerUnavailable
+    from arena.runner.jobs import live_local_worker, remove_dead_workers_containers
+    from arena.runner.sandbox import reap_leftovers
+    from arena.services import ensure_docker
+
+    try:
+        engine = ensure_docker(log=say)
+    except DockerUnavailable as e:
+        raise SiteWorkerError(f"cannot start: no Docker engine ({e})") from None
+    try:
+        n = remove_dead_workers_containers(engine) + reap_leftovers(
+            engine, keep=lambda labels: live_local_worker(labels.get("arena.worker")))
+    finally:
+        engine.close()
+    if n:
+        say(f"removed {n} container(s) left by dead workers")
+
+
 def run_site_worker(settings: Settings, server: str, token: str, data: Path | None = None, gpu: str | None = None,
                     once: bool = False, name: str | None = None, say: Callable[[str], None] = log.info,
                     idle_s: float = 5.0) -> int:
     """Serve the token's phases until stopped (with ``once``: until nothing is left to claim). Returns how
     many evaluations it ran. Raises SiteWorkerError when it cannot go on."""
-    from arena.images.docker_client import DockerUnavailable
-    from arena.runner.jobs import live_local_worker, remove_dead_workers_containers
     from arena.runner.output_check import jail_problem
-    from arena.runner.sandbox import reap_leftovers
     from arena.runner.worker import pin_gpus
-    from arena.services import ensure_docker
 
     problem = jail_problem()
     if problem:  # never score participant outputs outside the jail
         raise SiteWorkerError(f"cannot start: {problem}")
     if gpu is not None:
         pin_gpus(gpu, say)
-    try:
-        engine = ensure_docker(log=say)
-    except DockerUnavailable as e:
-        raise SiteWorkerError(f"cannot start: no Docker engine ({e})") from None
-    # what dead worker processes of this host left on the engine (a SIGKILLed site worker's running case)
-    n_removed = remove_dead_workers_containers(engine) + reap_leftovers(
-        engine, keep=lambda labels: live_local_worker(labels.get("arena.worker")))
-    engine.close()
-    if n_removed:
-        say(f"removed {n_removed} container(s) left by dead workers")
     settings.ensure_dirs()
     name = re.sub(r"[^A-Za-z0-9._-]", "-", name or socket.gethostname())[:60].lstrip("._-") or "site-worker"
     client = SiteClient(server, token, say=say)
@@ -375,6 +382,7 @@ def run_site_worker(settings: Settings, server: str, token: str, data: Path | No
             flush_spool(client, spool, None, None, say)
         site_cases = scan_site_data(data_dir)
         register_site_cases(client, site_cases, say)
+        _clear_engine(say)
         say(f"site worker {name} serving {server} (cases from {data_dir})")
         checked: set = set()
         n = 0
