@@ -136,9 +136,13 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
                 "schema": {"type": "string", "format": "binary"}}}},
                 "401": e401, "404": e404, "409": _err("the data changed since the task was loaded")}}},
         "/tasks/{slug}/leaderboard": {"get": {
-            "operationId": "getLeaderboard", "summary": "A phase's board (hidden boards: organizers only)",
+            "operationId": "getLeaderboard", "summary": "A phase's board (hidden boards: organizers only). Without "
+            "a token or session the answer is shared: it carries an ETag and Cache-Control: no-cache, comes gzipped "
+            "on Accept-Encoding: gzip, and If-None-Match with a current tag gets 304 with no body",
             "parameters": [_path_str("slug"), {"name": "phase", "in": "query", "schema": {"type": "string"}}],
-            "responses": {**_ok("the board", REF("Board")), "404": e404}}},
+            "responses": {**_ok("the board", REF("Board")),
+                          "304": {"description": "not modified: the If-None-Match tag is still the board's"},
+                          "404": e404}}},
         "/tasks/{slug}/phases/{phase}/submissions": {"post": {
             "operationId": "submit", "summary": "Upload a docker-save tarball as the raw body (streamed to disk)",
             "security": SEC, "parameters": [_path_str("slug"), _path_str("phase"),
