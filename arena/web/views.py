@@ -166,7 +166,8 @@ def standing_view(sub: Submission, *, organizer: bool, rows: list[dict] | None, 
     spec = spec_of(sub.task)
     phase = sub.phase
     primary = spec.ranking.for_phase(phase.slug).primary
-    out: dict[str, Any] = {"metric": f"{'weighted ' if spec.ranking.label_weights else ''}mean {primary}",
+    label = primary if spec.has_set_metrics else f"{'weighted ' if spec.ranking.label_weights else ''}mean {primary}"
+    out: dict[str, Any] = {"metric": label,
                            "score": None, "penalties": 0, "rank": None, "ranked": 0, "note": ""}
     if not organizer and phase.scores_hidden_from_teams():
         out["note"] = f"Score and rank are hidden{_reveal(phase)}."
