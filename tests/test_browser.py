@@ -255,11 +255,14 @@ def test_submission_queue_and_audit_pages_at_1280(chromium, settings, db):
     """Issue 16, as a user at 1280×800: the submission page opens with the score and rank; its per-case table
     scrolls inside its box while the case column stays in view and the page itself never scrolls sideways;
     a team with no submission left gets no Submit link; the organizer reads a failed evaluation's error on
-    the queue without hovering and opens the long one; the audit trail filters and pages."""
+    the queue without hovering and opens the long one; the audit trail filters and pages. A running
+    evaluation shows a progress line instead of empty tables, and a case scored meanwhile appears by itself."""
     from playwright.sync_api import expect, sync_playwright
     from werkzeug.serving import make_server
 
     from arena import audit
+    from arena.lifecycle import CaseStatus
+    from arena.models import CaseResult, MetricValue
     from arena.web import create_app
     from web_helpers import fake_submission, make_task
 
@@ -272,7 +275,8 @@ def test_submission_queue_and_audit_pages_at_1280(chromium, settings, db):
     fake_submission(db, settings, task, "validation", bob, dice=0.6, label="bob-v1")
     broken = fake_submission(db, settings, task, "validation", bob, status="failed", label="bob-broken")
     broken.evaluations[0].error = "all 3 cases failed: invalid-output\n" + "output geometry differs; " * 30
-    next(p for p in task.phases if p.slug == "validation").submission_limit = 1
+    running = fake_submission(db, settings, task, "validation", alice, status="running", label="alice-running")
+    next(p for p in task.phases if p.slug == "validation").submission_limit = 2
     for i in range(60):
         audit.record(db, org, "phase.update" if i % 2 else "phase.freeze", "phase", "han-oar-22/validation", i=i)
     db.commit()
@@ -300,8 +304,21 @@ def test_submission_queue_and_audit_pages_at_1280(chromium, settings, db):
             x0 = case.bounding_box()["x"]
             assert box.evaluate("e => { e.scrollLeft = 600; return e.scrollLeft; }") > 0
             assert abs(case.bounding_box()["x"] - x0) < 1  # the case column stays put
+            # while it runs: a progress line, no empty tables; a newly scored case appears without a reload by hand
+            page.goto(f"{base}/submissions/{running.id}")
+            expect(page.locator(".progress-line")).to_have_text(
+                "0 of 3 cases scored so far; per-case results appear here as cases finish.")
+            expect(page.locator("table")).to_have_count(0)
+            ev = running.evaluations[0]
+            cr = CaseResult(evaluation=ev, case=ev.submission.phase.cases[0], status=CaseStatus.SUCCEEDED,
+                            runtime_s=2.0, metrics=[MetricValue(label=1, metric="dice", value=0.9)])
+            ev.cases_done = 1
+            db.add(cr)
+            db.commit()
+            expect(page.locator(".progress-line")).to_contain_text("1 of 3 cases scored so far", timeout=20_000)
+            expect(page.locator("h3:has-text('dice per case')")).to_be_visible()
             page.goto(f"{base}/tasks/han-oar-22?phase=validation")
-            expect(page.locator("#quota-note")).to_contain_text("0 of 1 submissions left: limit reached")
+            expect(page.locator("#quota-note")).to_contain_text("0 of 2 submissions left: limit reached")
             expect(page.locator("a:has-text('Submit to')")).to_have_count(0)
             page.click("button:has-text('Sign out')")
             page.goto(f"{base}/signin")

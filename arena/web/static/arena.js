@@ -82,6 +82,12 @@
         });
         var st = s.status.split(" ")[0];
         if (s.evaluations.length !== known || ["succeeded", "failed", "cancelled"].indexOf(st) >= 0) { location.reload(); return; }
+        // a case scored since the page was drawn: draw it again, so the per-case tables grow while it runs
+        var grew = s.evaluations.some(function (ev) {
+          var line = document.querySelector('[data-ev-progress="' + ev.id + '"]');
+          return line && ev.cases && ev.cases.length > parseInt(line.getAttribute("data-cases"), 10);
+        });
+        if (grew) { location.reload(); return; }
         setTimeout(tick, 2000);
       }).catch(function () { setTimeout(tick, 5000); });
     }
