@@ -28,12 +28,12 @@ def live_board(settings, db):
 
 
 def _column(page, header: str) -> list[float | None]:
-    """The data-v values of the board column whose header text starts with ``header``, top to bottom."""
+    """The shown values of the board column whose header contains ``header``, top to bottom (None: "–")."""
     return page.evaluate("""(h) => {
         const t = document.querySelector('table.board');
         const col = [...t.tHead.rows[0].cells].findIndex(c => c.textContent.includes(h));
         return [...t.tBodies[0].rows].map(r => {
-            const v = r.cells[col].dataset.v; return v === '' ? null : parseFloat(v); });
+            const v = parseFloat(r.cells[col].textContent); return isNaN(v) ? null : v; });
     }""", header)
 
 

@@ -98,13 +98,21 @@ def test_a_hidden_test_phase_shows_participants_only_the_boards_aggregates(world
     assert re.findall(r'data-case="([^"]+)"', html) and len(_viewer_links(html)) == 2
 
 
-def test_entries_not_on_a_readable_board_answer_404_like_missing_ones(world):
+def test_entries_not_on_a_readable_board_answer_404_like_missing_ones(world, settings):
     app, db, task, subs = world
     c = sign_in(app.test_client(), "bob")
     assert c.get(_entry(task.slug, 999999)).status_code == 404
     assert c.get(_entry("no-such-task", subs["alice"])).status_code == 404
     assert c.get(_entry(task.slug, subs["alice"], organ="Spleen")).status_code == 404
     assert c.get(_entry(task.slug, subs["alice"], metric="jaccard")).status_code == 404
+    from arena.models import User
+    from web_helpers import fake_submission
+
+    failed = fake_submission(db, settings, task, "validation", db.query(User).filter_by(name="alice").one(),
+                             status="failed", label="broken")
+    db.commit()
+    assert c.get(_entry(task.slug, failed.id)).status_code == 404  # not on the board: as if it did not exist
+    assert sign_in(app.test_client(), "alice").get(_entry(task.slug, failed.id)).status_code == 404
     from arena.models import Phase
 
     test = db.query(Phase).filter_by(task_id=task.id, slug="test").one()
@@ -126,7 +134,7 @@ def test_the_board_links_entries_and_organ_cells_to_entry_pages_never_to_submiss
     for name in ("alice", "bob", "reference"):
         assert f'href="/tasks/{task.slug}/entries/{subs[name]}"' in board
     assert f"/tasks/{task.slug}/entries/{subs['alice']}?organ=BrainStem&amp;metric=dice" in board
-    assert 'data-sort' in board and "board.js" in html
+    assert 'data-sort="num"' in board and "board.js" in html
 
 
 def test_distance_colours_span_the_measured_values_not_the_penalties():

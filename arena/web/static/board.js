@@ -1,8 +1,8 @@
 // The board (arena/web/templates/_board.html): sortable columns and sticky first columns. The board's HTML is
 // rendered once per result version and shared by every visitor; this script only reorders its rows in the
 // page. No framework, no build step, no inline code.
-//   <th data-sort="num|text" data-better="high|low">  a sortable column; numbers come from the cells'
-//                                                     data-v ("" = no value, always last)
+//   <th data-sort="num|text" data-better="high|low">  a sortable column; a cell's number is the one its text
+//                                                     starts with, as shown ("–": no value, always last)
 //   .s1 .s2 .s3                                      the sticky first columns (rank, team, submission)
 (function () {
   "use strict";
@@ -25,13 +25,11 @@
 
     function key(cell, numeric) {
       if (!cell) return null;
-      if (numeric) {
-        var raw = cell.getAttribute("data-v");
-        if (raw === null || raw === "") return null;
-        var v = parseFloat(raw);
+      var text = cell.textContent.trim();
+      if (numeric) {  // "0.853 3 pen.", "2–5 n < 10: …": the leading number (the shown value, a lower bound)
+        var v = parseFloat(text);
         return isNaN(v) ? null : v;
       }
-      var text = cell.textContent.trim();
       return text === "" || text === "–" ? null : text.toLowerCase();
     }
 
