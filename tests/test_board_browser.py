@@ -61,7 +61,7 @@ def test_the_board_sorts_scrolls_and_links_entries_into_the_viewer(chromium, liv
         ours = board.locator("tbody tr:not(.published) td.s2").all_inner_texts()
         assert [t.split()[0] for t in ours] == ["beta", "alpha", "Reference"]  # Dice 0.6, 0.7, 0.9
         SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "board-sorted.png"), full_page=False)
+        page.screenshot(path=str(SHOTS / "board-sorted.png"), full_page=True)
 
         # scroll the organ columns sideways: rank, team and submission stay where they were
         scroller = page.locator(".scroll", has=board)

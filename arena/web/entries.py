@@ -121,8 +121,9 @@ def distance_ranges(table: pd.DataFrame) -> dict[str, tuple[float, float]]:
     colour scale spans: the smallest and largest value of the board's own entries without a penalty in that
     column (``penalties:<column>`` 0 or absent; published rows, measured on other data, left out), so that
     one missed organ's image-diagonal penalty does not push every measured value to the same colour. When
-    fewer than two rows qualify, the range of all the column's values. Columns with no finite value are
-    left out; a range may be a single value."""
+    fewer than two rows qualify, the range of all the column's values, published rows included (so that
+    entries whose every value holds penalties still read as far from the papers'). Columns with no finite
+    value are left out; a range may be a single value."""
     out: dict[str, tuple[float, float]] = {}
     own = (table["badge"] != "published") if "badge" in table.columns else pd.Series(True, index=table.index)
     for col in table.columns:
