@@ -172,3 +172,16 @@ def test_compare_links_the_case_where_a_and_b_differ_most_when_the_viewer_allows
     assert not any(re.search(r"organ=3(&|$)", u) for u in links)  # Eye_R: both 0 on every case, nothing to see
     assert f"a={subs['alice']}" in brainstem[0] and f"b={subs['reference']}" in brainstem[0]
     assert _viewer_links(_ok(sign_in(app.test_client(), "bob").get(url))) == []  # alice's outputs: not bob's
+
+
+def test_a_hostile_team_name_is_text_on_the_entry_page(world):
+    app, db, task, subs = world
+    from arena.models import Submission
+
+    sub = db.get(Submission, subs["bob"])
+    sub.team.name = '<script>alert(1)</script>'
+    sub.label = '"><img src=x onerror=alert(2)>'
+    db.commit()
+    html = _ok(app.test_client().get(_entry(task.slug, subs["bob"], organ="BrainStem", metric="dice")))
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html
