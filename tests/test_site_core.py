@@ -184,7 +184,8 @@ def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, 
     from redis import Redis
 
     from arena.runner.jobs import create_evaluation
-    from arena.runner.keys import heartbeat_key
+    from arena.runner.keys import heartbeat_key, suspects_key
+    from arena.runner.liveness import beat
 
     c = app.test_client()
     h = _h(world["token"])
@@ -196,12 +197,19 @@ def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, 
     assert first["evaluation"] == a
     # team B already runs one evaluation (ARENA_TEAM_CONCURRENCY 1): the second waits
     assert c.post("/api/v1/site/claim", json={"worker": "w2"}, headers=h).status_code == 204
-    # w1 goes silent: its heartbeat key vanishes and the evaluation started long ago
-    Redis.from_url(settings.redis_url).delete(heartbeat_key(settings, a))
+    # w1's heartbeat key vanishes (a Redis restart, or expired long ago): first only noted as missing, since a
+    # live worker beats again within heartbeat_s; re-queued once it stayed missing for stale_after_s
+    conn = Redis.from_url(settings.redis_url)
+    conn.delete(heartbeat_key(settings, a))
     db.expire_all()
     ev = db.get(Evaluation, a)
     ev.started_at = ev.started_at.replace(year=2020)
     db.commit()
+    assert c.post("/api/v1/site/claim", json={"worker": "w2"}, headers=h).status_code == 204
+    db.expire_all()
+    assert db.get(Evaluation, a).status == EvaluationStatus.RUNNING
+    assert conn.hget(suspects_key(settings), a) is not None
+    conn.hset(suspects_key(settings), a, f"{time.time() - settings.stale_after_s - 1:.3f}")
     second = c.post("/api/v1/site/claim", json={"worker": "w2"}, headers=h).get_json()
     db.expire_all()
     assert db.get(Evaluation, a).status in (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING)
@@ -210,6 +218,10 @@ def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, 
     r = c.post(f"/api/v1/site/evaluations/{a}/cases/c1", json=_report(first["lease"]), headers=h)
     assert r.status_code == 409 and "lease lost" in r.get_json()["error"]  # the old lease holder is refused
     assert db.get(Evaluation, b).status == EvaluationStatus.QUEUED
+    # a heartbeat that is there but stale: re-queued at the next claim
+    beat(conn, settings, a, db.get(Evaluation, a).worker, now=time.time() - settings.stale_after_s - 1)
+    third = c.post("/api/v1/site/claim", json={"worker": "w3"}, headers=h).get_json()
+    assert third["evaluation"] == a and third["lease"] != second["lease"]
 
 
 @pytest.fixture

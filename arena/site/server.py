@@ -269,6 +269,7 @@ def register_cases(settings: Settings, caller: Caller, req: CasesRequest) -> Cas
 def _requeue_lapsed(settings: Settings, caller: Caller, conn: Redis) -> list[int]:
     """Re-queue this site's running evaluations whose lease lapsed (no heartbeat for ``stale_after_s``)."""
     from arena.runner.jobs import requeue_evaluation
+    from arena.runner.keys import suspects_key
     from arena.runner.liveness import last_beat
 
     now = time.time()
@@ -277,12 +278,23 @@ def _requeue_lapsed(settings: Settings, caller: Caller, conn: Redis) -> list[int
             Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]),
             Evaluation.worker.startswith(f"site:{caller.site}:", autoescape=True)))]
     out = []
+    limit = settings.stale_after_s
     for ev_id, worker, started_at in rows:
         beat_at = last_beat(conn, settings, ev_id)
-        if beat_at is None and started_at is not None:
-            beat_at = started_at.replace(tzinfo=dt.timezone.utc).timestamp()
-        if beat_at is not None and now - beat_at < settings.stale_after_s:
+        if beat_at is None:
+            # no key at all: the worker died long ago (the key expired) or Redis restarted and lost it. As the
+            # sweeper does (arena.runner.liveness), count from when it was first seen missing, so that a live
+            # worker has time to beat again after a Redis restart.
+            if started_at is not None and now - started_at.replace(tzinfo=dt.timezone.utc).timestamp() < limit:
+                continue
+            first = conn.hget(suspects_key(settings), ev_id)
+            if first is None:
+                conn.hset(suspects_key(settings), ev_id, f"{now:.3f}")
+                continue
+            beat_at = float(first)
+        if now - beat_at < limit:
             continue
+        conn.hdel(suspects_key(settings), ev_id)
         if requeue_evaluation(settings, ev_id, f"site lease lapsed (no heartbeat for {settings.stale_after_s:g} s)",
                               only_worker=worker):
             out.append(ev_id)
