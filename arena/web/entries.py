@@ -22,9 +22,8 @@ Who sees what:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from flask import Blueprint, abort, g, render_template, request, url_for
 from sqlalchemy import select
 
@@ -37,6 +36,9 @@ from arena.users import is_organizer
 from arena.web.auth import can_view_board, can_view_submission, me
 from arena.web.boards import leaderboard
 from arena.web.viewer import case_pixels_visible, model_visible, viewer_kind
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: processes that only take uploads never load pandas (boards.py)
 
 entries = Blueprint("entries", __name__)
 
@@ -124,6 +126,8 @@ def distance_ranges(table: pd.DataFrame) -> dict[str, tuple[float, float]]:
     fewer than two rows qualify, the range of all the column's values, published rows included (so that
     entries whose every value holds penalties still read as far from the papers'). Columns with no finite
     value are left out; a range may be a single value."""
+    import pandas as pd
+
     out: dict[str, tuple[float, float]] = {}
     own = (table["badge"] != "published") if "badge" in table.columns else pd.Series(True, index=table.index)
     for col in table.columns:
@@ -172,6 +176,8 @@ def _entry(slug: str, submission_id: int) -> tuple[Task, Phase, TaskSpec, Any, d
     if phase.frozen() and not is_organizer(user, task):
         abort(404, description=missing)
     board = leaderboard(g.db, task, phase)
+    import pandas as pd  # the board imported it already
+
     t = board.table
     if t.empty or "submission_id" not in t.columns:
         abort(404, description=missing)
@@ -200,7 +206,7 @@ def _case_rows(board: Any, spec: TaskSpec, entry: int, label: Any, metric: str) 
     s = s[(s["entry"] == entry) & (s["label"] == label)]
     if s.empty:
         return []
-    pen = s["penalty"] if "penalty" in s.columns else pd.Series(False, index=s.index)
+    pen = s["penalty"] if "penalty" in s.columns else [False] * len(s)
     rows: dict[str, dict[str, Any]] = {}
     for case, m, v, p in zip(s["case"], s["metric"], s["value"], pen):
         r = rows.setdefault(str(case), {"case": str(case), "values": {}, "penalties": set()})
