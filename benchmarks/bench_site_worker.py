@@ -19,8 +19,20 @@ result intake with concurrent site-worker clients.
 Both parts use SQLite in a temporary ARENA_HOME (as the tests do), or with ``--postgres`` a private
 PostgreSQL 15 cluster (runner_helpers.PrivatePostgres; the production choice).
 
-Measured on this machine (2 cores shared with other jobs, Debian's docker.io, SQLite, gunicorn with 4
-processes) — MEASUREMENTS-TBD
+Measured on the development machine (2 cores shared with other jobs: load average 2–12 over the runs,
+which is most of the spread; Debian's docker.io; gunicorn with 4 processes):
+
+    per case (median gap)       local    site     site − local
+    SQLite, 3 rounds, load 9–12 1.70 s   1.56 s   −0.13 s
+    PostgreSQL, 4 rounds, ≈12   1.85 s   2.04 s   +0.19 s
+    SQLite, 5 rounds, load 6→2  0.83 s   0.57 s   −0.26 s
+    PostgreSQL, 4 rounds, 4–5   0.52 s   0.62 s   +0.10 s      (target ≤ 0.2 s: met in every run)
+
+    intake, 8 clients × 40      reports/s  p50 / p95        heartbeats/s  p50 / p95
+    SQLite, load 2–5            40.6       143 / 415 ms     120.7         60 / 112 ms
+    PostgreSQL, load 2–5        39.9–79.2  85–182 / 180–347 104.8–106.8   70–74 / 96–113 ms
+    SQLite, load 8–12           16.2–19.6  307–366 / 808–1029  53.9       140 / 229 ms
+    PostgreSQL, load ≈12        14.4       480 / 892 ms     —             —
 """
 
 from __future__ import annotations
