@@ -205,14 +205,6 @@ def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request):
     if not tiny_images_available():
         pytest.skip("needs Debian's busybox-static (/bin/busybox) and a docker CLI for the tiny test images")
     stale_s = getattr(request, "param", 60)
-    link = make_link("arena-site")
-    port = free_port(link.root_ip)
-    try:
-        firewall_namespace(link.ns, link.root_ip, port)
-    except subprocess.CalledProcessError as e:
-        link.destroy()
-        pytest.skip(f"iptables in the namespace not permitted: {e.stderr.decode(errors='replace').strip()}")
-
     task = upsert_task(db, REPO / "tasks" / TASK)
     spec = load_spec(REPO / "tasks" / TASK)
     kind = kind_for(spec)
@@ -238,16 +230,23 @@ def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request):
     site_home = tmp_path / "site-home"
     sums = write_site_cases(site_home / "site-data" / TASK / SITE_PHASE, REPO / "tasks" / TASK, keys, marker)
 
-    server = Server(env, link.root_ip, port, tmp_path / "server.log")
-    w = World(tmp_path, settings, db, env, link, server, site_home, keys, local_keys, sums, marker, token,
-              arena_env["ARENA_QUEUE"], api_tokens)
+    link = make_link("arena-site")  # from here on, whatever fails destroys the link
+    w = None
     try:
+        port = free_port(link.root_ip)
+        try:
+            firewall_namespace(link.ns, link.root_ip, port)
+        except subprocess.CalledProcessError as e:
+            pytest.skip(f"iptables in the namespace not permitted: {e.stderr.decode(errors='replace').strip()}")
+        server = Server(env, link.root_ip, port, tmp_path / "server.log")
+        w = World(tmp_path, settings, db, env, link, server, site_home, keys, local_keys, sums, marker, token,
+                  arena_env["ARENA_QUEUE"], api_tokens)
         server.start()
-        w.procs.append(Proc([sys.executable, "-m", "arena.cli", "worker"], env,
-                            tmp_path / "local-worker.log"))
+        w.procs.append(Proc([sys.executable, "-m", "arena.cli", "worker"], env, tmp_path / "local-worker.log"))
         yield w
     finally:
-        w.close(docker_engine)
+        if w is not None:
+            w.close(docker_engine)
         link.destroy()
 
 
