@@ -214,7 +214,7 @@ def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request):
         demo = kind.write_demo_case(spec, tmp_path / "local-cases", key, i, "small")
         add_case(db, settings, task, key, demo.image, demo.reference, [local], meta=demo.meta)
     api_tokens = []
-    for i in range(4):
+    for i in range(5):
         user, _ = create_user(db, f"p{i}", team=f"Team {i}")
         api_tokens.append(create_token(db, user)[1])
     db.commit()
@@ -253,9 +253,9 @@ def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_site_phase_runs_only_at_the_site(world):
-    """The issue's acceptance test: site-phase evaluations run only at the site, each case once, a local
-    phase's on the local worker meanwhile; the server never holds the site's files; no participant-visible
-    answer names a site case."""
+    """The issue's acceptance test: site-phase evaluations run only at the site (two site workers), each
+    case once, a local phase's on the local worker meanwhile; the server never holds the site's files; no
+    participant-visible answer names a site case."""
     from arena.models import Case, Evaluation
 
     w = world
@@ -269,13 +269,15 @@ def test_site_phase_runs_only_at_the_site(world):
     assert reach.pop(f"{w.link.root_ip}:{w.server.port}") == "open", reach
     assert all(v != "open" for v in reach.values()), reach
 
-    site = w.start_site_worker()
+    # two workers at the site (two GPUs of one machine: one ARENA_HOME, as deploy/arena-site-worker.service has it)
+    site, site2 = w.start_site_worker(), w.start_site_worker()
     w.wait_registered(site)
-    assert w.link.in_namespace(site.pid)
-    environ = Path(f"/proc/{site.pid}/environ").read_bytes().split(b"\0")
-    assert not [e for e in environ if e.startswith((b"ARENA_DATABASE_URL=", b"ARENA_REDIS_URL="))]
+    for p in (site, site2):
+        assert w.link.in_namespace(p.pid)
+        environ = Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0")
+        assert not [e for e in environ if e.startswith((b"ARENA_DATABASE_URL=", b"ARENA_REDIS_URL="))]
 
-    site_subs = [w.submit(0, SITE_PHASE), w.submit(1, SITE_PHASE)]
+    site_subs = [w.submit(0, SITE_PHASE), w.submit(1, SITE_PHASE), w.submit(4, SITE_PHASE)]
     local_subs = [w.submit(2, LOCAL_PHASE), w.submit(3, LOCAL_PHASE)]
     evs = {sid: w.evaluations_of(sid) for sid in site_subs + local_subs}
     assert all(len(v) == 1 for v in evs.values()), evs
@@ -288,11 +290,12 @@ def test_site_phase_runs_only_at_the_site(world):
         assert all(cr.metrics for cr in ev.case_results)  # scored: the per-label values came back
     for sid in site_subs:
         ev = finished[sid]
-        assert ev.worker.startswith(f"site:{SITE}:w1:"), ev.worker
+        assert ev.worker.startswith((f"site:{SITE}:w1:", f"site:{SITE}:w2:")), ev.worker
         assert sorted(cr.case.key for cr in ev.case_results) == sorted(w.keys)
         assert all(cr.output_path in (None, "") for cr in ev.case_results)  # outputs stay at the site
     for sid in local_subs:
         assert not finished[sid].worker.startswith("site:"), finished[sid].worker
+    print(f"\nsite evaluations run by: {sorted(finished[sid].worker.split(':')[2] for sid in site_subs)}")
     local_log = w.procs[0].text()
     assert not _local_jobs(local_log) & {ev_ids[s] for s in site_subs}, "a local worker ran a site evaluation"
     assert _local_jobs(local_log) >= {ev_ids[s] for s in local_subs}
@@ -318,11 +321,11 @@ def test_site_phase_runs_only_at_the_site(world):
         assert leaks == [], (who, leaks[:5])
     # the board has the site's entries, scored (the team names are public, their cases are not)
     board = requests.get(f"{w.server.url}/api/v1/tasks/{TASK}/leaderboard?phase={SITE_PHASE}", timeout=30)
-    assert board.status_code == 200 and all(f"Team {i}" in board.text for i in (0, 1)), board.text[:2000]
+    assert board.status_code == 200 and all(f"Team {i}" in board.text for i in (0, 1, 4)), board.text[:2000]
     # the walk does see case keys where a phase shows them (the local phase shows its cases to the team)
     own = participant_answers(w.server.url, w.api_tokens[2], TASK, [LOCAL_PHASE], [local_subs[0]])
     assert any(w.local_keys[0] in body for body in own.values())
-    assert w.db.scalar(select(func.count(Evaluation.id))) == 4
+    assert w.db.scalar(select(func.count(Evaluation.id))) == 5
 
 
 @pytest.mark.docker
