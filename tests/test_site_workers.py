@@ -453,6 +453,8 @@ def test_replayed_and_out_of_scope_reports_are_refused(settings, db, arena_env, 
     assert client.post("/api/v1/site/claim", json={"worker": "a"},
                        headers=_site_headers("arena-site-" + "x" * 43)).status_code == 401
     assert client.post("/api/v1/site/claim", json={"worker": "a"}, headers=h).status_code == 204  # nothing queued
+    for path in ("/api/v1/me", "/api/v1/submissions", "/api/v1/evaluations"):  # no API token
+        assert client.get(path, headers=h).status_code == 401, path
 
     # a validated submission of the site phase, its stored upload a real file the server can serve
     payload = bytes(range(256)) * 64
