@@ -14,7 +14,8 @@ any copy of them; their sha256 sums find a byte-identical copy.
 Not isolated: the filesystem. The site worker shares the machine's mount namespace (its engine must see
 the /output tmpfs it mounts, as on a real host), so it could read the server's ARENA_HOME (and a SQLite
 database there) if it tried; it is given no path to it and no database or Redis setting, and the test
-checks its environment. A PostgreSQL database (ARENA_TEST_POSTGRES_URL) is behind the firewall like Redis.
+checks its environment. The acceptance test also runs on a private PostgreSQL (listening on 127.0.0.1),
+which the namespace must not reach either, like Redis.
 
 The protocol test (replayed and out-of-scope reports) runs in-process against the Flask app.
 """
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,8 +35,18 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from arena.db import session_factory, upgrade
 from arena.lifecycle import CaseStatus, EvaluationStatus, SubmissionStatus
-from runner_helpers import build_tiny_image, case_counts, free_port, make_link, save_image, tiny_images_available
+from runner_helpers import (
+    PrivatePostgres,
+    build_tiny_image,
+    case_counts,
+    free_port,
+    make_link,
+    postgres_unavailable,
+    save_image,
+    tiny_images_available,
+)
 from site_helpers import (
     Proc,
     Server,
@@ -192,8 +203,10 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request):
-    """The server, a local worker and a registered site (its worker not started: tests start their own)."""
+def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request, monkeypatch):
+    """The server, a local worker and a registered site (its worker not started: tests start their own).
+    ``request.param`` (indirect parametrization), optional: {"stale_s": the server's ARENA_STALE_AFTER_S
+    (default 60), "database": "postgresql" for a private PostgreSQL on 127.0.0.1 instead of SQLite}."""
     from arena.kinds import kind_for
     from arena.tasks.spec import load_spec
     from arena.tasks.store import add_case, upsert_task
@@ -204,7 +217,21 @@ def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request):
         pytest.skip(why)
     if not tiny_images_available():
         pytest.skip("needs Debian's busybox-static (/bin/busybox) and a docker CLI for the tiny test images")
-    stale_s = getattr(request, "param", 60)
+    opts = getattr(request, "param", {})
+    stale_s = opts.get("stale_s", 60)
+    pg = None
+    if opts.get("database") == "postgresql":
+        if postgres_unavailable():
+            pytest.skip(postgres_unavailable())
+        pg = PrivatePostgres("127.0.0.1")
+        request.addfinalizer(pg.destroy)
+        pg.start()
+        upgrade(pg.url)
+        arena_env = {**arena_env, "ARENA_DATABASE_URL": pg.url}
+        monkeypatch.setenv("ARENA_DATABASE_URL", pg.url)
+        settings = replace(settings, database_url=pg.url)
+        db = session_factory(pg.url)()
+        request.addfinalizer(db.close)
     task = upsert_task(db, REPO / "tasks" / TASK)
     spec = load_spec(REPO / "tasks" / TASK)
     kind = kind_for(spec)
@@ -252,6 +279,7 @@ def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request):
 
 @pytest.mark.docker
 @pytest.mark.slow
+@pytest.mark.parametrize("world", [{}, {"database": "postgresql"}], indirect=True, ids=["sqlite", "postgresql"])
 def test_site_phase_runs_only_at_the_site(world):
     """The issue's acceptance test: site-phase evaluations run only at the site (two site workers), each
     case once, a local phase's on the local worker meanwhile; the server never holds the site's files; no
@@ -355,7 +383,7 @@ def test_server_restart_mid_evaluation(world):
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [8], indirect=True)  # ARENA_STALE_AFTER_S on the server: 8 s
+@pytest.mark.parametrize("world", [{"stale_s": 8}], indirect=True)  # ARENA_STALE_AFTER_S on the server
 def test_site_worker_killed_mid_case(world, docker_engine):
     """SIGKILL the site worker while a case runs: the lease lapses, the evaluation is re-queued and another
     site worker finishes it; the cases the first one reported are kept, each case recorded once."""
@@ -381,7 +409,7 @@ def test_site_worker_killed_mid_case(world, docker_engine):
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [8], indirect=True)
+@pytest.mark.parametrize("world", [{"stale_s": 8}], indirect=True)
 def test_token_revoked_mid_evaluation(world):
     """Revoking the token stops the worker (401 from then on); the lease lapses and the evaluation is
     re-queued; a worker with a new token finishes it, each case recorded once."""
