@@ -31,7 +31,18 @@ from sqlalchemy.orm import Session
 from arena.config import Settings
 from arena.db import session_scope
 from arena.lifecycle import EvaluationStatus
-from arena.models import Case, CaseResult, Evaluation, Phase, Site, Submission, Task, WorkerToken, utcnow
+from arena.models import (
+    Case,
+    CaseResult,
+    Evaluation,
+    Phase,
+    Site,
+    Submission,
+    Task,
+    WorkerToken,
+    phase_cases,
+    utcnow,
+)
 from arena.runner.failures import Failure, Fault
 from arena.site.protocol import (
     CASE_KEY,
@@ -398,14 +409,17 @@ def record_case(settings: Settings, caller: Caller, evaluation_id: int, key: str
     try:
         with session_scope(settings.database_url) as s:
             ev = _leased(s, caller, evaluation_id, report.lease)
-            case = next((c for c in ev.submission.phase.cases if c.key == key), None) \
+            # two indexed lookups, not the phase's cases and the evaluation's results loaded per report
+            # (that made a whole evaluation's reports O(n²) in its case count)
+            case_id = s.scalar(select(Case.id).join(phase_cases).where(
+                phase_cases.c.phase_id == ev.submission.phase_id, Case.key == key)) \
                 if re.fullmatch(CASE_KEY, key) else None
-            if case is None:
+            if case_id is None:
                 raise SiteError(f"phase {ev.submission.phase.slug} has no case {key!r}", 404)
-            if any(cr.case_id == case.id for cr in ev.case_results):
+            if s.scalar(select(CaseResult.id).where(CaseResult.evaluation_id == ev.id, CaseResult.case_id == case_id)):
                 raise SiteError(f"case {key!r} is already recorded for evaluation {evaluation_id}; nothing was "
                                 "overwritten", 409)
-            add_case_result(s, ev, case.id, out)
+            add_case_result(s, ev, case_id, out)
             s.flush()
             ev.cases_done = s.scalar(select(func.count(CaseResult.id)).where(CaseResult.evaluation_id == ev.id))
     except IntegrityError:  # another request recorded it between the check and the insert
