@@ -145,3 +145,30 @@ def test_boards_of_hidden_phases_show_coarse_resources(settings, db, app):
     assert (rows["validation"][0]["runtime_s"], rows["validation"][0]["peak_memory_mb"]) == (1.37, 123.4)
     assert (rows["test"][0]["runtime_s"], rows["test"][0]["peak_memory_mb"]) == (coarse(1.37), coarse(123.4))
     assert coarse(1.37) != 1.37 and coarse(123.4) != 123.4
+
+
+def test_per_case_plots_of_hidden_phases_are_for_organizers(settings, db, app):
+    """The distributions boxplots draw one point per case and the compare page tests per-case differences:
+    in a phase that hides its cases (han-oar-22's test phase) a participant gets neither (404, and the board
+    does not link them), an organizer gets both; a phase that shows its cases shows them to everyone."""
+    task = make_task(db, settings, n_cases=3)
+    alice, _ = make_user(db, "alice", team="Team Alice")
+    bob, _ = make_user(db, "bob", team="Team Bob")
+    boss, _ = make_user(db, "boss", admin=True)
+    for phase in ("validation", "test"):
+        fake_submission(db, settings, task, phase, alice, dice=0.8, label=f"{phase}-a")
+        fake_submission(db, settings, task, phase, bob, dice=0.6, label=f"{phase}-b")
+    db.commit()
+    pages = ("distributions", "compare")
+    participant, organizer = app.test_client(), app.test_client()
+    sign_in(participant, "alice")
+    sign_in(organizer, "boss")
+    for path in pages:
+        assert participant.get(f"/tasks/han-oar-22/{path}?phase=validation").status_code == 200
+        hidden = participant.get(f"/tasks/han-oar-22/{path}?phase=test")
+        assert hidden.status_code == 404 and b"no per-case results" in hidden.data
+        assert organizer.get(f"/tasks/han-oar-22/{path}?phase=test").status_code == 200
+    board = participant.get("/tasks/han-oar-22?phase=test").get_data(as_text=True)
+    assert "/tasks/han-oar-22/distributions" not in board and "/tasks/han-oar-22/compare" not in board
+    assert "/tasks/han-oar-22/distributions" in participant.get("/tasks/han-oar-22?phase=validation").get_data(
+        as_text=True)

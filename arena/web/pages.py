@@ -30,7 +30,7 @@ from arena.web.boards import frozen_board, leaderboard, penalty_cells, result_ve
 from arena.web.entries import largest_difference_views
 from arena.web.training import training_response, training_summary
 from arena.web.uploads import accept_upload
-from arena.web.views import entry_score, listed_status, phase_disclosure, standing_view
+from arena.web.views import entry_score, listed_status, phase_disclosure, phase_hides_cases, standing_view
 
 pages = Blueprint("pages", __name__)
 
@@ -183,7 +183,8 @@ _FRAGMENTS: dict[tuple, Markup] = {}
 def _board_fragment(task: Task, phase, spec, organs: str) -> Markup:
     """The board's HTML, rendered once per result version and column choice (a 200-entry board with
     per-organ columns of every metric is ~10⁴ cells). ``organs``: a metric name or "all"."""
-    key = (phase.id, result_version(g.db, phase), organs)
+    hides_cases = phase_hides_cases(phase)  # changes at a private phase's reveal, not with the results
+    key = (phase.id, result_version(g.db, phase), organs, hides_cases)
     html = _FRAGMENTS.get(key)
     if html is None:
         from arena.leaderboard.statistics import NOT_INFORMATIVE  # computing the board imported it already
@@ -191,7 +192,8 @@ def _board_fragment(task: Task, phase, spec, organs: str) -> Markup:
         board = leaderboard(g.db, task, phase)
         organ_metrics = [m for m in spec.metrics if organs == "all" or m.name == organs]
         html = Markup(render_template("_board.html", task=task, spec=spec, phase=phase, board=board,
-                                      organ_metrics=organ_metrics, not_informative=NOT_INFORMATIVE))
+                                      organ_metrics=organ_metrics, not_informative=NOT_INFORMATIVE,
+                                      hides_cases=hides_cases))
         if len(_FRAGMENTS) > 64:
             _FRAGMENTS.clear()
         _FRAGMENTS[key] = html
@@ -235,6 +237,9 @@ def _board_request(slug: str):
     """(task, phase, spec, metric, board, entries) from the URL: ?phase=, ?metric= (default: the task's
     primary metric), ?entry= (repeatable; only entries on the board are kept)."""
     task, phase, board = _live_board(slug)
+    if phase_hides_cases(phase) and not is_organizer(me(), task):  # arena.disclosure: means only
+        abort(404, description="this phase shows participants no per-case results, so no per-case "
+                               "distributions or paired comparisons either; the board's means are what it shows")
     spec = spec_of(task)
     metric = request.args.get("metric") or spec.ranking.primary
     if metric not in [m.name for m in spec.metrics]:

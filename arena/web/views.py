@@ -94,7 +94,13 @@ def cases_hidden(sub: Submission, viewer_is_organizer: bool) -> bool:
     in a phase that hides its cases (task.yaml ``show_case_results: false``, or private before its reveal)."""
     if viewer_is_organizer:
         return False
-    return not spec_of(sub.task).phase(sub.phase.slug).show_case_results or sub.phase.scores_hidden_from_teams()
+    return phase_hides_cases(sub.phase)
+
+
+def phase_hides_cases(phase: Phase) -> bool:
+    """Participants of ``phase`` see no per-case results (task.yaml ``show_case_results: false``, or a private
+    phase before its reveal): no per-case scores, so no per-case distributions or paired comparisons either."""
+    return not spec_of(phase.task).phase(phase.slug).show_case_results or phase.scores_hidden_from_teams()
 
 
 def status_for(sub: Submission, hidden: bool) -> str:
