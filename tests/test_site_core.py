@@ -453,3 +453,26 @@ def test_a_submission_with_a_model_archive_fails_at_a_site_as_the_platforms_faul
     db.expire_all()
     ev = db.get(Evaluation, ev_id)
     assert ev.status == EvaluationStatus.FAILED and ev.fault == "platform" and "model archive" in ev.error
+
+
+def test_spool_listing_skips_an_entry_another_worker_dropped_meanwhile(tmp_path, monkeypatch):
+    """Two site workers may share one ARENA_HOME: an entry the other one reports and drops between the
+    listing and the read is left out, not a crash."""
+    from pathlib import Path
+
+    from arena.runner.outcome import CaseOutcome
+    from arena.site.worker import Spool, outcome_report
+
+    spool = Spool(tmp_path / "spool")
+    for key in ("c1", "c2"):
+        spool.put(7, key, outcome_report(CaseOutcome(ok=True, scores={1: {"dsc": 0.5}}), "1.lease"))
+    real_stat = Path.stat
+
+    def stat(self, *a, **kw):
+        if self.name == "c1.json":  # the other worker drops it just now
+            self.unlink(missing_ok=True)
+        return real_stat(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    assert [(ev, key) for _, ev, key, _ in spool.entries(7)] == [(7, "c2")]
+    assert [key for _, _, key, _ in spool.entries()] == ["c2"]

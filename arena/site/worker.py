@@ -117,15 +117,22 @@ class Spool:
         return path
 
     def entries(self, evaluation_id: int | None = None) -> list[tuple[Path, int, str, CaseReport]]:
-        """``(path, evaluation, key, report)`` of the pending outcomes (one evaluation's, or all), oldest first."""
+        """``(path, evaluation, key, report)`` of the pending outcomes (one evaluation's, or all), oldest first.
+        An entry that vanishes while it is listed (another worker sharing this ARENA_HOME reported and dropped
+        it) is left out."""
         folders = [self.root / f"evaluation-{evaluation_id}"] if evaluation_id is not None else \
             sorted(self.root.glob("evaluation-*")) if self.root.is_dir() else []
         out = []
         for folder in folders:
-            files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-            for p in files:
+            found = []
+            for p in folder.glob("*.json") if folder.is_dir() else []:
                 try:
-                    d = json.loads(p.read_text())
+                    found.append((p.stat().st_mtime, p, p.read_text()))
+                except FileNotFoundError:
+                    continue
+            for _, p, text in sorted(found, key=lambda e: e[0]):
+                try:
+                    d = json.loads(text)
                     out.append((p, int(d["evaluation"]), str(d["key"]), CaseReport.model_validate(d["report"])))
                 except (ValueError, KeyError, TypeError) as e:
                     log.warning("spool entry %s is unreadable (%s); dropped", p, e)
@@ -377,8 +384,9 @@ def run_site_worker(settings: Settings, server: str, token: str, data: Path | No
     spool = Spool(settings.site_spool_dir)
     data_dir = Path(data) if data is not None else settings.site_data_dir
     try:
-        if spool.entries():
-            say(f"reporting {len(spool.entries())} spooled case outcome(s) from before")
+        pending = len(spool.entries())
+        if pending:
+            say(f"reporting {pending} spooled case outcome(s) from before")
             flush_spool(client, spool, None, None, say)
         site_cases = scan_site_data(data_dir)
         register_site_cases(client, site_cases, say)
