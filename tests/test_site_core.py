@@ -70,6 +70,7 @@ def test_token_cli_scope_and_revocation(settings, db, app, world):
     assert token not in (settings.home / "arena.db").read_bytes().decode("latin-1")
     body = {"task": "han-oar-22", "phase": "test", "cases": [{"key": "c1", **SUMS}]}
     assert c.post("/api/v1/site/cases", json=body).status_code == 401  # no token
+    assert c.get("/api/v1/site/images/a%00b", headers=_h(token)).status_code == 400  # the API's NUL guard
     assert c.post("/api/v1/site/cases", json=body, headers=_h("arena-site-" + "x" * 43)).status_code == 401
     r = c.post("/api/v1/site/cases", json={**body, "phase": "validation"}, headers=_h(token))
     assert r.status_code == 403 and "scope" in r.get_json()["error"]  # a stolen token used for another phase

@@ -7,11 +7,14 @@ token is 401, a phase outside its scope 403, an evaluation or image it may not s
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, jsonify, request, send_file
+import re
+
+from flask import Blueprint, current_app, jsonify, request, send_file
 from pydantic import BaseModel, ValidationError
 
 from arena.site import server
 from arena.site.protocol import CaseReport, CasesRequest, ClaimRequest, FinishRequest, HEX64, LeaseRequest
+from arena.web.api import _refuse_nul
 from arena.web.auth import bearer_token
 
 site_api = Blueprint("site_api", __name__)
@@ -28,10 +31,7 @@ def _site_error(e: server.SiteError):
     return _error(str(e), e.status)
 
 
-@site_api.before_request
-def _refuse_nul() -> None:
-    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)):
-        abort(400, description="NUL characters are not allowed in the URL")
+site_api.before_request(_refuse_nul)  # the API's guard: a NUL in the URL is refused before any route
 
 
 def _caller() -> server.Caller:
@@ -77,8 +77,6 @@ def heartbeat(evaluation_id: int):
 
 @site_api.get("/images/<sha256>")
 def image(sha256: str):
-    import re
-
     caller = _caller()
     if not re.fullmatch(HEX64, sha256):
         raise server.SiteError("an image is named by the sha256 of its tarball: 64 lowercase hex digits", 404)
