@@ -257,3 +257,27 @@ def test_every_plot_function_draws_dollar_names_as_text():
         assert any(MATH_TEAM in t for t in drawn) and "$5 title" in drawn, what
         if what in ("forest", "box"):
             assert "$x$ organ" in drawn, what
+
+
+def test_the_web_draws_each_plot_once_per_result_version(app, board, db, monkeypatch):
+    """matplotlib takes ~1 s for a large board: the rank plot (loaded by every view of the task page) and the
+    distributions boxplot are drawn once per result version and choice, and drawn again after a change."""
+    from arena.models import utcnow
+
+    drawn: list[str] = []
+    for name in ("rank_distribution_svg", "boxplot_svg"):
+        real = getattr(plots, name)
+        monkeypatch.setattr(plots, name,
+                            lambda *a, _real=real, _name=name, **kw: drawn.append(_name) or _real(*a, **kw))
+    c = sign_in(app.test_client(), "bob")
+    base = "/tasks/han-oar-22"
+    urls = [f"{base}/rank-distribution.svg?phase=validation", f"{base}/distributions?phase=validation",
+            f"{base}/distributions.svg?phase=validation&metric=dice&entry=1&entry=2"]
+    first = [c.get(u).get_data() for u in urls]
+    again = [c.get(u).get_data() for u in urls]
+    assert (again[0], again[2]) == (first[0], first[2])  # the SVGs as drawn (the page has its own CSRF token)
+    assert drawn == ["rank_distribution_svg", "boxplot_svg", "boxplot_svg"]  # the page's 4 entries, then 1 and 2
+    board.updated_at = utcnow()  # a new result version (a spec change; a finished evaluation alike)
+    db.commit()
+    assert [c.get(u).status_code for u in urls] == [200, 200, 200]
+    assert len(drawn) == 6

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import (
     Blueprint,
     Response,
@@ -227,10 +229,31 @@ def rank_distribution(slug: str):
     _, phase, board = _live_board(slug)
     if board.bootstrap is None:
         abort(404, description="no rank distribution: fewer than two entries or cases")
-    teams = {r["entry"]: r["label"] if r["badge"] == "reference" else r["team"]  # reference models: by model
-             for r in board.entries.to_dict(orient="records")}
-    return _svg(rank_distribution_svg(board.bootstrap, names=teams,
-                                      title=f"Rank distribution ({len(phase.cases)} cases bootstrapped)"))
+
+    def draw() -> str:
+        teams = {r["entry"]: r["label"] if r["badge"] == "reference" else r["team"]  # reference models: by model
+                 for r in board.entries.to_dict(orient="records")}
+        return rank_distribution_svg(board.bootstrap, names=teams,
+                                     title=f"Rank distribution ({len(phase.cases)} cases bootstrapped)")
+
+    return _svg(_plot(phase, ("rank",), draw))
+
+
+_PLOTS: dict[tuple, str] = {}
+
+
+def _plot(phase: Phase, what: tuple, draw: Callable[[], str]) -> str:
+    """The SVG ``draw()`` makes of ``phase``'s board, drawn once per database, result version and ``what``
+    (the plot and its choices): matplotlib takes ~1 s for a 200-entry board, and every view of the task page
+    loads the rank plot. Like :data:`_FRAGMENTS`, a renamed team shows from the next result."""
+    key = (current_app.config["ARENA"].database_url, phase.id, result_version(g.db, phase), *what)
+    svg = _PLOTS.get(key)
+    if svg is None:
+        svg = draw()
+        if len(_PLOTS) > 64:  # ?entry= is the visitor's choice: bounded
+            _PLOTS.clear()
+        _PLOTS[key] = svg
+    return svg
 
 
 def _board_request(slug: str):
@@ -248,12 +271,14 @@ def _board_request(slug: str):
     return task, phase, spec, metric, board, entries
 
 
-def _boxplot(spec, metric: str, board, entries: list[int]) -> str:
-    """The per-organ boxplot SVG of ``entries`` on ``metric`` (penalties flagged in board.scores drawn apart)."""
+def _boxplot(phase: Phase, spec, metric: str, board, entries: list[int]) -> str:
+    """The per-organ boxplot SVG of ``entries`` on ``metric`` (penalties flagged in board.scores drawn apart),
+    drawn once per result version (:func:`_plot`)."""
     from arena.leaderboard.plots import boxplot_svg
 
-    return boxplot_svg(board.scores, entries, metric, labels=list(spec.labels),
-                       label_names={k: v.name for k, v in spec.labels.items()}, names=board.names)
+    return _plot(phase, ("box", metric, tuple(entries)), lambda: boxplot_svg(
+        board.scores, entries, metric, labels=list(spec.labels),
+        label_names={k: v.name for k, v in spec.labels.items()}, names=board.names))
 
 
 @pages.get("/tasks/<slug>/distributions")
@@ -262,7 +287,7 @@ def distributions(slug: str):
     a cut name shows in full on hover."""
     task, phase, spec, metric, board, chosen = _board_request(slug)
     chosen = chosen or [int(e) for e in board.table.dropna(subset=["rank"])["entry"].head(4)]
-    svg = _boxplot(spec, metric, board, chosen) if chosen and not board.scores.empty else None
+    svg = _boxplot(phase, spec, metric, board, chosen) if chosen and not board.scores.empty else None
     return render_template("distributions.html", task=task, spec=spec, phase=phase, board=board, metric=metric,
                            chosen=chosen, svg=svg)
 
@@ -272,7 +297,7 @@ def distributions_svg(slug: str):
     task, phase, spec, metric, board, entries = _board_request(slug)
     if not entries or board.scores.empty:
         abort(404, description="no entries to plot")
-    return _svg(_boxplot(spec, metric, board, entries))
+    return _svg(_boxplot(phase, spec, metric, board, entries))
 
 
 @pages.get("/tasks/<slug>/compare")
