@@ -376,11 +376,9 @@ def get_leaderboard(slug: str):
         seen: dict = {}
 
         def check():
-            seen["task"], seen["phase"] = _leaderboard_phase(slug, phase_arg, None)
-            phase = seen["phase"]
-            board = (("frozen", phase.frozen_at, board_cache.digest(phase.frozen_board)) if phase.frozen()
-                     else ("live", result_version(g.db, phase)))
-            return (phase.id, board_cache.phase_times(phase), *board), board_cache.seconds_to_phase_change(phase)
+            seen["task"], seen["phase"] = task, phase = _leaderboard_phase(slug, phase_arg, None)
+            state = (phase.id, task.updated_at, board_cache.phase_times(phase), board_cache.board_state(phase))
+            return state, board_cache.seconds_to_phase_change(phase)
 
         return board_cache.cached_response(("leaderboard", slug, phase_arg), check,
                                            lambda: _leaderboard_json(seen["task"], seen["phase"], None),

@@ -38,11 +38,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from arena.models import utcnow
+from arena.web.boards import result_version
 
 FRESH_S = 1.0
 """Seconds an answer, once checked against the database, is served without checking again (per worker)."""
@@ -199,6 +200,18 @@ def digest(value) -> str | None:
     if value is None:
         return None
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def board_state(phase) -> tuple:
+    """What a visitor without an account is shown of ``phase``'s board, for a state: ``("hidden",)``; the
+    frozen snapshot (``"frozen"``, when the freeze began and the snapshot's digest: results that come in
+    during the freeze change nothing); or the live board (``"live"`` and its result version, which also
+    changes with the task's spec)."""
+    if not phase.board_public():
+        return ("hidden",)
+    if phase.frozen():
+        return ("frozen", phase.frozen_at, digest(phase.frozen_board))
+    return ("live", result_version(g.db, phase))
 
 
 def phase_times(phase) -> tuple[bool, ...]:

@@ -159,15 +159,10 @@ def _public_page_state(task: Task, phase: Phase, organs: str) -> tuple:
     (its result version and the column choice). A renamed team shows from the next result, as on the board
     cache (arena.leaderboard.query.result_version). Whatever task.html starts showing visitors without an
     account must enter this state too, or they see it late."""
-    if not phase.board_public():
-        board: tuple = ("hidden",)
-    elif phase.frozen():
-        board = ("frozen", board_cache.digest(phase.frozen_board))
-    else:
-        board = ("live", result_version(g.db, phase), organs)
     return (task.id, task.updated_at, task.title, tuple((p.id, p.slug, p.title) for p in task.phases),
             phase.id, phase.title, phase.visibility, phase.opens_at, phase.closes_at, phase.frozen_at,
-            phase.reveal_at, board_cache.phase_times(phase), board_cache.digest(training_summary(task)), board)
+            phase.reveal_at, board_cache.phase_times(phase), board_cache.digest(training_summary(task)),
+            board_cache.board_state(phase), organs)
 
 
 @pages.get("/tasks/<slug>/training-data")
