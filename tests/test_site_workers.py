@@ -444,15 +444,10 @@ def _site_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_replayed_and_out_of_scope_reports_are_refused(settings, db, arena_env, redis_url, app, tmp_path):
-    """A result for a case already recorded is refused (409) and nothing is overwritten; a report without
-    the lease, for a key the phase lacks, or with a token of another phase is refused; a revoked token
-    gets 401; the image is served (with Range) only to the lease holder."""
-    from arena.models import CaseResult, Evaluation, Submission
-    from arena.runner.jobs import create_evaluation
-    from arena.submissions.intake import create_submission, store_upload
+def _site_phase_assigned(db, arena_env: dict, redis_url: str) -> dict[str, str]:
+    """The task stored and its site phase assigned to SITE (skips where the site machinery is missing);
+    returns the CLI's environment."""
     from arena.tasks.store import upsert_task
-    from arena.users import create_user
 
     why = _site_ready(worker=False)
     if why:
@@ -462,6 +457,19 @@ def test_replayed_and_out_of_scope_reports_are_refused(settings, db, arena_env, 
     env = clean_env(**arena_env, ARENA_REDIS_URL=redis_url)
     arena_cli(env, "site", "add", SITE)
     arena_cli(env, "site", "assign", SITE, f"{TASK}/{SITE_PHASE}")
+    return env
+
+
+def test_replayed_and_out_of_scope_reports_are_refused(settings, db, arena_env, redis_url, app, tmp_path):
+    """A result for a case already recorded is refused (409) and nothing is overwritten; a report without
+    the lease, for a key the phase lacks, or with a token of another phase is refused; a revoked token
+    gets 401; the image is served (with Range) only to the lease holder."""
+    from arena.models import CaseResult, Evaluation, Submission
+    from arena.runner.jobs import create_evaluation
+    from arena.submissions.intake import create_submission, store_upload
+    from arena.users import create_user
+
+    env = _site_phase_assigned(db, arena_env, redis_url)
     token = issue_site_token(env, SITE, [f"{TASK}/{SITE_PHASE}"])
     client = app.test_client()
     h = _site_headers(token)
@@ -543,17 +551,9 @@ def test_local_workers_never_claim_a_site_phase(settings, db, arena_env, redis_u
     """A site phase's evaluation is not put on RQ, and a local worker's claim refuses it."""
     from arena.runner.jobs import _claim, create_evaluation, get_queue
     from arena.submissions.intake import StoredUpload, create_submission
-    from arena.tasks.store import upsert_task
     from arena.users import create_user
 
-    why = _site_ready(worker=False)
-    if why:
-        pytest.skip(why)
-    upsert_task(db, REPO / "tasks" / TASK)
-    db.commit()
-    env = clean_env(**arena_env, ARENA_REDIS_URL=redis_url)
-    arena_cli(env, "site", "add", SITE)
-    arena_cli(env, "site", "assign", SITE, f"{TASK}/{SITE_PHASE}")
+    _site_phase_assigned(db, arena_env, redis_url)
     user, _ = create_user(db, "p0", team="Team 0")
     sub = create_submission(db, TASK, SITE_PHASE, user, StoredUpload(settings.uploads_dir / "x.tar", "0" * 64, 1))
     sub.set_status(SubmissionStatus.VALIDATED)
@@ -563,4 +563,4 @@ def test_local_workers_never_claim_a_site_phase(settings, db, arena_env, redis_u
     s = replace(settings, redis_url=redis_url)
     ev_id = create_evaluation(s, sub.id)
     assert len(get_queue(s)) == 0
-    assert _claim(s, ev_id, "host:1") != "run"
+    assert _claim(s, ev_id, "host:1") == "elsewhere"
