@@ -3,6 +3,7 @@ drawn when there are few, penalties drawn apart; every plot the web serves rende
 
 from __future__ import annotations
 
+import gzip
 import html
 import math
 import re
@@ -277,6 +278,9 @@ def test_the_web_draws_each_plot_once_per_result_version(app, board, db, monkeyp
     again = [c.get(u).get_data() for u in urls]
     assert (again[0], again[2]) == (first[0], first[2])  # the SVGs as drawn (the page has its own CSRF token)
     assert drawn == ["rank_distribution_svg", "boxplot_svg", "boxplot_svg"]  # the page's 4 entries, then 1 and 2
+    rank = c.get(urls[0], headers={"Accept-Encoding": "gzip"})  # the page's <img>: gzipped, 304 once the browser has it
+    assert rank.headers["Content-Encoding"] == "gzip" and gzip.decompress(rank.data) == first[0]
+    assert c.get(urls[0], headers={"If-None-Match": rank.headers["ETag"]}).status_code == 304
     board.updated_at = utcnow()  # a new result version (a spec change; a finished evaluation alike)
     db.commit()
     assert [c.get(u).status_code for u in urls] == [200, 200, 200]

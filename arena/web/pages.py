@@ -213,10 +213,6 @@ def leaderboard_csv(slug: str):
                     headers={"Content-Disposition": f"attachment; filename={slug}-{phase.slug}-leaderboard.csv"})
 
 
-def _svg(svg: str) -> Response:
-    return Response(svg, mimetype="image/svg+xml")
-
-
 @pages.get("/tasks/<slug>/rank-distribution.svg")
 def rank_distribution(slug: str):
     from arena.leaderboard.plots import rank_distribution_svg
@@ -231,24 +227,26 @@ def rank_distribution(slug: str):
         return rank_distribution_svg(board.bootstrap, names=teams,
                                      title=f"Rank distribution ({len(phase.cases)} cases bootstrapped)")
 
-    return _svg(_plot(phase, ("rank",), draw))
+    return board_cache.respond(_plot(phase, ("rank",), draw))
 
 
-_PLOTS: dict[tuple, str] = {}
+_PLOTS: dict[tuple, board_cache.Answer] = {}
 
 
-def _plot(phase: Phase, what: tuple, draw: Callable[[], str]) -> str:
+def _plot(phase: Phase, what: tuple, draw: Callable[[], str]) -> board_cache.Answer:
     """The SVG ``draw()`` makes of ``phase``'s board, drawn once per database, result version and ``what``
-    (the plot and its choices): matplotlib takes ~1 s for a 200-entry board, and every view of the task page
-    loads the rank plot. Like :data:`_FRAGMENTS`, a renamed team shows from the next result."""
+    (the plot and its choices) and kept gzipped with its ETag (:func:`arena.web.board_cache.respond`: a
+    browser that has it gets 304): matplotlib takes ~1 s for a 200-entry board, and every view of the task
+    page loads the rank plot. Like :data:`_FRAGMENTS`, a renamed team shows from the next result. Callers
+    check access first: a 304 only answers a visitor who may see the plot."""
     key = (current_app.config["ARENA"].database_url, phase.id, result_version(g.db, phase), *what)
-    svg = _PLOTS.get(key)
-    if svg is None:
-        svg = draw()
+    answer = _PLOTS.get(key)
+    if answer is None:
+        answer = board_cache.encode(draw(), "image/svg+xml")
         if len(_PLOTS) > 64:  # ?entry= is the visitor's choice: bounded
             _PLOTS.clear()
-        _PLOTS[key] = svg
-    return svg
+        _PLOTS[key] = answer
+    return answer
 
 
 def _board_request(slug: str):
@@ -266,7 +264,7 @@ def _board_request(slug: str):
     return task, phase, spec, metric, board, entries
 
 
-def _boxplot(phase: Phase, spec, metric: str, board, entries: list[int]) -> str:
+def _boxplot(phase: Phase, spec, metric: str, board, entries: list[int]) -> board_cache.Answer:
     """The per-organ boxplot SVG of ``entries`` on ``metric`` (penalties flagged in board.scores drawn apart),
     drawn once per result version (:func:`_plot`)."""
     from arena.leaderboard.plots import boxplot_svg
@@ -282,7 +280,7 @@ def distributions(slug: str):
     a cut name shows in full on hover."""
     task, phase, spec, metric, board, chosen = _board_request(slug)
     chosen = chosen or [int(e) for e in board.table.dropna(subset=["rank"])["entry"].head(4)]
-    svg = _boxplot(phase, spec, metric, board, chosen) if chosen and not board.scores.empty else None
+    svg = _boxplot(phase, spec, metric, board, chosen).raw.decode() if chosen and not board.scores.empty else None
     return render_template("distributions.html", task=task, spec=spec, phase=phase, board=board, metric=metric,
                            chosen=chosen, svg=svg)
 
@@ -292,7 +290,7 @@ def distributions_svg(slug: str):
     task, phase, spec, metric, board, entries = _board_request(slug)
     if not entries or board.scores.empty:
         abort(404, description="no entries to plot")
-    return _svg(_boxplot(phase, spec, metric, board, entries))
+    return board_cache.respond(_boxplot(phase, spec, metric, board, entries))
 
 
 @pages.get("/tasks/<slug>/compare")
