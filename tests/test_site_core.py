@@ -477,3 +477,33 @@ def test_spool_listing_skips_an_entry_another_worker_dropped_meanwhile(tmp_path,
     monkeypatch.setattr(Path, "stat", stat)
     assert [(ev, key) for _, ev, key, _ in spool.entries(7)] == [(7, "c2")]
     assert [key for _, _, key, _ in spool.entries()] == ["c2"]
+
+
+def test_a_server_error_on_a_heartbeat_does_not_give_up_the_lease():
+    """A 5xx answer to a heartbeat (the server's Redis or database briefly away) is not a lost lease: the
+    worker beats again; a 409 (re-queued, taken over) is."""
+    import threading
+    from types import SimpleNamespace
+
+    from arena.site.client import Refused
+    from arena.site.worker import _Lease
+
+    answers = [Refused(500, "Internal Server Error"), Refused(500, "Internal Server Error"),
+               Refused(409, "lease lost: re-queued")]
+    beats = []
+    done = threading.Event()
+
+    class Client:
+        def heartbeat(self, evaluation_id, lease):
+            beats.append(lease)
+            if len(beats) == len(answers):
+                done.set()
+            raise answers[min(len(beats), len(answers)) - 1]
+
+    said: list[str] = []
+    claim = SimpleNamespace(evaluation=3, lease="1.x", heartbeat_s=0.01)
+    with _Lease(Client(), claim, said.append) as lease:
+        assert done.wait(10)
+        assert lease.lost.wait(10)
+    assert len(beats) == 3 and "re-queued" in lease.reason
+    assert sum("heartbeat failed on the server" in m for m in said) == 2

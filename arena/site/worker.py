@@ -190,7 +190,11 @@ class _Lease:
             except ServerUnreachable as e:
                 self.say(f"evaluation {self.claim.evaluation}: heartbeat not delivered ({e}); carrying on")
             except Refused as e:
-                self.lose(e.message)
+                if e.status >= 500:  # the server's own trouble (its Redis or database away): beat again next
+                    # period, as a local worker does through a Redis outage; if it lasts, the lease lapses
+                    self.say(f"evaluation {self.claim.evaluation}: heartbeat failed on the server ({e}); carrying on")
+                    continue
+                self.lose(e.message)  # 401 revoked, 404/409 cancelled, re-queued or taken over
                 return
             except Exception as e:  # noqa: BLE001 - a heartbeat must never end the worker
                 self.say(f"evaluation {self.claim.evaluation}: heartbeat failed ({e})")
