@@ -94,7 +94,10 @@ def test_the_board_sorts_scrolls_and_links_entries_into_the_viewer(chromium, liv
 
         # bob's own BrainStem Dice cell → that organ's cases → the viewer on BrainStem at its worst slice
         row = board.locator("tbody tr", has_text="beta")
-        row.locator("td a", has_text=re.compile(r"^0\.600$")).first.click()
+        link = row.locator("td a", has_text=re.compile(r"^0\.600$")).first
+        colours = link.evaluate("a => [getComputedStyle(a).color, getComputedStyle(a.closest('td')).color]")
+        assert colours[0] == colours[1]  # a score's link reads like the score on its colour, not link-blue
+        link.click()
         expect(page).to_have_url(re.compile(rf"/entries/{subs['bob']}\?organ=BrainStem&metric=dice"))
         cases = page.locator("#entry-cases tbody tr")
         expect(cases).to_have_count(2)
