@@ -50,7 +50,7 @@ FRESH_S = 1.0
 
 MAX_ANSWERS = 32
 """Rendered answers kept per process (least recently used dropped first); a 200-entry, 22-organ board page
-is ~0.8 MB raw and ~90 kB gzipped (benchmarks/bench_board_http.py), more with every organ column shown."""
+is ~0.7 MB raw and ~40 kB gzipped (benchmarks/bench_board_http.py), more with every organ column shown."""
 
 MAX_REQUEST_KEYS = 512
 """Request keys remembered per process (a URL's query string is the visitor's choice: bounded)."""
