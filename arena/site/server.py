@@ -249,6 +249,7 @@ def register_cases(settings: Settings, caller: Caller, req: CasesRequest) -> Cas
         phase = _scoped_phase(s, caller, req.task, req.phase)
         task = phase.task
         known = {c.key: c for c in task.cases}
+        in_phase = {c.id for c in phase.cases}  # a set: a phase may hold up to 100,000 cases
         seen: set[str] = set()
         for c in req.cases:
             if c.key in seen:
@@ -263,7 +264,7 @@ def register_cases(settings: Settings, caller: Caller, req: CasesRequest) -> Cas
                     raise SiteError(f"case {c.key!r} of task {task.slug} is known with other files (changed at the "
                                     "site?): the organizer must remove it first (arena task remove-case); nothing "
                                     "was registered", 409)
-                if old not in phase.cases:
+                if old.id not in in_phase:
                     phase.cases.append(old)
                     added += 1
                 else:
