@@ -23,6 +23,7 @@ The protocol test (replayed and out-of-scope reports) runs in-process against th
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import time
@@ -221,6 +222,8 @@ def world(tmp_path, settings, db, arena_env, redis_url, docker_engine, request, 
     stale_s = opts.get("stale_s", 60)
     pg = None
     if opts.get("database") == "postgresql":
+        if os.environ.get("ARENA_TEST_POSTGRES_URL"):
+            pytest.skip("the PostgreSQL pass runs the default variant on PostgreSQL already")
         if postgres_unavailable():
             pytest.skip(postgres_unavailable())
         pg = PrivatePostgres("127.0.0.1")
