@@ -261,27 +261,29 @@ def test_every_plot_function_draws_dollar_names_as_text():
 
 
 def test_the_web_draws_each_plot_once_per_result_version(app, board, db, monkeypatch):
-    """matplotlib takes ~1 s for a large board: the rank plot (loaded by every view of the task page) and the
-    distributions boxplot are drawn once per result version and choice, and drawn again after a change."""
+    """matplotlib takes ~1 s for a large board: the rank plot (loaded by every view of the task page), the
+    distributions boxplot and the compare page's forest plot are drawn once per result version and choice,
+    and drawn again after a change."""
     from arena.models import utcnow
 
     drawn: list[str] = []
-    for name in ("rank_distribution_svg", "boxplot_svg"):
+    for name in ("rank_distribution_svg", "boxplot_svg", "forest_plot_svg"):
         real = getattr(plots, name)
         monkeypatch.setattr(plots, name,
                             lambda *a, _real=real, _name=name, **kw: drawn.append(_name) or _real(*a, **kw))
     c = sign_in(app.test_client(), "bob")
     base = "/tasks/han-oar-22"
     urls = [f"{base}/rank-distribution.svg?phase=validation", f"{base}/distributions?phase=validation",
-            f"{base}/distributions.svg?phase=validation&metric=dice&entry=1&entry=2"]
+            f"{base}/distributions.svg?phase=validation&metric=dice&entry=1&entry=2", f"{base}/compare?phase=validation"]
     first = [c.get(u).get_data() for u in urls]
     again = [c.get(u).get_data() for u in urls]
     assert (again[0], again[2]) == (first[0], first[2])  # the SVGs as drawn (the page has its own CSRF token)
-    assert drawn == ["rank_distribution_svg", "boxplot_svg", "boxplot_svg"]  # the page's 4 entries, then 1 and 2
+    assert drawn == ["rank_distribution_svg", "boxplot_svg", "boxplot_svg",  # the page's 4 entries, then 1 and 2
+                     "forest_plot_svg"]
     rank = c.get(urls[0], headers={"Accept-Encoding": "gzip"})  # the page's <img>: gzipped, 304 once the browser has it
     assert rank.headers["Content-Encoding"] == "gzip" and gzip.decompress(rank.data) == first[0]
     assert c.get(urls[0], headers={"If-None-Match": rank.headers["ETag"]}).status_code == 304
     board.updated_at = utcnow()  # a new result version (a spec change; a finished evaluation alike)
     db.commit()
-    assert [c.get(u).status_code for u in urls] == [200, 200, 200]
-    assert len(drawn) == 6
+    assert [c.get(u).status_code for u in urls] == [200, 200, 200, 200]
+    assert len(drawn) == 8

@@ -311,7 +311,8 @@ def compare(slug: str):
         abort(404, description="unknown entry")
     result = pairwise_compare(board.scores, a, b, metric, label_names={k: v.name for k, v in spec.labels.items()},
                               higher_is_better=spec.higher_is_better(metric))
-    svg = forest_plot_svg(result, a_name=board.names[a], b_name=board.names[b])
+    svg = _plot(phase, ("forest", metric, a, b),
+                lambda: forest_plot_svg(result, a_name=board.names[a], b_name=board.names[b])).raw.decode()
     views = largest_difference_views(board, phase, me(), a, b, metric)  # per organ, where the viewer may open
     return render_template("compare.html", task=task, spec=spec, phase=phase, board=board, metric=metric, a=a, b=b,
                            result=result.to_dict(orient="records"), svg=svg, alpha=result.attrs["alpha"],
