@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
-from arena.models import CaseResult, Evaluation, Phase, WorkerToken
+from arena.models import Base, CaseResult, Evaluation, Phase, WorkerToken
 
 REPO = Path(__file__).resolve().parents[1]
 SUMS = {"image_sha256": "a" * 64, "reference_sha256": "b" * 64}
@@ -67,7 +67,8 @@ def test_token_cli_scope_and_revocation(settings, db, app, world):
     assert token.startswith("arena-site-") and len(token) == len("arena-site-") + 43
     row = db.scalar(select(WorkerToken))
     assert row.token_sha256 == hashlib.sha256(token.encode()).hexdigest()  # only the hash is stored
-    assert token not in (settings.home / "arena.db").read_bytes().decode("latin-1")
+    stored = [repr(r) for t in Base.metadata.sorted_tables for r in db.execute(t.select())]  # every row (audit too)
+    assert stored and not any(token in r for r in stored)
     body = {"task": "han-oar-22", "phase": "test", "cases": [{"key": "c1", **SUMS}]}
     assert c.post("/api/v1/site/cases", json=body).status_code == 401  # no token
     assert c.get("/api/v1/site/images/a%00b", headers=_h(token)).status_code == 400  # the API's NUL guard
