@@ -32,4 +32,8 @@ if [ "$(runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_roles WHERE rolname =
     log "creating role arena"
     runuser -u postgres -- psql -q -c "CREATE ROLE arena LOGIN CREATEDB PASSWORD 'arena'"
 fi
+# The tests drop each test's database WITH (FORCE); an autovacuum worker busy in it belongs to no role, and
+# only a member of pg_signal_backend may end it (else: "must be a member of the role whose process is being
+# terminated"). Granted on every run, so an older installation gets it too.
+runuser -u postgres -- psql -q -c "GRANT pg_signal_backend TO arena"
 log "ready: postgresql+psycopg://arena:arena@127.0.0.1:5432/postgres"
