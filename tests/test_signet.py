@@ -13,6 +13,7 @@ import pytest
 
 from arena.datasets.pathology import boxes_to_gc, write_signet_case
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
+from web_helpers import PASSWORD
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = REPO / "tasks" / "signet-ring-cells"
@@ -58,11 +59,11 @@ def _prediction_json(items) -> dict:
     return boxes_to_gc(boxes, np.array([p for _, p in items]))
 
 
-def test_digestpath_board_reproduces_hand_computed_ranking(settings, db, tmp_path):
-    """Three teams scored through the runner's output check and per-case scoring, stored as case results,
-    ranked by compute_leaderboard with the task's DigestPath rule."""
+def _scored_teams(settings, db, tmp_path):
+    """Three teams scored through the runner's output check and per-case scoring, stored as case results of
+    the task's test phase. The tiles are registered without case info: their truth is read from the
+    references. Returns the task, the phase and each team's submission."""
     from arena.tasks.store import add_tile_case
-    from arena.leaderboard.query import compute_leaderboard
     from arena.models import CaseResult, Evaluation, MetricValue
     from arena.lifecycle import CaseStatus
     from arena.runner.evaluate import CaseOutcome, check_case_output, load_reference, score_case
@@ -76,11 +77,14 @@ def test_digestpath_board_reproduces_hand_computed_ranking(settings, db, tmp_pat
     cases = {}
     for key in GT:
         img, ref = _write_case(tmp_path / "src", key)
-        cases[key] = add_tile_case(db, settings, task, key, img, ref, [test_phase], {"targets": len(GT[key])})
+        cases[key] = add_tile_case(db, settings, task, key, img, ref, [test_phase])
+        assert cases[key].meta["targets"] == len(GT[key]) and cases[key].meta["positive"] == bool(GT[key])
+    subs = {}
     for team, per_case in PRED.items():
-        user, _ = create_user(db, f"user-{team}", team=f"Team {team}")
+        user, _ = create_user(db, f"user-{team}", team=f"Team {team}", password=PASSWORD)
         sub = create_submission(db, task.slug, "test", user, StoredUpload(settings.uploads_dir / "x.tar", "0" * 64, 1))
         sub.set_status(SubmissionStatus.VALIDATED)
+        subs[team] = sub
         ev = Evaluation(submission=sub, status=EvaluationStatus.QUEUED, cases_total=len(GT))
         db.add(ev)
         db.flush()
@@ -100,7 +104,10 @@ def test_digestpath_board_reproduces_hand_computed_ranking(settings, db, tmp_pat
         ev.set_status(EvaluationStatus.SCORING)
         ev.set_status(EvaluationStatus.SUCCEEDED)
     db.commit()
-    board = compute_leaderboard(db, task, test_phase)
+    return task, test_phase, subs
+
+
+def _assert_expected(board) -> None:
     t = board.table.set_index("team")
     for team, (recall, fps, fp_score, froc, rank) in EXPECTED.items():
         row = t.loc[f"Team {team}"]
@@ -111,6 +118,60 @@ def test_digestpath_board_reproduces_hand_computed_ranking(settings, db, tmp_pat
     assert t.loc["Team A", "rank:recall"] == 1 and t.loc["Team B", "rank:recall"] == 2 == t.loc["Team C", "rank:recall"]
     assert list(board.table["team"]) == ["Team A", "Team B", "Team C"]
     assert (board.table["cases"] == 4).all()
+
+
+def test_digestpath_board_reproduces_hand_computed_ranking(settings, db, tmp_path):
+    from arena.leaderboard.query import compute_leaderboard
+
+    task, phase, _ = _scored_teams(settings, db, tmp_path)
+    _assert_expected(compute_leaderboard(db, task, phase))
+
+
+def test_a_tile_nobody_has_scored_counts_by_its_reference_or_is_left_out_when_unknown(settings, db, tmp_path):
+    """A tile imported after the teams were scored: its reference's cells count as missed by every team; a
+    tile whose truth the server cannot know (a site's case: no reference here, no row yet) is left out for
+    every team alike, instead of failing the board."""
+    from arena.leaderboard.query import compute_leaderboard
+    from arena.models import Case
+    from arena.tasks.store import add_tile_case
+
+    task, phase, _ = _scored_teams(settings, db, tmp_path)
+    GT["c5"] = [(20, 20, 50, 50)]
+    try:
+        img, ref = _write_case(tmp_path / "src", "c5")
+    finally:
+        del GT["c5"]
+    c5 = add_tile_case(db, settings, task, "c5", img, ref, [phase])
+    db.commit()
+    t = compute_leaderboard(db, task, phase).table.set_index("team")
+    assert t.loc["Team A", "recall"] == pytest.approx(3 / 4)  # 3 of 4 targets now; the new one is missed
+    site = Case(task=task, key="site-1", image_path="", reference_path="", meta={"site": {"image": "0" * 64}})
+    db.add(site)
+    phase.cases.append(site)
+    phase.cases.remove(c5)
+    db.commit()
+    _assert_expected(compute_leaderboard(db, task, phase))
+
+
+def test_detection_board_and_entry_pages_render_the_digestpath_numbers(app, settings, db, tmp_path):
+    from web_helpers import make_user, sign_in
+
+    task, phase, subs = _scored_teams(settings, db, tmp_path)
+    make_user(db, "org", admin=True)
+    db.commit()
+    org = sign_in(app.test_client(), "org")
+    r = org.get(f"/tasks/{task.slug}?phase={phase.slug}")
+    assert r.status_code == 200, r.get_data(as_text=True)[:400]
+    board = r.get_data(as_text=True)
+    assert board.index("Team A") < board.index("Team B") < board.index("Team C")
+    assert f"/tasks/{task.slug}/entries/{subs['B'].id}" in board
+    r = org.get(f"/tasks/{task.slug}/entries/{subs['B'].id}")
+    assert r.status_code == 200, r.get_data(as_text=True)[:400]
+    entry = r.get_data(as_text=True)
+    assert "Team B" in entry and "0.667" in entry and "99" in entry  # recall 2/3, FP score 99 (EXPECTED)
+    api = org.get(f"/api/v1/tasks/{task.slug}/leaderboard?phase={phase.slug}")
+    assert api.status_code == 200 and [r["team"] for r in api.get_json()["rows"]][:3] == ["Team A", "Team B",
+                                                                                           "Team C"]
 
 
 def test_a_failed_case_misses_its_targets(settings, db, tmp_path):

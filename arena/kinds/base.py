@@ -42,6 +42,14 @@ class DemoCase:
     stratum: object = None
 
 
+
+def cases_with_known_truth(cases: Sequence[Any], truth: Mapping[Any, float]) -> list[Any]:
+    """``cases`` without those whose truth (image-level target, number of target boxes) is unknown: no
+    case info recorded it and no entry has a row for the case yet (a case imported after the entries were
+    scored, or a site's case). Leaving such a case out treats every entry alike (none has scored it), where
+    guessing its truth would not; a NaN counts as unknown."""
+    return [c for c in cases if c in truth and not np.isnan(truth[c])]
+
 class TaskKind:
     """Base class of the task kinds; subclasses set the class attributes and override the methods."""
 
@@ -82,6 +90,12 @@ class TaskKind:
         """The case's reference, as :meth:`score_case` takes it."""
         raise NotImplementedError
 
+    def case_meta(self, spec: TaskSpec, reference_path: Path, image_path: Path | None = None) -> dict[str, Any]:
+        """What the board needs to know about a case before any entry has scored it, read from its reference
+        when the case is registered (stored in ``case.meta``; see ``arena.leaderboard.query._case_info``).
+        Empty by default: per-case metrics need nothing beyond each entry's own rows."""
+        return {}
+
     def find_output(self, spec: TaskSpec, results: Path, skipped: Sequence[str]) -> Path:
         """The main output file a container left in ``results`` (the collected /output). Raises
         ``arena.runner.contract.OutputError`` naming what is missing; ``skipped`` (what was not collected)
@@ -109,7 +123,8 @@ class TaskKind:
         metrics as their mean over cases, a case without a row counting as the metric's worst value).
 
         ``scores``: long table ``entry, case, label, metric, value`` of the phase's cases; ``case_info``
-        may give ``target`` (image-level truth) for cases no entry has a row for."""
+        may give ``target`` (image-level truth) for cases no entry has a row for. A case whose truth is
+        unknown (no case info) and that no entry has scored yet is left out for every entry alike."""
         import pandas as pd
 
         from arena.metrics.classification import roc_auc
@@ -118,6 +133,7 @@ class TaskKind:
         for c in cases:
             if c not in truth and "target" in case_info.get(c, {}):
                 truth[c] = float(case_info[c]["target"])
+        cases = cases_with_known_truth(cases, truth)
         worst = dict(spec.ranking.worst)
         out = []
         for e in entries:
@@ -126,9 +142,6 @@ class TaskKind:
             for m in metrics:
                 if m == "auc":
                     probs = se[se["metric"] == "probability"].groupby("case")["value"].first().to_dict()
-                    missing = [c for c in cases if c not in truth]
-                    if missing:
-                        raise ValueError(f"cases {missing[:5]}: image-level truth unknown (no case info, no stored row)")
                     y = np.array([truth[c] for c in cases])
                     p = np.array([probs.get(c, 1.0 - truth[c]) for c in cases], dtype=float)
                     row["auc"] = roc_auc(y, np.where(np.isnan(p), 1.0 - y, p))

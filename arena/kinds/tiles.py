@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from arena.kinds.base import DemoCase, Scores, TaskKind
+from arena.kinds.base import DemoCase, Scores, TaskKind, cases_with_known_truth
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,6 +87,15 @@ class TileDetection(TaskKind):
             size = image_size(image_path or next(reference_path.parent.glob("image.*")))
         return TileReference(int(size[0]), int(size[1]), boxes=boxes)
 
+    def case_meta(self, spec: TaskSpec, reference_path: Path, image_path: Path | None = None) -> dict[str, Any]:
+        """The tile's truth for the board before any entry scored it: ``targets`` (reference boxes; detection
+        only) and ``positive`` (the tile holds a target)."""
+        ref = self.load_reference(spec, reference_path, image_path)
+        info: dict[str, Any] = {"positive": bool(ref.target)}
+        if ref.boxes is not None:
+            info["targets"] = int(len(ref.boxes))
+        return info
+
     def find_output(self, spec: TaskSpec, results: Path, skipped: Sequence[str]) -> Path:
         from arena.runner.contract import find_file_output
 
@@ -127,7 +136,9 @@ class TileDetection(TaskKind):
 
     def entry_metrics(self, scores: pd.DataFrame, spec: TaskSpec, metrics: Sequence[str], entries: Sequence[Any],
                       cases: Sequence[Any], case_info: Mapping[Any, Mapping[str, Any]]) -> pd.DataFrame:
-        """DigestPath's recall, FP score and FROC per entry, from the boxes of all the phase's tiles pooled."""
+        """DigestPath's recall, FP score and FROC per entry, from the boxes of all the phase's tiles pooled.
+        A tile whose number of targets is unknown (no ``case_info``, no entry's row yet) is left out for
+        every entry alike (:func:`arena.kinds.base.cases_with_known_truth`)."""
         import pandas as pd
 
         from arena.metrics.detection import digestpath_numbers
@@ -138,11 +149,9 @@ class TileDetection(TaskKind):
         for c in cases:
             if np.isnan(targets[c]) and c in stored:
                 targets[c] = stored[c]
-        unknown = [c for c in cases if np.isnan(targets[c])]
-        if unknown:
-            raise ValueError(f"cases {unknown[:5]}: number of targets unknown (no case info, no stored row)")
+        cases = cases_with_known_truth(cases, targets)
         negative = {c for c in cases if targets[c] == 0}
-        n_targets, n_negative = int(sum(targets.values())), len(negative)
+        n_targets, n_negative = int(sum(targets[c] for c in cases)), len(negative)
         m = scores["metric"].astype(str)
         det = scores.assign(kind=m.str[:3])[m.str[:3].isin(["tp#", "fp#"])]
         d = spec.detection
@@ -204,6 +213,8 @@ class TileSegmentation(TaskKind):
             mask = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_path)))
         mask = np.asarray(mask).reshape(mask.shape[-2:])
         return TileReference(int(mask.shape[1]), int(mask.shape[0]), mask=mask)
+
+    case_meta = TileDetection.case_meta  # ``positive`` from the lesion mask
 
     def find_output(self, spec: TaskSpec, results: Path, skipped: Sequence[str]) -> Path:
         from arena.runner.contract import find_tile_mask_output

@@ -146,7 +146,9 @@ def add_tile_case(session: Session, settings: Settings, task: Task, key: str, im
     """Register a tile case: copy ``image`` (.tif/.png) and ``reference`` (.json boxes or a mask) into the
     case store as they are (no volume conversion) and add it to ``phases``. A real JPEG/PNG tile with a
     tile index or box JSON as ``reference`` is converted instead (:func:`arena.tasks.tiles_import.import_tile`:
-    tiled TIFF with ``meta["mpp"]`` µm/px in its resolution tags, boxes in the kind's JSON format)."""
+    tiled TIFF with ``meta["mpp"]`` µm/px in its resolution tags, boxes in the kind's JSON format).
+    The tile's truth (``targets``, ``positive``) is read from the stored reference into ``case.meta``, so the
+    board knows it before any entry has scored the tile."""
     from arena.tasks import tiles_import
 
     dest = settings.cases_dir / task.slug / key
@@ -164,7 +166,9 @@ def add_tile_case(session: Session, settings: Settings, task: Task, key: str, im
     if case is None:
         case = Case(task=task, key=key, image_path="", reference_path="")
         session.add(case)
-    case.image_path, case.reference_path, case.meta = str(img_dst), str(ref_dst), dict(meta or {})
+    spec = spec_of(task)
+    truth = kind_for(spec).case_meta(spec, ref_dst, img_dst)  # read from the reference itself
+    case.image_path, case.reference_path, case.meta = str(img_dst), str(ref_dst), {**(meta or {}), **truth}
     for phase in phases:
         if case not in phase.cases:
             phase.cases.append(case)
