@@ -3,7 +3,10 @@ and one real round trip of a site worker over HTTP with a tiny image."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
+import threading
 import time
 from pathlib import Path
 
@@ -229,7 +232,6 @@ def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, 
 @pytest.fixture
 def http_server(app):
     """The app under a real HTTP server on 127.0.0.1 (werkzeug, threaded), in a thread; its base URL."""
-    import threading
 
     from werkzeug.serving import make_server
 
@@ -329,6 +331,36 @@ def test_image_download_resumes_and_checks_its_digest(settings, db, world, http_
     assert any("checksum mismatch" in m for m in said)
 
 
+@contextlib.contextmanager
+def _failing_server():
+    """A real HTTP server on 127.0.0.1 that answers every request with 500 and a JSON error (a server whose
+    database is away); yields its URL."""
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def _fail(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"error": "internal error: the database is unreachable"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _fail
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_spooled_outcomes_survive_an_outage_and_are_never_counted_twice(settings, db, world, http_server, tmp_path):
     import socket
 
@@ -347,6 +379,10 @@ def test_spooled_outcomes_survive_an_outage_and_are_never_counted_twice(settings
     spool.put(claim.evaluation, "c1", outcome_report(out, claim.lease))
     assert flush_spool(down, spool, claim.evaluation, 0, print) == "pending"
     assert [e[2] for e in spool.entries()] == ["c1"]  # kept
+    with _failing_server() as url:  # the server answers 500 (its database away): kept too, nothing dropped
+        said: list[str] = []
+        assert flush_spool(SiteClient(url, world["token"]), spool, claim.evaluation, 0, said.append) == "pending"
+    assert [e[2] for e in spool.entries()] == ["c1"] and "kept in the spool" in said[0]
     assert flush_spool(client, spool, claim.evaluation, 0, print) == "done"  # the server is back
     assert spool.entries() == []
     spool.put(claim.evaluation, "c1", outcome_report(out, claim.lease))  # its answer was lost: sent again
@@ -371,7 +407,6 @@ def test_a_lost_lease_stops_the_case_in_progress(settings, db, world, http_serve
     """Cancelled on the server while a site worker runs a slow case: the next heartbeat's 409 removes the
     case's container, nothing more is recorded, and the worker goes on (here: exits, nothing left)."""
     import dataclasses
-    import threading
 
     from runner_helpers import build_tiny_image, save_image, tiny_images_available
 
@@ -483,7 +518,6 @@ def test_spool_listing_skips_an_entry_another_worker_dropped_meanwhile(tmp_path,
 def test_a_server_error_on_a_heartbeat_does_not_give_up_the_lease():
     """A 5xx answer to a heartbeat (the server's Redis or database briefly away) is not a lost lease: the
     worker beats again; a 409 (re-queued, taken over) is."""
-    import threading
     from types import SimpleNamespace
 
     from arena.site.client import Refused

@@ -40,6 +40,8 @@ from arena.site.protocol import CaseReport, ClaimResponse, Stop
 
 log = logging.getLogger("arena.site")
 
+SERVER_ERROR_PATIENCE_S = 600.0  # how long the finishing worker keeps re-sending results the server fails on (5xx)
+
 
 class SiteWorkerError(Exception):
     """The site worker cannot go on (its token refused, its case folder broken); the message says why."""
@@ -150,7 +152,8 @@ class Spool:
 def flush_spool(client: SiteClient, spool: Spool, evaluation_id: int | None, retry_s: float | None,
                 say: Callable[[str], None]) -> str:
     """Report the spooled outcomes (one evaluation's or all). Returns "done", "pending" (the server is
-    unreachable: they stay spooled) or "lost" (the server refused one: the lease is gone; dropped)."""
+    unreachable or failed with a 5xx, its own trouble: they stay spooled) or "lost" (the server refused one:
+    the lease is gone; dropped)."""
     result = "done"
     for path, ev_id, key, report in spool.entries(evaluation_id):
         try:
@@ -160,6 +163,10 @@ def flush_spool(client: SiteClient, spool: Spool, evaluation_id: int | None, ret
         except TokenRefused:
             raise
         except Refused as e:
+            if e.status >= 500:  # the server's database or Redis away: not a refusal; nothing is lost
+                say(f"evaluation {ev_id}: case {key} not reported yet (the server failed: {e.message[:200]}); "
+                    "kept in the spool")
+                return "pending"
             if e.status == 409 and "already recorded" in e.message:
                 pass  # an earlier try of this report landed (its answer was lost): nothing to add
             else:
@@ -258,6 +265,7 @@ class SiteRecorder:
 
     def finish(self, stop, stop_fault) -> str | None:
         ev = self.claim.evaluation
+        pause, failing_since = 0.5, time.monotonic()
         while True:  # the spool first: the server counts only what it has
             if self.lease.lost.is_set():
                 return None
@@ -267,6 +275,13 @@ class SiteRecorder:
                 return None
             if state == "done":
                 break
+            # "pending": the server answered 5xx (an unreachable one is waited for inside the call)
+            if time.monotonic() - failing_since > SERVER_ERROR_PATIENCE_S:
+                self.lease.lose(f"the server failed to record results for {SERVER_ERROR_PATIENCE_S:.0f} s; "
+                                "they stay in the spool and are reported when the worker starts again")
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 30.0)
         body = Stop(failure=stop[0].value, message=stop[1], fault=stop_fault.value) if stop else None
         try:
             status = self.client.finish(ev, self.claim.lease, body)
