@@ -185,6 +185,33 @@ def test_claim_record_finish_and_every_refusal(settings, db, app, world):
     assert r.status_code == 403
 
 
+def test_a_case_registered_after_the_claim_is_run_by_a_new_claim_keeping_the_recorded_ones(settings, db, app,
+                                                                                            world):
+    from arena.runner.jobs import create_evaluation
+
+    c, h = app.test_client(), _h(world["token"])
+    body = {"task": "han-oar-22", "phase": "test", "cases": [{"key": "c1", **SUMS}]}
+    assert c.post("/api/v1/site/cases", json=body, headers=h).status_code == 200
+    ev_id = create_evaluation(settings, _submission(settings, db))
+    claim = c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).get_json()
+    assert claim["cases"] == ["c1"]
+    url = f"/api/v1/site/evaluations/{ev_id}"
+    assert c.post(f"{url}/cases/c1", json=_report(claim["lease"]), headers=h).status_code == 201
+    body["cases"].append({"key": "c2", **SUMS})  # the site adds a case while the evaluation runs
+    assert c.post("/api/v1/site/cases", json=body, headers=h).status_code == 200
+    r = c.post(f"{url}/finish", json={"lease": claim["lease"], "stop": None}, headers=h)
+    assert r.status_code == 409 and "added to the phase since the claim (c2); re-queued" in r.get_json()["error"]
+    db.expire_all()
+    assert db.get(Evaluation, ev_id).status == EvaluationStatus.QUEUED
+    again = c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).get_json()
+    assert again["evaluation"] == ev_id and again["cases"] == ["c2"] and again["done"] == 1
+    assert c.post(f"{url}/cases/c2", json=_report(again["lease"]), headers=h).status_code == 201
+    r = c.post(f"{url}/finish", json={"lease": again["lease"], "stop": None}, headers=h)
+    assert r.status_code == 200 and r.get_json() == {"status": "succeeded"}
+    db.expire_all()
+    assert [cr.case.key for cr in db.get(Evaluation, ev_id).case_results] == ["c1", "c2"]
+
+
 def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, world):
     from redis import Redis
 

@@ -430,8 +430,10 @@ def record_case(settings: Settings, caller: Caller, evaluation_id: int, key: str
 
 def finish(settings: Settings, caller: Caller, evaluation_id: int, req: FinishRequest) -> str:
     """Set the final status by the rule local workers apply (jobs.settle); every case of the phase must be
-    recorded first (409 naming the missing ones). Returns the status."""
-    from arena.runner.jobs import settle
+    recorded first (409 naming the missing ones). Cases the site registered after the claim handed its
+    list out: the evaluation is re-queued (its recorded cases kept) so the next claim runs just those, and
+    the answer is 409 saying so. Returns the status."""
+    from arena.runner.jobs import requeue_evaluation, settle
     from arena.runner.keys import heartbeat_key
 
     stop = stop_fault = None
@@ -441,14 +443,23 @@ def finish(settings: Settings, caller: Caller, evaluation_id: int, req: FinishRe
         except ValueError:
             raise SiteError(f"unknown failure {req.stop.failure!r}", 400) from None
         stop_fault = Fault(req.stop.fault)
+    added: list[str] = []
     with session_scope(settings.database_url) as s:
         ev = _leased(s, caller, evaluation_id, req.lease)
         cases = ev.submission.phase.cases
         recorded = {cr.case_id for cr in ev.case_results}
         missing = [c.key for c in cases if c.id not in recorded]
-        if missing:
+        if missing and len(cases) > (ev.cases_total or 0):
+            added, holder = missing, ev.worker  # the site registered cases after this claim handed its list out
+        elif missing:
             raise SiteError(f"evaluation {evaluation_id}: cases not recorded yet: {', '.join(missing[:10])}", 409)
-        status = settle(s, ev, len(cases), stop, stop_fault or Fault.PARTICIPANT)
+        else:
+            status = settle(s, ev, len(cases), stop, stop_fault or Fault.PARTICIPANT)
+    if added:  # its finished cases are kept; the next claim hands out just the new ones
+        requeue_evaluation(settings, evaluation_id, f"{len(added)} case(s) added to the phase since the claim",
+                           only_worker=holder)
+        raise SiteError(f"evaluation {evaluation_id}: {len(added)} case(s) were added to the phase since the claim "
+                        f"({', '.join(added[:10])}); re-queued to run them (the recorded cases are kept)", 409)
     try:
         Redis.from_url(settings.redis_url).delete(heartbeat_key(settings, evaluation_id))
     except Exception:  # noqa: BLE001 - the key expires on its own
