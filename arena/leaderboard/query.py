@@ -239,13 +239,14 @@ _CACHE_SIZE = 64
 
 
 def result_version(session: Session, phase: Phase) -> tuple:
-    """Changes whenever an evaluation of the phase finishes (or is re-run), or the task spec changes."""
+    """Changes whenever an evaluation of the phase finishes (or is re-run), or the task spec changes. Holds
+    the database's URL too: the caches keyed by it never mix two databases served by one process."""
     row = session.execute(
         select(func.count(Evaluation.id), func.max(Evaluation.id), func.max(Evaluation.finished_at))
         .join(Submission, Submission.id == Evaluation.submission_id)
         .where(Submission.phase_id == phase.id, Evaluation.status == EvaluationStatus.SUCCEEDED)
     ).one()
-    return (*row, phase.task.updated_at, len(phase.cases))
+    return (*row, phase.task.updated_at, len(phase.cases), session.get_bind().url.render_as_string())
 
 
 def leaderboard(session: Session, task: Task, phase: Phase, *, cached: bool = True) -> Leaderboard:
