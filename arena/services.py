@@ -6,10 +6,19 @@ import os
 import shutil
 import subprocess
 import time
+from functools import lru_cache
 from urllib.parse import urlparse
 
 from redis import Redis
 from redis.exceptions import RedisError
+
+
+@lru_cache(maxsize=8)
+def redis_client(url: str) -> Redis:
+    """One Redis client (with its connection pool) per URL and process, shared by the request handlers
+    and jobs that used to open a pool per call. Thread-safe; after a fork redis-py's pool opens fresh
+    connections in the child."""
+    return Redis.from_url(url)
 
 
 def redis_ok(url: str) -> bool:

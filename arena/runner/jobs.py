@@ -23,6 +23,7 @@ from arena.db import session_scope
 from arena.lifecycle import CaseStatus, EvaluationStatus, SubmissionStatus
 from arena.models import CaseResult, Evaluation, MetricValue, Submission
 from arena.runner.failures import Failure, Fault
+from arena.services import redis_client
 from arena.runner.keys import queue_name, team_lock_key
 from arena.runner.monitor import STAT_COLUMNS
 from arena.tasks.store import spec_of
@@ -537,7 +538,7 @@ def _claim(settings: Settings, evaluation_id: int, worker: str, site_id: int | N
             raise LookupError(f"no evaluation {evaluation_id}")
         team_id = ev.submission.team_id
     limit = settings.team_concurrency
-    lock = (Redis.from_url(settings.redis_url).lock(team_lock_key(settings, team_id),
+    lock = (redis_client(settings.redis_url).lock(team_lock_key(settings, team_id),
                                                     timeout=60, blocking_timeout=60) if limit > 0 else nullcontext())
     with lock:
         with session_scope(settings.database_url) as s:

@@ -44,6 +44,7 @@ from arena.models import (
     utcnow,
 )
 from arena.runner.failures import Failure, Fault
+from arena.services import redis_client
 from arena.site.protocol import (
     CASE_KEY,
     TOKEN_PREFIX,
@@ -320,7 +321,7 @@ def claim(settings: Settings, caller: Caller, worker: str) -> ClaimResponse | No
     from arena.runner.jobs import _claim
     from arena.runner.liveness import beat
 
-    conn = Redis.from_url(settings.redis_url)
+    conn = redis_client(settings.redis_url)
     _requeue_lapsed(settings, caller, conn)
     with session_scope(settings.database_url) as s:
         candidates = list(s.scalars(select(Evaluation.id).join(Submission).join(Phase, Submission.phase_id == Phase.id)
@@ -363,7 +364,7 @@ def heartbeat(settings: Settings, caller: Caller, evaluation_id: int, lease: str
 
     with session_scope(settings.database_url) as s:
         worker = _leased(s, caller, evaluation_id, lease).worker
-    beat(Redis.from_url(settings.redis_url), settings, evaluation_id, worker)
+    beat(redis_client(settings.redis_url), settings, evaluation_id, worker)
 
 
 def image_file(settings: Settings, caller: Caller, sha256: str) -> Path:
@@ -461,7 +462,7 @@ def finish(settings: Settings, caller: Caller, evaluation_id: int, req: FinishRe
         raise SiteError(f"evaluation {evaluation_id}: {len(added)} case(s) were added to the phase since the claim "
                         f"({', '.join(added[:10])}); re-queued to run them (the recorded cases are kept)", 409)
     try:
-        Redis.from_url(settings.redis_url).delete(heartbeat_key(settings, evaluation_id))
+        redis_client(settings.redis_url).delete(heartbeat_key(settings, evaluation_id))
     except Exception:  # noqa: BLE001 - the key expires on its own
         pass
     return status
