@@ -79,6 +79,22 @@ def test_submission_page_shows_score_and_rank_on_top(app, world):
     assert _text(bob.get(f"/submissions/{world['b1']}").get_data(as_text=True), "standing-rank") == "#2 of 2"
 
 
+def test_the_api_and_arena_status_give_the_same_score_and_rank_as_the_page(app, settings, db, world):
+    from click.testing import CliRunner
+
+    from arena.cli import main
+
+    alice = sign_in(app.test_client(), "alice")
+    page = _text(alice.get(f"/submissions/{world['a2']}").get_data(as_text=True), "standing-score")
+    st = alice.get(f"/api/v1/submissions/{world['a2']}").get_json()["standing"]
+    assert "%.3f" % st["score"] == page and st["rank"] is None and st["ranked"] == 2
+    assert f"submission {world['a1']}, ranked #1" in st["note"]
+    st = alice.get(f"/api/v1/submissions/{world['a1']}").get_json()["standing"]
+    assert (st["rank"], st["ranked"], "%.3f" % st["score"]) == (1, 2, _board_score(alice, world["a1"]))
+    out = CliRunner().invoke(main, ["status", str(world["a1"])], catch_exceptions=False).output
+    assert f"mean dice {_board_score(alice, world['a1'])}, rank 1 of 2" in out
+
+
 def test_standing_follows_the_phase_settings(app, db, world):
     org = sign_in(app.test_client(), "org")
     alice = sign_in(app.test_client(), "alice")

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from arena.cli.root import _fail, main
+from arena.web.views import standing_text
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -143,6 +144,8 @@ def _show(sub: dict) -> None:
     click.echo(f"submission {sub['id']} ({sub['team']}, {sub['task']}/{sub['phase']}): {sub['status']}")
     if sub.get("error"):
         click.echo(f"  error: {sub['error']}")
+    if sub.get("standing"):
+        click.echo(f"  {standing_text(sub['standing'])}")
     for ev in sub["evaluations"]:
         click.echo(f"  evaluation {ev['id']}: {ev['status']} {ev['cases_done']}/{ev['cases_total']}"
                    + (f" — {ev['error']}" if ev.get("error") else ""))

@@ -121,16 +121,19 @@ def status(submission_id: int | None, follow: bool = False, server: str | None =
         _watch(load_settings(), submission_id)
     from arena.db import session_scope
     from arena.models import Submission
-    from arena.web.views import submission_view
+    from arena.web.boards import submission_standing
+    from arena.web.views import standing_text, submission_view
 
     with session_scope(load_settings().database_url) as s:
         sub = s.get(Submission, submission_id)
         if sub is None:
             _fail(f"no submission {submission_id}")
         view = submission_view(sub, viewer_is_organizer=True)
+        standing = submission_standing(s, sub, organizer=True)  # the local database: the organizer's view
     click.echo(f"submission {view['id']} ({view['team']}, {view['task']}/{view['phase']}): {view['status']}")
     if view["error"]:
         click.echo(f"  error: {view['error']}")
+    click.echo(f"  {standing_text(standing)}")
     for ev in view["evaluations"]:
         click.echo(f"  evaluation {ev['id']}: {ev['status']} {ev['cases_done']}/{ev['cases_total']}"
                    + (f" — {ev['error']}" if ev["error"] else ""))

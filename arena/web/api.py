@@ -27,7 +27,7 @@ from arena.tasks.store import spec_of
 from arena.users import create_token, is_organizer, revoke_token, user_for_token
 from arena.web import board_cache
 from arena.web.auth import bearer_token, can_view_board, can_view_submission, organizer_tasks, visible_submission_view
-from arena.web.boards import frozen_board, leaderboard, result_version
+from arena.web.boards import frozen_board, leaderboard, result_version, submission_standing
 from arena.web.training import training_response, training_summary
 from arena.web.uploads import TOKEN_NAME_MAX, accept_upload, text_problem
 from arena.web.views import listed_status
@@ -223,8 +223,11 @@ def _visible_submission(submission_id: int) -> tuple[Submission, User]:
 
 @api.get("/submissions/<int(max=2147483647):submission_id>")
 def get_submission(submission_id: int):
+    """The submission as its viewer may see it, with ``standing``: its score and rank on the board (what the
+    submission page shows on top; ``note`` says why one is missing)."""
     sub, user = _visible_submission(submission_id)
-    return jsonify(visible_submission_view(sub, user))
+    return jsonify({**visible_submission_view(sub, user),
+                    "standing": submission_standing(g.db, sub, is_organizer(user, sub.task))})
 
 
 @api.get("/submissions/<int(max=2147483647):submission_id>/results")

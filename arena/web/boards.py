@@ -9,6 +9,7 @@ import math
 from flask import g
 
 from arena.tasks.store import spec_of
+from arena.web.views import entry_score, standing_view
 
 
 def leaderboard(*a, **kw):  # imported on first use: pandas/scipy stay out of processes that only take uploads
@@ -73,3 +74,17 @@ def _plain(v):
     if isinstance(v, float) and math.isnan(v):
         return None
     return v.item() if hasattr(v, "item") else v
+
+
+def submission_standing(session, sub, organizer: bool) -> dict:
+    """Score and rank of ``sub`` as its viewer may see them (:func:`arena.web.views.standing_view`), for the
+    top of its page, the API's submission and ``arena status``: from the live board for organizers and on
+    public boards, from the frozen snapshot for participants while frozen; nothing from a hidden board."""
+    phase = sub.phase
+    rows, frozen = None, False
+    if organizer or phase.board_public():
+        if phase.frozen() and not organizer:
+            rows, frozen = frozen_board(phase), True
+        else:
+            rows = leaderboard(session, sub.task, phase).table.to_dict(orient="records")
+    return standing_view(sub, organizer=organizer, rows=rows, frozen=frozen, own_score=lambda: entry_score(session, sub))

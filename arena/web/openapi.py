@@ -101,6 +101,11 @@ def document(server: str = "/api/v1") -> dict[str, Any]:
                                                                   "bytes": {"type": "integer"},
                                                                   "files": {"type": "integer"}}}]},
             "scores_hidden": {"type": "boolean"}, "url": {"type": "string"},
+            "standing": {"type": "object", "description": "score and rank on the board as the viewer may see them "
+                         "(the submission page's top card); null fields are not shown, note says why",
+                         "required": ["metric", "score", "penalties", "rank", "ranked", "note"], "properties": {
+                "metric": {"type": "string"}, "score": NULLABLE_NUM, "penalties": {"type": "integer"},
+                "rank": NULLABLE_INT, "ranked": {"type": "integer"}, "note": {"type": "string"}}},
             "evaluations": {"type": "array", "items": REF("Evaluation")}}},
         "SubmissionSummary": {"type": "object", "required": ["id", "task", "phase", "team", "status"], "properties": {
             "id": {"type": "integer"}, "task": {"type": "string"}, "phase": {"type": "string"},

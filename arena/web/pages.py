@@ -28,11 +28,11 @@ from arena.tasks.store import spec_of
 from arena.users import is_organizer
 from arena.web import board_cache
 from arena.web.auth import can_view_board, can_view_submission, me, visible_submission_view
-from arena.web.boards import frozen_board, leaderboard, penalty_cells, result_version
+from arena.web.boards import frozen_board, leaderboard, penalty_cells, result_version, submission_standing
 from arena.web.entries import largest_difference_views
 from arena.web.training import training_response, training_summary
 from arena.web.uploads import accept_upload
-from arena.web.views import entry_score, listed_status, phase_disclosure, phase_hides_cases, standing_view
+from arena.web.views import listed_status, phase_disclosure, phase_hides_cases
 
 pages = Blueprint("pages", __name__)
 
@@ -340,21 +340,8 @@ def submission(submission_id: int):
                            live=st in ("uploaded", "validated", "queued", "running", "scoring"),
                            label_names=[s.name for s in spec.labels.values()],
                            metrics=[m.name for m in spec.metrics], organizer=organizer,
-                           standing=_standing(sub, organizer),
+                           standing=submission_standing(g.db, sub, organizer),
                            penalties=penalty_cells(sub) if any(e.get("cases") for e in view["evaluations"]) else set())
-
-
-def _standing(sub: Submission, organizer: bool) -> dict:
-    """Score and rank of ``sub`` for the top of its page (:func:`arena.web.views.standing_view`): from the
-    live board for organizers and on public boards, from the frozen snapshot for participants while frozen."""
-    phase = sub.phase
-    rows, frozen = None, False
-    if organizer or phase.board_public():
-        if phase.frozen() and not organizer:
-            rows, frozen = frozen_board(phase), True
-        else:
-            rows = leaderboard(g.db, sub.task, phase).table.to_dict(orient="records")
-    return standing_view(sub, organizer=organizer, rows=rows, frozen=frozen, own_score=lambda: entry_score(g.db, sub))
 
 
 @pages.get("/submissions/<int(max=2147483647):submission_id>/upload")

@@ -222,6 +222,20 @@ def standing_view(sub: Submission, *, organizer: bool, rows: list[dict] | None, 
     return out
 
 
+def standing_text(standing: dict[str, Any]) -> str:
+    """One line for a terminal from :func:`standing_view`'s dict (or the API's ``standing``), e.g.
+    "weighted mean dice 0.812 (2 penalties), rank 3 of 12" followed by its note; "–" for what is not shown."""
+    score = standing.get("score")
+    metric = str(standing.get("metric", ""))
+    fmt = "{:.3f}" if metric.split(" ")[-1] in ("dice", "nsd", "jaccard") else "{:.2f}"
+    text = f"{metric} {fmt.format(score) if score is not None else '–'}"
+    if standing.get("penalties"):
+        text += f" ({standing['penalties']} of the averaged values are penalties)"
+    if standing.get("rank"):
+        text += f", rank {standing['rank']} of {standing.get('ranked', 0)}"
+    return text + (f". {standing['note']}" if standing.get("note") else "")
+
+
 def entry_score(session: Session, sub: Submission) -> float | None:
     """The board's primary metric of ``sub``'s latest succeeded evaluation, scored as the board scores an
     entry (missing cases at the worst value, label-weighted mean over cases × labels); None for tasks
