@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arena.datasets.pathology import boxes_to_gc, write_signet_case
+from arena.datasets.pathology import boxes_to_gc
 from arena.lifecycle import EvaluationStatus, SubmissionStatus
 from web_helpers import PASSWORD
 

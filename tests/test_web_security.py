@@ -178,7 +178,7 @@ def test_csv_files_never_start_a_formula(app, settings, db, world, tmp_path, mon
 
     from arena.backup import export_task
     from arena.cli import main
-    from arena.models import MetricValue, Task
+    from arena.models import Task
 
     evil, evil_token = make_user(db, "eve", team=FORMULA_TEAM)
     task = db.scalar(select(Task).where(Task.slug == "han-oar-22"))
