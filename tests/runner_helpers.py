@@ -139,6 +139,7 @@ SCRIPTS = {
     "good": GOOD,
     "burn": BURN + GOOD,
     "fail": 'echo "model weights not found: /opt/ml/model/weights.pt" >&2\nexit 3\n',
+    "model": "cat /opt/ml/model/weights.txt\n" + GOOD,  # reads the submission's model archive
     "sleeper": "sleep 100000\n",
     "slow": 'sleep "${SLOW_S:-5}"\n' + GOOD,
     "exitcode": 'sleep "${SLOW_S:-1}"\nf=$(ls /input/images/ct/* | head -n 1)\n'

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
+import io
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -273,8 +275,9 @@ def http_server(app):
 @pytest.mark.docker
 def test_site_worker_round_trip_over_http(settings, db, world, http_server, docker_engine, tmp_path, monkeypatch):
     """A site worker (its own ARENA_HOME holding the cases; nothing but the HTTP URL and its token) claims the
-    evaluation, downloads the image, runs every case with the same code as local workers and reports them:
-    each case recorded once, the evaluation succeeds, the board shows it, the server never saw the files."""
+    evaluation, downloads the image and the submission's model archive, runs every case with the same code
+    as local workers (the model at /opt/ml/model) and reports them: each case recorded once, the evaluation
+    succeeds, the board shows it, the server never saw the files."""
     import dataclasses
 
     from runner_helpers import build_tiny_image, save_image, tiny_images_available
@@ -283,7 +286,8 @@ def test_site_worker_round_trip_over_http(settings, db, world, http_server, dock
     from arena.kinds import kind_for
     from arena.runner.jobs import create_evaluation
     from arena.site.worker import case_sha256, run_site_worker
-    from arena.models import Task
+    from arena.models import Submission, Task
+    from arena.submissions.intake import store_model_archive
     from arena.tasks.store import spec_of
     from arena.web import create_app
 
@@ -295,9 +299,17 @@ def test_site_worker_round_trip_over_http(settings, db, world, http_server, dock
     keys = ["site-a", "site-b"]
     for i, key in enumerate(keys):
         kind_for(spec).write_demo_case(spec, data, key, 500 + i, "small")
-    tag = build_tiny_image("good", variant="site-core")
-    archive = save_image(tag, tmp_path / "good.tar")
+    tag = build_tiny_image("model", variant="site-core")
+    archive = save_image(tag, tmp_path / "model.tar")
     sub_id = _submission(settings, db, payload=archive.read_bytes())
+    model = io.BytesIO()
+    with tarfile.open(fileobj=model, mode="w:gz") as tar:
+        info = tarfile.TarInfo("weights.txt")
+        info.size = len(b"WEIGHTS-FROM-THE-SERVER\n")
+        tar.addfile(info, io.BytesIO(b"WEIGHTS-FROM-THE-SERVER\n"))
+    sub = db.get(Submission, sub_id)
+    sub.model_archive = store_model_archive(db, settings, sub.team, io.BytesIO(model.getvalue()))
+    db.commit()
     ev_id = create_evaluation(settings, sub_id)
     site = dataclasses.replace(load_settings({"ARENA_HOME": str(site_home), "ARENA_RUN_DIR": str(tmp_path / "site-runs"),
                                               "ARENA_QUEUE": settings.queue_name + "-site"}),
@@ -312,6 +324,8 @@ def test_site_worker_round_trip_over_http(settings, db, world, http_server, dock
     rows = list(db.scalars(select(CaseResult).where(CaseResult.evaluation_id == ev_id)))
     assert sorted(r.case.key for r in rows) == keys  # each case once
     assert all(r.status.value == "succeeded" and r.metrics and r.output_path is None for r in rows)
+    assert all("WEIGHTS-FROM-THE-SERVER" in r.log_tail for r in rows)  # read from /opt/ml/model at the site
+    assert not list((site_home / "site-models").glob("*.tar"))  # extracted for the run, then removed
     assert all(r.case.image_path == "" and r.case.meta["site"]["sha256"]["image"] == case_sha256(data / r.case.key /
                "image.mha") for r in rows)
     board = create_app(settings).test_client().get("/api/v1/tasks/han-oar-22/leaderboard?phase=test")
@@ -499,9 +513,10 @@ def test_site_worker_cli_needs_a_valid_token(settings, db, world, http_server, d
     assert r.exit_code == 2 and "c1/: no image" in r.output
 
 
-def test_a_submission_with_a_model_archive_fails_at_a_site_as_the_platforms_fault(settings, db, app, world):
-    from arena.models import ModelArchive, Submission, Team
+def test_a_model_archive_is_served_only_to_the_lease_holder(settings, db, app, world):
+    from arena.models import Submission
     from arena.runner.jobs import create_evaluation
+    from arena.submissions.intake import store_model_archive
 
     c = app.test_client()
     h = _h(world["token"])
@@ -509,14 +524,26 @@ def test_a_submission_with_a_model_archive_fails_at_a_site_as_the_platforms_faul
            headers=h)
     sub_id = _submission(settings, db)
     sub = db.get(Submission, sub_id)
-    sub.model_archive = ModelArchive(team=db.scalar(select(Team)), sha256="e" * 64, path="/nowhere", bytes=1,
-                                     unpacked_bytes=1, files=1)
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as tar:
+        info = tarfile.TarInfo("w.bin")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    sub.model_archive = archive = store_model_archive(db, settings, sub.team, io.BytesIO(data.getvalue()))
     db.commit()
-    ev_id = create_evaluation(settings, sub_id)
-    assert c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).status_code == 204
-    db.expire_all()
-    ev = db.get(Evaluation, ev_id)
-    assert ev.status == EvaluationStatus.FAILED and ev.fault == "platform" and "model archive" in ev.error
+    url = f"/api/v1/site/models/{archive.sha256}"
+    assert c.get(url, headers=h).status_code == 404  # no lease on it yet
+    create_evaluation(settings, sub_id)
+    claim = c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).get_json()
+    assert claim["model"] == {"sha256": archive.sha256, "size": len(data.getvalue()), "url": url}
+    got = c.get(url, headers=h)
+    assert got.status_code == 200 and got.data == data.getvalue()
+    assert c.get(url, headers={**h, "Range": "bytes=5-"}).data == data.getvalue()[5:]
+    assert _cli("site", "add", "clinic").exit_code == 0
+    assert _cli("site", "assign", "clinic", "han-oar-22/validation").exit_code == 0
+    other = _cli("site", "token", "clinic", "--phase", "han-oar-22/validation").stdout.strip().splitlines()[-1]
+    assert c.get(url, headers=_h(other)).status_code == 404  # another site's token
+    assert c.get("/api/v1/site/models/" + "f" * 64, headers=h).status_code == 404
 
 
 def test_spool_listing_skips_an_entry_another_worker_dropped_meanwhile(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Downloading a submission's image tarball by digest into the site worker's own cache folder.
+"""Downloading a submission's image tarball (or model archive) by digest into the site worker's own cache folder.
 
 A download goes to ``<sha256>.tar.part`` and resumes from its size (HTTP ``Range: bytes=N-``) after a
 broken connection or a restart; the whole file's sha256 must be the digest asked for, else it is deleted
@@ -45,9 +45,11 @@ def image_lock(folder: Path, sha256: str) -> Iterator[None]:
         yield
 
 
-def download_image(client: SiteClient, ref: ImageRef, folder: Path, say: Callable[[str], None] = log.info) -> Path:
+def download_image(client: SiteClient, ref: ImageRef, folder: Path, say: Callable[[str], None] = log.info,
+                   what: str = "image") -> Path:
     """``folder/<sha256>.tar``, checked against ``ref.sha256``, downloading (or resuming) it when absent.
-    Raises DownloadError when the bytes never match the digest or the connection keeps breaking."""
+    Raises DownloadError when the bytes never match the digest or the connection keeps breaking. ``what``
+    names the file in messages ("image", "model archive")."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{ref.sha256}.tar"
     if final.is_file():
@@ -63,7 +65,7 @@ def download_image(client: SiteClient, ref: ImageRef, folder: Path, say: Callabl
             if ref.size and have == ref.size:
                 break
             if have:
-                say(f"image {ref.sha256[:12]}: resuming at {have} of {ref.size} bytes")
+                say(f"{what} {ref.sha256[:12]}: resuming at {have} of {ref.size} bytes")
             try:
                 resp = client.image(ref.url, offset=have)
                 with resp, open(part, "ab" if resp.status_code == 206 else "wb") as f:
@@ -74,21 +76,21 @@ def download_image(client: SiteClient, ref: ImageRef, folder: Path, say: Callabl
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 breaks += 1
                 if breaks > MAX_BREAKS:
-                    raise DownloadError(f"image {ref.sha256}: the connection broke {breaks} times ({e})") from e
-                say(f"image {ref.sha256[:12]}: the download broke off ({str(e).splitlines()[0][:120]}); resuming")
+                    raise DownloadError(f"{what} {ref.sha256}: the connection broke {breaks} times ({e})") from e
+                say(f"{what} {ref.sha256[:12]}: the download broke off ({str(e).splitlines()[0][:120]}); resuming")
                 continue
             if not ref.size:
                 break
             if part.stat().st_size < ref.size:
                 breaks += 1  # the body ended early: resume from where it stopped
                 if breaks > MAX_BREAKS:
-                    raise DownloadError(f"image {ref.sha256}: the body kept ending early")
+                    raise DownloadError(f"{what} {ref.sha256}: the body kept ending early")
                 continue
         got = file_sha256(part)
         if got == ref.sha256:
             part.rename(final)
             return final
-        say(f"image {ref.sha256[:12]}: checksum mismatch (got {got[:12]}); " +
+        say(f"{what} {ref.sha256[:12]}: checksum mismatch (got {got[:12]}); " +
             ("downloading it again from the start" if attempt == 1 else "giving up"))
         part.unlink()
-    raise DownloadError(f"image {ref.sha256}: the downloaded bytes do not match its sha256 (twice)")
+    raise DownloadError(f"{what} {ref.sha256}: the downloaded bytes do not match its sha256 (twice)")

@@ -44,14 +44,17 @@ class ClaimRequest(_Body):
 
 
 class ImageRef(_Body):
-    sha256: str = Field(pattern=HEX64)  # of the stored upload tarball
+    """A file the worker downloads by digest: the submission's image tarball or its model archive."""
+
+    sha256: str = Field(pattern=HEX64)  # of the stored tarball
     size: int  # bytes
-    url: str  # /api/v1/site/images/<sha256>
+    url: str  # /api/v1/site/images/<sha256> or /api/v1/site/models/<sha256>
 
 
 class ClaimResponse(_Body):
     """200 from POST /claim (204: nothing to do). ``cases``: the keys still to run, in phase order.
-    ``spec``: the task's validated spec snapshot (the worker has no database to read it from)."""
+    ``spec``: the task's validated spec snapshot (the worker has no database to read it from). ``model``:
+    None when the submission has no separate model archive."""
 
     evaluation: int
     lease: str
@@ -61,6 +64,7 @@ class ClaimResponse(_Body):
     phase: str
     submission: int
     image: ImageRef
+    model: ImageRef | None = None  # the submission's model archive, extracted read-only at /opt/ml/model
     cases: list[str]
     cases_total: int
     done: int

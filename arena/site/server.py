@@ -35,6 +35,7 @@ from arena.models import (
     Case,
     CaseResult,
     Evaluation,
+    ModelArchive,
     Phase,
     Site,
     Submission,
@@ -338,11 +339,7 @@ def claim(settings: Settings, caller: Caller, worker: str) -> ClaimResponse | No
         with session_scope(settings.database_url) as s:
             ev = s.get(Evaluation, ev_id)
             sub, phase = ev.submission, ev.submission.phase
-            if sub.model_archive_id is not None:  # the model tarball would have to travel too: not yet
-                ev.set_status(EvaluationStatus.FAILED, fault=Fault.PLATFORM,
-                              error="site workers do not run submissions with a separate model archive yet: "
-                                    "build the model into the image")
-                continue
+            archive = sub.model_archive
             done = {cr.case_id for cr in ev.case_results}
             ev.cases_total = len(phase.cases)
             size = sub.upload_bytes
@@ -353,6 +350,8 @@ def claim(settings: Settings, caller: Caller, worker: str) -> ClaimResponse | No
                 task=sub.task.slug, phase=phase.slug, submission=sub.id,
                 image=ImageRef(sha256=sub.upload_sha256, size=int(size or 0),
                                url=f"/api/v1/site/images/{sub.upload_sha256}"),
+                model=None if archive is None else ImageRef(sha256=archive.sha256, size=archive.bytes,
+                                                            url=f"/api/v1/site/models/{archive.sha256}"),
                 cases=[c.key for c in phase.cases if c.id not in done], cases_total=len(phase.cases),
                 done=len(done), spec=sub.task.spec)
     return None
@@ -382,6 +381,23 @@ def image_file(settings: Settings, caller: Caller, sha256: str) -> Path:
                 return Path(ev.submission.upload_path)
     raise SiteError(f"no image {sha256} for this worker token (only images of evaluations it holds a lease on)",
                     404)
+
+
+def model_file(settings: Settings, caller: Caller, sha256: str) -> Path:
+    """The stored model archive with this sha256, of a submission of an evaluation this token holds a lease
+    on right now; SiteError 404 otherwise (as :func:`image_file`)."""
+    with session_scope(settings.database_url) as s:
+        rows = s.scalars(select(Evaluation).join(Submission).join(ModelArchive).where(
+            ModelArchive.sha256 == sha256,
+            Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]),
+            Evaluation.worker.startswith(f"site:{caller.site}:", autoescape=True)))
+        for ev in rows:
+            held_here = (_lease_of(ev) or "").startswith(f"{caller.token_id}.")
+            archive = ev.submission.model_archive
+            if held_here and _in_scope(caller, ev.submission.phase) and Path(archive.path).is_file():
+                return Path(archive.path)
+    raise SiteError(f"no model archive {sha256} for this worker token (only those of evaluations it holds a "
+                    "lease on)", 404)
 
 
 def _outcome(report: CaseReport):

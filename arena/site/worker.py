@@ -5,7 +5,8 @@ token.
 
 Loop: register the site's cases (keys and checksums of ``DATA/<task>/<phase>/``, the ``arena task
 import-cases`` layout) → claim an evaluation (a lease) → download its image by digest (resumed, checked) →
-load it into this machine's Docker engine → run the cases still to do through the same case loop as local
+load it into this machine's Docker engine (a model archive, when the submission has one, is downloaded the
+same way and extracted read-only at /opt/ml/model) → run the cases still to do through the same case loop as local
 workers (arena.runner.jobs.run_case_loop: the same sandbox, limits, scoring and stop rules) → report each
 case as it finishes → finish. A thread beats the lease's heartbeat every ``heartbeat_s``; a 409 (cancelled,
 re-queued, held by another lease) or 401 (token revoked) stops the evaluation before its next case.
@@ -22,6 +23,7 @@ the lease lapses and the server re-queues the evaluation (finished cases kept), 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -303,7 +305,14 @@ def run_claim(settings: Settings, client: SiteClient, claim: ClaimResponse, site
     """Run one claimed evaluation to its end; its final status, or None when it was lost or broke off
     (then the lease lapses and the server re-queues it)."""
     from arena.runner.evaluate import CaseInput
-    from arena.runner.jobs import _Engine, _load_from_store, _remove_run_containers, image_cache, run_case_loop
+    from arena.runner.jobs import (
+        _Engine,
+        _load_from_store,
+        _model_mount,
+        _remove_run_containers,
+        image_cache,
+        run_case_loop,
+    )
     from arena.submissions.loading import image_present, submission_tag
     from arena.tasks.case_check import CaseCheckError, check_case
     from arena.tasks.spec import TaskSpec
@@ -329,7 +338,7 @@ def run_claim(settings: Settings, client: SiteClient, claim: ClaimResponse, site
         f"{len(claim.cases)} of {claim.cases_total} case(s) to run")
     spool = Spool(settings.site_spool_dir)
     started = time.monotonic()
-    with _Lease(client, claim, say) as lease:
+    with _Lease(client, claim, say) as lease, contextlib.ExitStack() as stack:
         try:
             images = settings.home / "site-images"
             known = images / f"{claim.image.sha256}.id"
@@ -344,13 +353,21 @@ def run_claim(settings: Settings, client: SiteClient, claim: ClaimResponse, site
                     archive.unlink(missing_ok=True)  # the engine holds it now; the id file finds it again
             image_cache(settings, engine.client).touch(image)
             safe = re.sub(r"[^A-Za-z0-9._-]", "-", claim.lease)
+            work = settings.work_dir / f"site-evaluation-{ev}" / safe
+            mounts = {}
+            if claim.model is not None:  # extracted read-only at /opt/ml/model, as a local worker does
+                models = settings.home / "site-models"
+                with image_lock(models, claim.model.sha256):
+                    archive = download_image(client, claim.model, models, say, what="model archive")
+                    mounts = _model_mount(stack, str(archive), work / "model", settings.run_root)
+                    archive.unlink(missing_ok=True)  # extracted for this run; a later run fetches it again
             todo = [(k, CaseInput(k, Path(local[k].image), Path(local[k].reference))) for k in claim.cases]
             labels = {"arena.evaluation": str(ev), "arena.worker": _worker_label(), "arena.queue": settings.queue_name}
             # a lost lease (cancelled, re-queued, token revoked) ends the case in progress now, not at its end
             lease.on_lost = lambda: _remove_run_containers(engine.client, labels)
             return run_case_loop(settings, engine, spec, image, todo, n_cases=claim.cases_total, n_done=claim.done,
-                                 work=settings.work_dir / f"site-evaluation-{ev}" / safe,
-                                 results=settings.results_dir / f"site-evaluation-{ev}", labels=labels, mounts={},
+                                 work=work, results=settings.results_dir / f"site-evaluation-{ev}", labels=labels,
+                                 mounts=mounts,
                                  recorder=SiteRecorder(client, spool, lease, say), what=f"evaluation {ev}",
                                  started=started)
         except (TokenRefused, SiteWorkerError):

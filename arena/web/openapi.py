@@ -292,6 +292,16 @@ def _add_site_paths(paths: dict, schemas: dict, e400: dict, e401: dict, e403: di
                               "schema": {"type": "string", "format": "binary"}}}},
                           "416": _err("range not satisfiable"), **base,
                           "404": _err("no such image for an evaluation this token holds")}}},
+        "/site/models/{sha256}": {"get": {
+            "operationId": "siteModel", "summary": "The submission's model archive (Range: bytes=N- resumes)",
+            "security": sec, "parameters": [{"name": "sha256", "in": "path", "required": True,
+                                             "schema": {"type": "string", "pattern": p.HEX64}}],
+            "responses": {"200": {"description": "the archive", "content": {"application/octet-stream": {
+                              "schema": {"type": "string", "format": "binary"}}}},
+                          "206": {"description": "the rest of it", "content": {"application/octet-stream": {
+                              "schema": {"type": "string", "format": "binary"}}}},
+                          "416": _err("range not satisfiable"), **base,
+                          "404": _err("no such model archive for an evaluation this token holds")}}},
         "/site/evaluations/{evaluation_id}/cases/{key}": {"post": {
             "operationId": "siteRecordCase", "summary": "One case's outcome (recorded once)", "security": sec,
             "parameters": [ev, {"name": "key", "in": "path", "required": True,

@@ -84,6 +84,15 @@ def image(sha256: str):
     return send_file(path, mimetype="application/octet-stream", conditional=True, etag=sha256, max_age=0)
 
 
+@site_api.get("/models/<sha256>")
+def model(sha256: str):
+    caller = _caller()
+    if not re.fullmatch(HEX64, sha256):
+        raise server.SiteError("a model archive is named by its sha256: 64 lowercase hex digits", 404)
+    path = server.model_file(current_app.config["ARENA"], caller, sha256)
+    return send_file(path, mimetype="application/octet-stream", conditional=True, etag=sha256, max_age=0)
+
+
 @site_api.post("/evaluations/<int:evaluation_id>/cases/<key>")
 def record_case(evaluation_id: int, key: str):
     caller = _caller()
