@@ -81,10 +81,14 @@ def submission_standing(session, sub, organizer: bool) -> dict:
     top of its page, the API's submission and ``arena status``: from the live board for organizers and on
     public boards, from the frozen snapshot for participants while frozen; nothing from a hidden board."""
     phase = sub.phase
-    rows, frozen = None, False
-    if organizer or phase.board_public():
-        if phase.frozen() and not organizer:
-            rows, frozen = frozen_board(phase), True
-        else:
-            rows = leaderboard(session, sub.task, phase).table.to_dict(orient="records")
+    readable = organizer or phase.board_public()
+    frozen = readable and phase.frozen() and not organizer
+
+    def rows() -> list[dict] | None:
+        if not readable:
+            return None
+        if frozen:
+            return frozen_board(phase)
+        return leaderboard(session, sub.task, phase).table.to_dict(orient="records")
+
     return standing_view(sub, organizer=organizer, rows=rows, frozen=frozen, own_score=lambda: entry_score(session, sub))

@@ -152,12 +152,13 @@ def _rank_of(row: dict) -> int | None:
     return None if r is None else int(r)
 
 
-def standing_view(sub: Submission, *, organizer: bool, rows: list[dict] | None, frozen: bool,
+def standing_view(sub: Submission, *, organizer: bool, rows: Callable[[], list[dict] | None], frozen: bool,
                   own_score: Callable[[], float | None]) -> dict[str, Any]:
     """The overall score and the rank of ``sub`` shown at the top of its page, as its viewer may see them.
 
-    ``rows``: the board rows the viewer may read (organizers: the live board; participants: the live board,
-    or the frozen snapshot when ``frozen``), None when the board is hidden from them. ``own_score``
+    ``rows``: gives the board rows the viewer may read (organizers: the live board; participants: the live
+    board, or the frozen snapshot when ``frozen``), None when the board is hidden from them; called only
+    for a submission with a succeeded evaluation (a running one costs no board). ``own_score``
     computes the submission's score (the board's primary metric, label-weighted as the board does) when it
     is not on the board; called only where the viewer may see it.
 
@@ -187,6 +188,7 @@ def standing_view(sub: Submission, *, organizer: bool, rows: list[dict] | None, 
                        else "No score: no evaluation of this submission succeeded, so it is not ranked.")
         return out
     cases_shown = organizer or spec.phase(phase.slug).show_case_results
+    rows = rows()
     if rows is not None:
         out["ranked"] = sum(_rank_of(r) is not None for r in rows)
         row = next((r for r in rows if _number(r.get("submission_id")) == sub.id), None)
