@@ -252,8 +252,14 @@ def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, 
     r = c.post(f"/api/v1/site/evaluations/{a}/cases/c1", json=_report(first["lease"]), headers=h)
     assert r.status_code == 409 and "lease lost" in r.get_json()["error"]  # the old lease holder is refused
     assert db.get(Evaluation, b).status == EvaluationStatus.QUEUED
-    # a heartbeat that is there but stale: re-queued at the next claim
+    # a heartbeat that is there but stale: by the local sweeper's rule (arena.runner.liveness.find_silent),
+    # noted as silent at the next claim, re-queued once it stayed silent for stale_after_s
+    db.get(Evaluation, a).started_at = db.get(Evaluation, a).started_at.replace(year=2020)
+    db.commit()
     beat(conn, settings, a, db.get(Evaluation, a).worker, now=time.time() - settings.stale_after_s - 1)
+    assert c.post("/api/v1/site/claim", json={"worker": "w3"}, headers=h).status_code == 204
+    assert conn.hget(suspects_key(settings), a) is not None
+    conn.hset(suspects_key(settings), a, f"{time.time() - settings.stale_after_s - 1:.3f}")
     third = c.post("/api/v1/site/claim", json={"worker": "w3"}, headers=h).get_json()
     assert third["evaluation"] == a and third["lease"] != second["lease"]
 

@@ -78,19 +78,24 @@ def last_beat(conn: Redis, settings: Settings, evaluation_id: int) -> float | No
         return None
 
 
-def find_silent(settings: Settings, now: float | None = None, conn: Redis | None = None) -> list[int]:
+def find_silent(settings: Settings, now: float | None = None, conn: Redis | None = None,
+                worker_prefix: str | None = None) -> list[int]:
     """Running evaluations whose heartbeat has been missing or stale for at least ``stale_after_s``.
 
     Records first-seen-silent times in Redis (so the grace period holds across sweeps and workers) and
-    forgets evaluations that beat again or finished."""
+    forgets evaluations that beat again or finished. ``worker_prefix`` (e.g. ``"site:charite:"``): only
+    evaluations whose worker name starts with it (a site's claim looks at its own leases by this same rule)."""
     now = time.time() if now is None else now
     conn = conn or Redis.from_url(settings.redis_url)
     limit = settings.stale_after_s
     key = suspects_key(settings)
     silent: list[int] = []
+    query = select(Evaluation.id, Evaluation.started_at).where(
+        Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]))
+    if worker_prefix is not None:
+        query = query.where(Evaluation.worker.startswith(worker_prefix, autoescape=True))
     with session_scope(settings.database_url) as s:
-        rows = s.execute(select(Evaluation.id, Evaluation.started_at).where(
-            Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]))).all()
+        rows = s.execute(query).all()
     running = {ev_id for ev_id, _ in rows}
     for ev_id, started_at in rows:
         beat_at = last_beat(conn, settings, ev_id)
@@ -105,8 +110,9 @@ def find_silent(settings: Settings, now: float | None = None, conn: Redis | None
             continue
         if now - float(first) >= limit:
             silent.append(ev_id)
-    for stale in set(int(k) for k in conn.hkeys(key)) - running:
-        conn.hdel(key, stale)
+    if worker_prefix is None:  # a filtered look does not know the others: it leaves their marks alone
+        for stale in set(int(k) for k in conn.hkeys(key)) - running:
+            conn.hdel(key, stale)
     return silent
 
 

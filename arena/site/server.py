@@ -15,11 +15,9 @@ the final status follows the same rule (jobs.settle).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,36 +279,22 @@ def register_cases(settings: Settings, caller: Caller, req: CasesRequest) -> Cas
 
 
 def _requeue_lapsed(settings: Settings, caller: Caller, conn: Redis) -> list[int]:
-    """Re-queue this site's running evaluations whose lease lapsed (no heartbeat for ``stale_after_s``)."""
+    """Re-queue this site's running evaluations whose lease lapsed, by the local workers' sweeper rule
+    (:func:`arena.runner.liveness.find_silent`: no heartbeat for ``stale_after_s`` since first seen silent)."""
     from arena.runner.jobs import requeue_evaluation
     from arena.runner.keys import suspects_key
-    from arena.runner.liveness import last_beat
+    from arena.runner.liveness import find_silent
 
-    now = time.time()
+    silent = find_silent(settings, conn=conn, worker_prefix=f"site:{caller.site}:")
+    if not silent:
+        return []
     with session_scope(settings.database_url) as s:
-        rows = [(ev.id, ev.worker, ev.started_at) for ev in s.scalars(select(Evaluation).where(
-            Evaluation.status.in_([EvaluationStatus.RUNNING, EvaluationStatus.SCORING]),
-            Evaluation.worker.startswith(f"site:{caller.site}:", autoescape=True)))]
+        holders = dict(s.execute(select(Evaluation.id, Evaluation.worker).where(Evaluation.id.in_(silent))).all())
+    reason = f"site lease lapsed (no heartbeat for {settings.stale_after_s:g} s)"
     out = []
-    limit = settings.stale_after_s
-    for ev_id, worker, started_at in rows:
-        beat_at = last_beat(conn, settings, ev_id)
-        if beat_at is None:
-            # no key at all: the worker died long ago (the key expired) or Redis restarted and lost it. As the
-            # sweeper does (arena.runner.liveness), count from when it was first seen missing, so that a live
-            # worker has time to beat again after a Redis restart.
-            if started_at is not None and now - started_at.replace(tzinfo=dt.timezone.utc).timestamp() < limit:
-                continue
-            first = conn.hget(suspects_key(settings), ev_id)
-            if first is None:
-                conn.hset(suspects_key(settings), ev_id, f"{now:.3f}")
-                continue
-            beat_at = float(first)
-        if now - beat_at < limit:
-            continue
-        conn.hdel(suspects_key(settings), ev_id)
-        if requeue_evaluation(settings, ev_id, f"site lease lapsed (no heartbeat for {settings.stale_after_s:g} s)",
-                              only_worker=worker):
+    for ev_id in silent:
+        conn.hdel(suspects_key(settings), ev_id)  # the next lease of it starts with a clean record
+        if requeue_evaluation(settings, ev_id, reason, only_worker=holders.get(ev_id)):
             out.append(ev_id)
     return out
 
