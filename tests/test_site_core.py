@@ -111,6 +111,38 @@ def test_cases_registration_never_changes_a_known_case(settings, db, app, world)
     assert r.status_code == 400 and "key" in r.get_json()["error"]
 
 
+def test_two_workers_registering_the_same_cases_at_once_both_succeed(settings, db, world):
+    """Two workers of one site start together and register the same new cases: both are answered (the
+    loser of the race sees the winner's rows as unchanged), never a 500 that stops a worker."""
+    from arena.site import server
+    from arena.site.protocol import CasesRequest
+
+    caller = server.authenticate(settings, world["token"])
+    req = CasesRequest.model_validate({"task": "han-oar-22", "phase": "test",
+                                       "cases": [{"key": f"c{i:02d}", **SUMS} for i in range(40)]})
+    n = 4
+    gate, answers = threading.Barrier(n), []
+
+    def register() -> None:
+        gate.wait()
+        try:
+            answers.append(server.register_cases(settings, caller, req))
+        except Exception as e:  # noqa: BLE001 - the assertion below names it
+            answers.append(e)
+
+    threads = [threading.Thread(target=register) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(not isinstance(a, Exception) for a in answers), answers
+    assert all(a.added + a.unchanged == 40 for a in answers), answers
+    assert sum(a.added for a in answers) == 40  # each case added once, by whichever request won
+    db.expire_all()
+    phase = db.scalar(select(Phase).where(Phase.slug == "test"))
+    assert sorted(c.key for c in phase.cases) == [f"c{i:02d}" for i in range(40)]
+
+
 def _report(lease: str, status: str = "succeeded", dice: float = 0.9) -> dict:
     return {"lease": lease, "status": status, "scores": {"1": {"dsc": dice, "hd95": None}}, "error": None,
             "failure": None if status == "succeeded" else "non-zero-exit", "exit_code": 0, "runtime_s": 1.5,
@@ -602,3 +634,44 @@ def test_a_server_error_on_a_heartbeat_does_not_give_up_the_lease():
         assert lease.lost.wait(10)
     assert len(beats) == 3 and "re-queued" in lease.reason
     assert sum("heartbeat failed on the server" in m for m in said) == 2
+
+
+def test_a_server_error_on_registering_is_sent_again_and_a_conflict_stops_the_worker(tmp_path, monkeypatch):
+    """Registering the site's cases is idempotent: a 5xx (the server's database busy or away) is sent again
+    with backoff instead of ending the worker; a 409 (a case known with other files) still ends it, naming
+    the phase."""
+    from types import SimpleNamespace
+
+    from arena.site import worker
+    from arena.site.client import Refused
+    from arena.site.protocol import CasesResponse
+
+    image, ref = tmp_path / "c1.nii.gz", tmp_path / "c1_ref.nii.gz"
+    image.write_bytes(b"image")
+    ref.write_bytes(b"reference")
+    cases = {("han-oar-22", "test"): {"c1": SimpleNamespace(image=image, reference=ref)}}
+    monkeypatch.setattr(worker.time, "sleep", lambda s: None)
+
+    class Client:
+        def __init__(self, answers):
+            self.answers, self.bodies = answers, []
+
+        def register_cases(self, task, phase, body):
+            self.bodies.append(body)
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    said: list[str] = []
+    failing = Refused(500, "internal error")
+    client = Client([failing, failing, CasesResponse(added=1, unchanged=0)])
+    worker.register_site_cases(client, cases, said.append)
+    assert len(client.bodies) == 3 and client.bodies[0] == client.bodies[2]
+    assert sum("registering failed on the server" in m for m in said) == 2
+    assert said[-1] == "han-oar-22/test: 1 case(s) registered (1 new, 0 unchanged)"
+
+    client = Client([Refused(409, "case 'c1' of task han-oar-22 is known with other files")])
+    with pytest.raises(worker.SiteWorkerError, match="han-oar-22/test: the server refused.*known with other files"):
+        worker.register_site_cases(client, cases, said.append)
+    assert len(client.bodies) == 1

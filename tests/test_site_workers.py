@@ -304,6 +304,7 @@ def test_site_phase_runs_only_at_the_site(world):
     site, site2 = w.start_site_worker(), w.start_site_worker()
     w.wait_registered(site)
     for p in (site, site2):
+        assert p.alive(), p.text()[-3000:]  # both workers started together: the same cases registered twice at once
         assert w.link.in_namespace(p.pid)
         environ = Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0")
         assert not [e for e in environ if e.startswith((b"ARENA_DATABASE_URL=", b"ARENA_REDIS_URL="))]

@@ -16,14 +16,16 @@ the final status follows the same rule (jobs.settle).
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from arena.config import Settings
@@ -58,6 +60,7 @@ from arena.site.protocol import (
 SITE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$"
 CLAIM_CANDIDATES = 50  # queued evaluations looked at per claim (oldest first)
 LAST_USED_RESOLUTION_S = 60.0  # a token's last_used_at is updated at most this often (seconds)
+REGISTER_TRIES = 5  # a registration that lost a race with another worker's is read again this often
 
 
 class SiteError(Exception):
@@ -243,7 +246,23 @@ def _leased(s: Session, caller: Caller, evaluation_id: int, lease: str) -> Evalu
 
 def register_cases(settings: Settings, caller: Caller, req: CasesRequest) -> CasesResponse:
     """Record the site's cases of a phase (keys and checksums; the files stay at the site). A known key with
-    other checksums (or a case stored on the server) is refused with 409 and nothing is written."""
+    other checksums (or a case stored on the server) is refused with 409 and nothing is written.
+
+    Idempotent: workers of one site start together and register the same cases; the request that loses the
+    race (a unique-key conflict, or SQLite's stale-snapshot "database is locked") is rolled back and read
+    again, then finds the winner's rows unchanged. Up to ``REGISTER_TRIES`` tries with short random pauses."""
+    for attempt in range(1, REGISTER_TRIES + 1):
+        try:
+            return _register_cases_once(settings, caller, req)
+        except (IntegrityError, OperationalError) as e:
+            lost_race = isinstance(e, IntegrityError) or "locked" in str(e.orig)
+            if not lost_race or attempt == REGISTER_TRIES:
+                raise
+            time.sleep(random.uniform(0.02, 0.1) * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _register_cases_once(settings: Settings, caller: Caller, req: CasesRequest) -> CasesResponse:
     added = unchanged = 0
     with session_scope(settings.database_url) as s:
         phase = _scoped_phase(s, caller, req.task, req.phase)
