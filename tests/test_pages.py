@@ -307,3 +307,15 @@ def test_audit_filters_and_pages_in_the_database(app, db, world):
     seen = set(_audit_ids(o, "?action=phase.") + _audit_ids(o, "?action=phase.&page=2"))
     assert seen and all(db.get(AuditEvent, i).target_id.startswith("han-oar-22") for i in seen)
     assert _audit_ids(o, "?target=other-task") == []
+    # ... and a co-organizer's cancel and re-run on the task's evaluations and submissions (they name those,
+    # not the task); another task's evaluation stays out
+    from arena.models import Evaluation
+
+    ev_id = db.scalar(select(Evaluation.id).where(Evaluation.submission_id == world["a1"]))
+    cancel = audit.record(db, root, "evaluation.cancel", "evaluation", ev_id)
+    rerun = audit.record(db, root, "evaluation.rerun", "submission", world["a1"], evaluation_id=ev_id)
+    foreign = audit.record(db, root, "evaluation.cancel", "evaluation", 10_000 + ev_id)
+    db.commit()
+    seen = set(_audit_ids(o, "?action=evaluation."))
+    assert seen == {cancel.id, rerun.id}, (seen, foreign.id)
+    assert foreign.id in _audit_ids(c, "?action=evaluation.")  # the administrator sees every event

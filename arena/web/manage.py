@@ -10,13 +10,13 @@ import tempfile
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from arena import audit
 from arena.disclosure import OUTCOMES
 from arena.lifecycle import EvaluationStatus
-from arena.models import PHASE_VISIBILITY, AuditEvent, Evaluation, Submission, Task, User, utcnow
+from arena.models import PHASE_VISIBILITY, AuditEvent, Evaluation, Phase, Submission, Task, User, utcnow
 from arena.tasks.case_admin import CaseAdminError, list_cases, move_case, remove_case
 from arena.tasks.case_check import CaseCheckError
 from arena.tasks.importing import LAYOUT_HELP, import_cases
@@ -465,8 +465,18 @@ def audit_log():
         abort(403, description="only organizers see the audit trail")
     scope = []
     if not user.is_admin:
-        mine = [t.slug for t in organizer_tasks(user)]
-        scope.append(or_(AuditEvent.target_id.in_(mine), *[AuditEvent.target_id.like(f"{slug}/%") for slug in mine],
+        tasks = organizer_tasks(user)
+        mine, task_ids = [t.slug for t in tasks], [t.id for t in tasks]
+        # a co-organizer's cancel or re-run names an evaluation or a submission of the task, not the task
+        their_subs = select(cast(Submission.id, String)).join(Phase, Submission.phase_id == Phase.id) \
+            .where(Phase.task_id.in_(task_ids))
+        their_evs = select(cast(Evaluation.id, String)).join(Submission).join(Phase, Submission.phase_id == Phase.id) \
+            .where(Phase.task_id.in_(task_ids))
+        scope.append(or_(AuditEvent.target_type.in_(["task", "phase"])
+                         & or_(AuditEvent.target_id.in_(mine),
+                               *[AuditEvent.target_id.startswith(f"{slug}/", autoescape=True) for slug in mine]),
+                         (AuditEvent.target_type == "submission") & AuditEvent.target_id.in_(their_subs),
+                         (AuditEvent.target_type == "evaluation") & AuditEvent.target_id.in_(their_evs),
                          AuditEvent.actor_user_id == user.id))
     f = {k: (request.args.get(k) or "").strip() for k in ("action", "user", "target", "since", "until")}
     where = list(scope)
