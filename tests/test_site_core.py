@@ -239,11 +239,21 @@ def test_a_case_registered_after_the_claim_is_run_by_a_new_claim_keeping_the_rec
     assert db.get(Evaluation, ev_id).status == EvaluationStatus.QUEUED
     again = c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).get_json()
     assert again["evaluation"] == ev_id and again["cases"] == ["c2"] and again["done"] == 1
-    assert c.post(f"{url}/cases/c2", json=_report(again["lease"]), headers=h).status_code == 201
+    # the site keeps adding cases, more often than MAX_REQUEUES: each time only the new case runs, and the
+    # evaluation is never given up on (nobody failed)
+    for n, key in enumerate(["c3", "c4", "c5"], start=2):
+        assert c.post(f"{url}/cases/{again['cases'][0]}", json=_report(again["lease"]), headers=h).status_code == 201
+        body["cases"].append({"key": key, **SUMS})
+        assert c.post("/api/v1/site/cases", json=body, headers=h).status_code == 200
+        r = c.post(f"{url}/finish", json={"lease": again["lease"], "stop": None}, headers=h)
+        assert r.status_code == 409 and f"({key}); re-queued" in r.get_json()["error"], r.get_json()
+        again = c.post("/api/v1/site/claim", json={"worker": "w1"}, headers=h).get_json()
+        assert again["evaluation"] == ev_id and again["cases"] == [key] and again["done"] == n
+    assert c.post(f"{url}/cases/c5", json=_report(again["lease"]), headers=h).status_code == 201
     r = c.post(f"{url}/finish", json={"lease": again["lease"], "stop": None}, headers=h)
     assert r.status_code == 200 and r.get_json() == {"status": "succeeded"}
     db.expire_all()
-    assert [cr.case.key for cr in db.get(Evaluation, ev_id).case_results] == ["c1", "c2"]
+    assert [cr.case.key for cr in db.get(Evaluation, ev_id).case_results] == ["c1", "c2", "c3", "c4", "c5"]
 
 
 def test_lapsed_lease_is_requeued_and_team_concurrency_holds(settings, db, app, world):

@@ -253,11 +253,13 @@ def _clean_work_dir(path: Path) -> None:
 
 
 def requeue_evaluation(settings: Settings, evaluation_id: int, reason: str, only_worker: str | None = None,
-                       only_job: str | None = None) -> bool:
+                       only_job: str | None = None, counted: bool = True) -> bool:
     """Put a running (or scoring) evaluation whose worker is gone back on the queue; finished cases are
     kept and skipped by the next run. After MAX_REQUEUES re-queues it fails with the reason instead (a
     submission that kills every worker must not loop). With ``only_worker`` / ``only_job`` it acts only while
-    that worker still owns the evaluation / that job is still its job. Returns True when re-queued."""
+    that worker still owns the evaluation / that job is still its job. ``counted=False``: a re-queue nobody's
+    failure caused (a site added cases while it ran), noted but not counted toward MAX_REQUEUES. Returns True
+    when re-queued."""
     with session_scope(settings.database_url) as s:
         ev = s.get(Evaluation, evaluation_id)
         if ev is None or ev.status not in (EvaluationStatus.RUNNING, EvaluationStatus.SCORING):
@@ -267,12 +269,13 @@ def requeue_evaluation(settings: Settings, evaluation_id: int, reason: str, only
         if only_job is not None and ev.job_id and ev.job_id != only_job:
             return False
         tries = (ev.error or "").count("re-queued")
-        if tries >= MAX_REQUEUES:
+        if counted and tries >= MAX_REQUEUES:
             ev.set_status(EvaluationStatus.FAILED, error=f"{reason}; gave up after {tries} re-queues",
                           fault=Fault.PLATFORM)
             return False
         ev.set_status(EvaluationStatus.QUEUED)
-        ev.error = ((ev.error + "; ") if ev.error else "") + f"re-queued: {reason}"
+        ev.error = ((ev.error + "; ") if ev.error else "") + (f"re-queued: {reason}" if counted
+                                                               else f"queued again: {reason}")
         ev.worker = None  # the old process, should it wake, no longer owns it (see _owns)
     enqueue_evaluation(settings, evaluation_id)
     return True

@@ -477,7 +477,7 @@ def finish(settings: Settings, caller: Caller, evaluation_id: int, req: FinishRe
             status = settle(s, ev, len(cases), stop, stop_fault or Fault.PARTICIPANT)
     if added:  # its finished cases are kept; the next claim hands out just the new ones
         requeue_evaluation(settings, evaluation_id, f"{len(added)} case(s) added to the phase since the claim",
-                           only_worker=holder)
+                           only_worker=holder, counted=False)  # nobody's failure: never gives up on it
         raise SiteError(f"evaluation {evaluation_id}: {len(added)} case(s) were added to the phase since the claim "
                         f"({', '.join(added[:10])}); re-queued to run them (the recorded cases are kept)", 409)
     try:
