@@ -20,6 +20,7 @@ ARENA_CONFIG / ARENA_USER are the command line's, see `arena login`). docs/setti
 | ARENA_UPLOAD_RATE | 6 | uploads per user per minute (beside each phase's submission quota) |
 | ARENA_PROXY_HOPS | 0 | reverse proxies in front of `arena serve` whose X-Forwarded-For/-Proto to trust (0: none, the peer address counts) |
 | ARENA_IMAGE_CACHE_GB | 50 | disk budget for submission images on each worker (least recently used removed) |
+| ARENA_VIEWER_CACHE_GB | 4 | disk budget for the case viewer's decoded volumes (ARENA_HOME/viewer-cache; least recently used removed) |
 | ARENA_ROOT_IMAGES | nobody | an image whose USER is root: run it as nobody (65534), or "reject" it at upload |
 | ARENA_TEAM_CONCURRENCY | 1 | evaluations of one team that may run at once (0: no limit); the others wait, other teams go first |
 | ARENA_HEARTBEAT_S | 10 | how often a running evaluation reports that it is alive (seconds) |
@@ -61,6 +62,7 @@ class Settings:
     upload_reservation_s: float = 600.0  # a stalled or dead upload gives its quota slot back after this
     root_images: str = "nobody"  # "nobody" | "reject"
     image_cache_bytes: int = 50 * 1024**3
+    viewer_cache_bytes: int = 4 * 1024**3
     team_concurrency: int = 1
     heartbeat_s: float = 10.0
     stale_after_s: float = 120.0
@@ -164,6 +166,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         proxy_hops=int(env.get("ARENA_PROXY_HOPS") or 0),
         upload_reservation_s=float(env.get("ARENA_UPLOAD_RESERVATION_S") or 600),
         image_cache_bytes=int(float(env.get("ARENA_IMAGE_CACHE_GB") or 50) * 1024**3),
+        viewer_cache_bytes=int(float(env.get("ARENA_VIEWER_CACHE_GB") or 4) * 1024**3),
         root_images=_choice(env, "ARENA_ROOT_IMAGES", ("nobody", "reject"), "nobody"),
         team_concurrency=int(env.get("ARENA_TEAM_CONCURRENCY") or 1),
         heartbeat_s=float(env.get("ARENA_HEARTBEAT_S") or 10),

@@ -176,3 +176,37 @@ def test_tiles_follow_the_viewer_access_rules(tile_world):
     _png(app.test_client().get(TILE_VAL + "/tile.png"))  # the public validation tile with its reference boxes
     _png(sign_in(app.test_client(), "org").get(TILE_TEST + f"/tile.png?a={subs['alice-test']}"))
     assert app.test_client().get(TILE_VAL + "/slice.png").status_code == 404  # no CT slices of a tile
+
+
+
+def test_the_viewer_cache_keeps_to_its_budget_setting(db, settings, monkeypatch):
+    """ARENA_VIEWER_CACHE_GB bounds ARENA_HOME/viewer-cache: under a budget that holds one case's volumes,
+    looking at a second case drops the first (least recently used); the default budget keeps both."""
+    import shutil
+
+    from arena.config import load_settings
+    from arena.viewer import volumes
+    from arena.web import create_app
+
+    viewer_task(db, settings)
+    cases = settings.home / "viewer-cache" / "cases"
+
+    def look(app) -> dict[str, int]:
+        """Open both validation cases' first slice; the cache's case folders and their sizes (bytes)."""
+        shutil.rmtree(settings.home / "viewer-cache", ignore_errors=True)
+        volumes.forget_open()
+        c = app.test_client()
+        for case in ("validation-000", "validation-001"):
+            _png(c.get(f"/tasks/han-oar-22/phases/validation/cases/{case}/slice.png?view=axial&i=3"))
+        volumes.wait_for_writes(30)
+        return {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in cases.iterdir()}
+
+    assert settings.viewer_cache_bytes == 4 * 1024**3  # the default
+    both = look(create_app(settings))
+    assert len(both) == 2 and all(both.values()), both
+    one = max(both.values())
+    monkeypatch.setenv("ARENA_VIEWER_CACHE_GB", str(1.5 * one / 1024**3))
+    small = load_settings()
+    assert abs(small.viewer_cache_bytes - 1.5 * one) <= 1
+    kept = look(create_app(small))
+    assert len(kept) == 1 and sum(kept.values()) <= small.viewer_cache_bytes, (kept, both)

@@ -55,7 +55,7 @@ def model_visible(user: User | None, sub: Submission) -> bool:
 
 def _cache() -> ViewerCache:
     settings = current_app.config["ARENA"]
-    return ViewerCache(settings.home / "viewer-cache", settings.results_dir)
+    return ViewerCache(settings.home / "viewer-cache", settings.results_dir, settings.viewer_cache_bytes)
 
 
 def _case_or_404(slug: str, phase_slug: str, case_key: str, kind: str = "volume") -> tuple[Task, Phase, Case]:
