@@ -24,6 +24,19 @@ JSON board             111.9 / 518.7 (145)  17.3 / 130.6 (911)   1320.3 / 1917.1
 static file            31.2 / 111.0 (565)   28.4 / 130.6 (564)   212.6 / 465.0 (721)   414.1 / 738.5 (456)
 board p95 / static p95 5.22                 1.01                 4.09                  0.80
 
+The same machine idle (load average 0.6 before serving), commit 6e6510e, same data:
+
+p50 / p95 ms (req/s)   20 clients           200 clients
+board page             8.6 / 26.1 (2073)    67.5 / 100.9 (2806)
+board page, 304        9.1 / 29.0 (2347)    87.0 / 197.4 (2024)
+JSON board             7.8 / 24.9 (2850)    100.7 / 191.7 (2268)
+static file            6.6 / 15.3 (2736)    106.3 / 185.5 (1735)
+board p95 / static p95 1.70                 0.54
+
+At 20 clients both answer within a few ms of each other, so the ratio there is noise over tiny numbers. The
+200-client target (≤ 1.5 × the static file) holds in both runs; the 20-client one (p95 ≤ 100 ms) holds on the
+idle machine and not in the busy run above (132 ms, where the static file itself took 131 ms).
+
 Bytes per board page: 836 kB before (no compression), 93 kB gzip after (JSON: 480 kB → 116 kB). Since then
 (fac1846: cells sort by their shown text, no data-v copy) the page is 685 kB raw, 40 kB gzip (measured at
 96996ba, same data; the timings above were not re-run): half of either is the per-organ cells' links to
