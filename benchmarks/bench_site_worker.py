@@ -33,6 +33,11 @@ which is most of the spread; Debian's docker.io; gunicorn with 4 processes):
     PostgreSQL, load 2–5        39.9–79.2  85–182 / 180–347 104.8–106.8   70–74 / 96–113 ms
     SQLite, load 8–12           16.2–19.6  307–366 / 808–1029  53.9       140 / 229 ms
     PostgreSQL, load ≈12        14.4       480 / 892 ms     —             —
+    SQLite, idle (load ≤ 1)     96.9–179.6 28–60 / 85–146   261–467       16–30 / 23–41 ms   (at 17d5db1–6e6510e)
+    PostgreSQL, idle            115.2      61 / 106 ms      307.6         26 / 35 ms
+
+The idle SQLite rows span four runs in ten minutes (one at d12d4e9, before this stop's site changes: 160.2/s,
+p95 114 ms): what the server changed between them is within the run-to-run spread.
 """
 
 from __future__ import annotations
