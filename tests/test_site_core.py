@@ -646,42 +646,44 @@ def test_a_server_error_on_a_heartbeat_does_not_give_up_the_lease():
     assert sum("heartbeat failed on the server" in m for m in said) == 2
 
 
-def test_a_server_error_on_registering_is_sent_again_and_a_conflict_stops_the_worker(tmp_path, monkeypatch):
-    """Registering the site's cases is idempotent: a 5xx (the server's database busy or away) is sent again
-    with backoff instead of ending the worker; a 409 (a case known with other files) still ends it, naming
-    the phase."""
+def test_a_server_error_on_registering_is_sent_again_and_a_conflict_stops_the_worker(settings, db, world,
+                                                                                      http_server, tmp_path,
+                                                                                      monkeypatch):
+    """Registering the site's cases is idempotent: a 5xx from the real server (its database failing) is sent
+    again with backoff instead of ending the worker; a 409 (a case known with other files) still ends it,
+    naming the phase; a 5xx to a call that is not idempotent (a claim) is answered at once."""
     from types import SimpleNamespace
 
-    from arena.site import worker
-    from arena.site.client import Refused
-    from arena.site.protocol import CasesResponse
+    from arena.site import server, worker
+    from arena.site.client import Refused, SiteClient
 
     image, ref = tmp_path / "c1.nii.gz", tmp_path / "c1_ref.nii.gz"
     image.write_bytes(b"image")
     ref.write_bytes(b"reference")
     cases = {("han-oar-22", "test"): {"c1": SimpleNamespace(image=image, reference=ref)}}
-    monkeypatch.setattr(worker.time, "sleep", lambda s: None)
+    real, calls = server._register_cases_once, []
 
-    class Client:
-        def __init__(self, answers):
-            self.answers, self.bodies = answers, []
+    def failing_twice(*args):
+        calls.append(args)
+        if len(calls) <= 2:
+            raise RuntimeError("the database went away")  # Flask answers 500
+        return real(*args)
 
-        def register_cases(self, task, phase, body):
-            self.bodies.append(body)
-            answer = self.answers.pop(0)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-
+    monkeypatch.setattr(server, "_register_cases_once", failing_twice)
     said: list[str] = []
-    failing = Refused(500, "internal error")
-    client = Client([failing, failing, CasesResponse(added=1, unchanged=0)])
+    client = SiteClient(http_server, world["token"], max_pause_s=0.1, say=said.append)
     worker.register_site_cases(client, cases, said.append)
-    assert len(client.bodies) == 3 and client.bodies[0] == client.bodies[2]
-    assert sum("registering failed on the server" in m for m in said) == 2
+    assert len(calls) == 3 and sum("registering cases: the server is unavailable (HTTP 500)" in m for m in said) == 2
     assert said[-1] == "han-oar-22/test: 1 case(s) registered (1 new, 0 unchanged)"
+    db.expire_all()
+    assert [c.key for c in db.scalar(select(Phase).where(Phase.slug == "test")).cases] == ["c1"]
 
-    client = Client([Refused(409, "case 'c1' of task han-oar-22 is known with other files")])
+    ref.write_bytes(b"another reference")  # the site's file changed: the server knows c1 with other sums
     with pytest.raises(worker.SiteWorkerError, match="han-oar-22/test: the server refused.*known with other files"):
         worker.register_site_cases(client, cases, said.append)
-    assert len(client.bodies) == 1
+    assert len(calls) == 4  # refused once, not sent again
+
+    monkeypatch.setattr(server, "claim", lambda *a: 1 / 0)
+    with pytest.raises(Refused) as e:
+        client.claim("w1")
+    assert e.value.status == 500

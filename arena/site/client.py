@@ -2,7 +2,9 @@
 
 While the server is unreachable (connection refused or reset, a timeout, a 502/503/504 from a proxy in
 front of it) a call is tried again with doubling pauses (0.5 s up to ``max_pause_s``) for up to its retry
-budget (None: until the server answers), then :class:`ServerUnreachable` is raised. A 401 (token unknown
+budget (None: until the server answers), then :class:`ServerUnreachable` is raised. An idempotent call
+(registering the site's cases) is also tried again on any other 5xx: the server's own trouble, such as a
+race with another worker's request or its database away, is not an answer to it. A 401 (token unknown
 or revoked) raises :class:`TokenRefused`; any other refusal :class:`Refused` with the status and the
 server's message.
 """
@@ -48,10 +50,11 @@ class SiteClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def request(self, method: str, path: str, retry_s: float | None = None, what: str = "", **kw: Any
-                ) -> requests.Response:
-        """One call, retried while the server is unreachable for up to ``retry_s`` seconds (None: forever;
-        0: one try). Raises ServerUnreachable, TokenRefused or Refused; returns a 2xx response."""
+    def request(self, method: str, path: str, retry_s: float | None = None, what: str = "",
+                idempotent: bool = False, **kw: Any) -> requests.Response:
+        """One call, retried while the server is unreachable (with ``idempotent``: or answers any 5xx) for up
+        to ``retry_s`` seconds (None: forever; 0: one try). Raises ServerUnreachable, TokenRefused or
+        Refused; returns a 2xx response."""
         url = path if path.startswith(("http://", "https://")) else self.base + path
         deadline = None if retry_s is None else time.monotonic() + retry_s
         pause = 0.5
@@ -59,14 +62,14 @@ class SiteClient:
         while True:
             try:
                 resp = self.session.request(method, url, timeout=timeout, **kw)
-                if resp.status_code not in RETRY_STATUSES:
+                if resp.status_code not in RETRY_STATUSES and not (idempotent and resp.status_code >= 500):
                     break
                 problem = f"HTTP {resp.status_code}"
             except (requests.ConnectionError, requests.Timeout) as e:
                 problem = str(e).splitlines()[0][:200]
             if deadline is not None and time.monotonic() + pause > deadline:
                 raise ServerUnreachable(f"{what or path}: the server at {self.base} is unreachable ({problem})")
-            self.say(f"{what or path}: the server is unreachable ({problem}); trying again in {pause:.1f} s")
+            self.say(f"{what or path}: the server is unavailable ({problem}); trying again in {pause:.1f} s")
             time.sleep(pause)
             pause = min(pause * 2, self.max_pause_s)
         if resp.status_code >= 400:
@@ -81,7 +84,7 @@ class SiteClient:
 
     def register_cases(self, task: str, phase: str, cases: list[dict], retry_s: float | None = None
                        ) -> CasesResponse:
-        r = self.request("POST", "/api/v1/site/cases", retry_s, "registering cases",
+        r = self.request("POST", "/api/v1/site/cases", retry_s, "registering cases", idempotent=True,
                          json={"task": task, "phase": phase, "cases": cases})
         return CasesResponse.model_validate(r.json())
 

@@ -84,33 +84,21 @@ def scan_site_data(data_dir: Path) -> dict[tuple[str, str], dict]:
 def register_site_cases(client: SiteClient, site_cases: dict[tuple[str, str], dict],
                         say: Callable[[str], None]) -> None:
     """Tell the server which cases the site holds (keys and checksums only). A folder of a phase outside the
-    token's scope is skipped with a note; a case the server knows with other checksums stops the worker. A 5xx
-    (the server's own trouble) is sent again with backoff for up to ``SERVER_ERROR_PATIENCE_S``."""
+    token's scope is skipped with a note; a case the server knows with other checksums stops the worker. The
+    call is idempotent: the client sends it again while the server is away or fails (5xx)."""
     for (task, phase), cases in site_cases.items():
         body = [{"key": k, "image_sha256": case_sha256(c.image), "reference_sha256": case_sha256(c.reference)}
                 for k, c in sorted(cases.items()) if Path(c.reference).exists()]
-        failing_since, pause = time.monotonic(), 1.0
-        while True:
-            try:
-                res = client.register_cases(task, phase, body)
-                break
-            except TokenRefused as e:
-                raise SiteWorkerError(f"the server refused the worker token: {e.message}") from None
-            except Refused as e:
-                if e.status >= 500 and time.monotonic() - failing_since < SERVER_ERROR_PATIENCE_S:
-                    # the server's own trouble, not a refusal: registering is idempotent, so send it again
-                    say(f"{task}/{phase}: registering failed on the server ({e.message[:200]}); trying again "
-                        f"in {pause:.0f} s")
-                    time.sleep(pause)
-                    pause = min(pause * 2, 30.0)
-                    continue
-                if e.status in (403, 404):
-                    say(f"{task}/{phase}: not served with this token ({e.message}); skipped")
-                    res = None
-                    break
-                raise SiteWorkerError(f"{task}/{phase}: the server refused the site's cases: {e.message}") from None
-        if res is not None:
-            say(f"{task}/{phase}: {len(body)} case(s) registered ({res.added} new, {res.unchanged} unchanged)")
+        try:
+            res = client.register_cases(task, phase, body)
+        except TokenRefused as e:
+            raise SiteWorkerError(f"the server refused the worker token: {e.message}") from None
+        except Refused as e:
+            if e.status in (403, 404):
+                say(f"{task}/{phase}: not served with this token ({e.message}); skipped")
+                continue
+            raise SiteWorkerError(f"{task}/{phase}: the server refused the site's cases: {e.message}") from None
+        say(f"{task}/{phase}: {len(body)} case(s) registered ({res.added} new, {res.unchanged} unchanged)")
 
 
 # -- the spool ----------------------------------------------------------------------------------------
