@@ -251,15 +251,14 @@ def register_cases(settings: Settings, caller: Caller, req: CasesRequest) -> Cas
     Idempotent: workers of one site start together and register the same cases; the request that loses the
     race (a unique-key conflict, or SQLite's stale-snapshot "database is locked") is rolled back and read
     again, then finds the winner's rows unchanged. Up to ``REGISTER_TRIES`` tries with short random pauses."""
-    for attempt in range(1, REGISTER_TRIES + 1):
+    for attempt in range(1, REGISTER_TRIES):
         try:
             return _register_cases_once(settings, caller, req)
         except (IntegrityError, OperationalError) as e:
-            lost_race = isinstance(e, IntegrityError) or "locked" in str(e.orig)
-            if not lost_race or attempt == REGISTER_TRIES:
-                raise
+            if isinstance(e, OperationalError) and "locked" not in str(e.orig):
+                raise  # the database away, not a lost race
             time.sleep(random.uniform(0.02, 0.1) * attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return _register_cases_once(settings, caller, req)
 
 
 def _register_cases_once(settings: Settings, caller: Caller, req: CasesRequest) -> CasesResponse:
