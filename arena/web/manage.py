@@ -461,11 +461,11 @@ def audit_log():
     slug with its phases ``slug/phase``), ``since`` / ``until`` (days, UTC, both included), ``page`` (50
     events a page). Administrators see every event; organizers the events of their tasks and their own."""
     user = me()
-    if not user.is_admin and not organizer_tasks(user):
+    tasks = [] if user.is_admin else organizer_tasks(user)
+    if not user.is_admin and not tasks:
         abort(403, description="only organizers see the audit trail")
     scope = []
     if not user.is_admin:
-        tasks = organizer_tasks(user)
         mine, task_ids = [t.slug for t in tasks], [t.id for t in tasks]
         # a co-organizer's cancel or re-run names an evaluation or a submission of the task, not the task
         their_subs = select(cast(Submission.id, String)).join(Phase, Submission.phase_id == Phase.id) \
