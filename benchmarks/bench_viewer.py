@@ -33,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from arena.config import Settings
 from arena.viewer import volumes
 from arena.viewer.case import CaseFiles, ModelOutput, ViewerCache
 
@@ -98,7 +99,7 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
 
         def first_slice() -> bytes:
-            return ViewerCache(root, results).slice_png(case, models, "axial", z_mid)
+            return ViewerCache(root, results, Settings.viewer_cache_bytes).slice_png(case, models, "axial", z_mid)
 
         rows = [
             ("baseline ReadImage CT", timed(lambda: sitk.ReadImage(str(case.image)), args.repeat)),
@@ -111,7 +112,7 @@ def main() -> None:
         volumes.wait_for_writes()
         rows.append(("first slice, warm cache", timed(first_slice, args.repeat, before=volumes.forget_open)))
         rows.append(("same slice, case open", timed(first_slice, args.repeat)))
-        cache = ViewerCache(root, results)
+        cache = ViewerCache(root, results, Settings.viewer_cache_bytes)
         for view, mid in (("axial", z_mid), ("coronal", 256), ("sagittal", 256)):
             state = {"i": mid}
 

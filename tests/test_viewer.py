@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
+from arena.config import Settings
 from arena.metrics.segmentation import score_segmentation
 from arena.viewer import jump, render, volumes
 from arena.viewer.case import CaseFiles, ModelOutput, ViewerCache
@@ -182,7 +183,7 @@ def _case(tmp_path, shift=0):
 
 def test_the_cache_serves_slices_and_targets_and_rebuilds_on_change(tmp_path):
     files, model = _case(tmp_path, shift=2)
-    cache = ViewerCache(tmp_path / "viewer-cache", tmp_path / "results")
+    cache = ViewerCache(tmp_path / "viewer-cache", tmp_path / "results", Settings.viewer_cache_bytes)
     png = cache.slice_png(files, [model], "coronal", 10, "bone", organs=[1])
     assert max(Image.open(io.BytesIO(png)).size) >= render.MIN_SIDE
     volumes.wait_for_writes()  # the cache files are written in the background
@@ -207,7 +208,7 @@ def test_a_prediction_on_another_grid_is_refused_by_name(tmp_path):
     files, model = _case(tmp_path)
     _write(model.prediction, np.zeros((8, 24, 20), np.uint8), (0.8, 0.8, 2.5))
     os.utime(model.prediction, ns=(2, 2))
-    cache = ViewerCache(tmp_path / "viewer-cache", tmp_path / "results")
+    cache = ViewerCache(tmp_path / "viewer-cache", tmp_path / "results", Settings.viewer_cache_bytes)
     with pytest.raises(ValueError, match="pred.mha: shape"):
         cache.slice_png(files, [model], "axial", 0)
 
@@ -226,12 +227,12 @@ def test_bad_files_give_errors_naming_them(tmp_path):
 def test_prune_drops_removed_evaluations_and_keeps_the_budget(tmp_path):
     files, model = _case(tmp_path)
     root, results = tmp_path / "viewer-cache", tmp_path / "results"
-    cache = ViewerCache(root, results)
+    cache = ViewerCache(root, results, Settings.viewer_cache_bytes)
     cache.slice_png(files, [model], "axial", 3)
     volumes.wait_for_writes()
     import shutil
     shutil.rmtree(results / "evaluation-5")  # the evaluation's outputs are gone ...
-    removed = volumes.prune(root, results)
+    removed = volumes.prune(root, results, Settings.viewer_cache_bytes)
     assert root / "evaluations" / "5" in removed and not (root / "evaluations" / "5").exists()  # ... so are ours
     assert (root / "cases" / "1" / "ct.npy").exists()
     volumes.prune(root, results, max_bytes=1000)  # over budget: least recently used entries go

@@ -33,11 +33,11 @@ class ModelOutput:
 @dataclass(frozen=True)
 class ViewerCache:
     """The cache at ``root`` (``ARENA_HOME/viewer-cache``), pruned against ``results_root`` within
-    ``max_bytes`` whenever a new entry is written."""
+    ``max_bytes`` (the server's ARENA_VIEWER_CACHE_GB) whenever a new entry is written."""
 
     root: Path
     results_root: Path
-    max_bytes: int = volumes.DEFAULT_MAX_BYTES
+    max_bytes: int
 
     def _load(self, folder: Path, name: str, source: Path, kind: volumes.Kind) -> Volume:
         return volumes.cached_volume(folder, name, source, kind, on_new=self.prune)

@@ -34,7 +34,6 @@ from arena.tasks.convert import read_image
 
 Kind = Literal["image", "labels"]
 log = logging.getLogger(__name__)
-DEFAULT_MAX_BYTES = 4 * 2**30  # 4 GiB: about 25 CTs of 512×512×100 with their label maps
 
 
 @dataclass(frozen=True)
@@ -242,7 +241,7 @@ def _size(folder: Path) -> int:
     return total
 
 
-def prune(root: Path, results_root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Path]:
+def prune(root: Path, results_root: Path, max_bytes: int) -> list[Path]:
     """Keep the cache at ``root`` within ``max_bytes``; return the entry folders removed.
 
     First the entries of evaluations whose results folder (``results_root/evaluation-<id>``) no longer
